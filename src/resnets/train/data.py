@@ -1,0 +1,219 @@
+"""The data side of training: which dataset, which split, which batches, in which order.
+
+Small datasets live in memory as uint8 and are augmented per batch on the training device
+(:class:`MemoryBatches`); large ones stream through a ``DataLoader``
+(:class:`StreamBatches`). Both shuffle with a generator seeded by (seed, epoch), so the
+data order of any epoch is known without replaying the epochs before it, and both shard
+the data across DDP ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.augment import cutout, normalize, random_crop_flip
+from ..data.cifar import is_cifar_python, load_cifar_python
+from ..data.folder import TensorImages, load_folder, scan_folder
+from .config import TrainConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IN_MEMORY_MAX_IMAGES = 200_000  # "auto": trees with more files stream from disk
+
+
+@dataclass
+class Preprocess:
+    """What a model's input expects; saved with weights so eval/predict match training."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size: int        # eval input size (square)
+    resize: int      # resize shorter side before the centre crop (== size: no crop)
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std), "size": self.size,
+                "resize": self.resize}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(tuple(d["mean"]), tuple(d["std"]), int(d["size"]), int(d["resize"]))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def split_dirs(root: str | Path) -> tuple[Path, Path | None]:
+    """``root/train`` and ``root/test`` (or ``val``) when present, else ``root`` alone."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"dataset not found: {root}")
+    if (root / "train").is_dir():
+        for name in ("test", "val"):
+            if (root / name).is_dir():
+                return root / "train", root / name
+        return root / "train", None
+    return root, None
+
+
+def load_small(root: str | Path, train: bool, classes: list[str] | None, strict: bool
+               ) -> TensorImages:
+    """A small dataset in memory: CIFAR python files or an ImageFolder tree."""
+    if is_cifar_python(root):
+        return load_cifar_python(root, train)
+    return load_folder(root, classes=classes, strict=strict)
+
+
+def use_memory(cfg: TrainConfig, train_dir: Path) -> bool:
+    if cfg.in_memory != "auto" or is_cifar_python(cfg.data):
+        return cfg.in_memory != "no"
+    return len(scan_folder(train_dir).paths) <= IN_MEMORY_MAX_IMAGES
+
+
+class MemoryBatches:
+    """Batches from a uint8 tensor dataset, augmented on the device, sharded per rank."""
+
+    def __init__(self, data: TensorImages, batch_size: int, device: torch.device,
+                 mean: tuple[float, ...], std: tuple[float, ...], train: bool,
+                 crop_pad: int = 4, cutout_size: int = 0, rank: int = 0, world: int = 1,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.mean, self.std = mean, std
+        self.train = train
+        self.crop_pad = crop_pad
+        self.cutout_size = cutout_size
+        self.rank, self.world = rank, world
+        self.dtype = dtype
+
+    def __len__(self) -> int:
+        per_rank = self._per_rank()
+        if self.train:
+            return per_rank // self.batch_size
+        return math.ceil(per_rank / self.batch_size)
+
+    def _per_rank(self) -> int:
+        n = len(self.labels)
+        return n // self.world if self.train else math.ceil(n / self.world)
+
+    def order(self, seed: int, epoch: int) -> torch.Tensor:
+        """This rank's sample indices for ``epoch``: a seeded permutation, strided by rank."""
+        n = len(self.labels)
+        if not self.train:
+            return torch.arange(n)[self.rank::self.world]
+        g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        perm = torch.randperm(n, generator=g)
+        return perm[self.rank::self.world][: self._per_rank()]
+
+    def batches(self, seed: int, epoch: int, start: int = 0,
+                generator: torch.Generator | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield ``(inputs, labels, indices)`` from batch ``start`` on."""
+        order = self.order(seed, epoch)
+        for b in range(start, len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            dev_idx = idx.to(self.device)
+            x = self.images[dev_idx]
+            if self.train:
+                assert generator is not None
+                x = random_crop_flip(x, self.crop_pad, generator)
+            x = normalize(x, self.mean, self.std, self.dtype)
+            if self.train and self.cutout_size > 0:
+                x = cutout(x, self.cutout_size, generator)
+            yield x, self.labels[dev_idx], idx
+
+
+class _FileDataset(torch.utils.data.Dataset):
+    """Files decoded on access; an unreadable file yields ``None`` (counted, skipped)."""
+
+    def __init__(self, paths: list[Path], labels: list[int], transform, strict: bool) -> None:
+        self.paths, self.labels, self.transform, self.strict = paths, labels, transform, strict
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from ..data.io import ImageReadError, read_rgb
+
+        try:
+            img = read_rgb(self.paths[i])
+        except ImageReadError:
+            if self.strict:
+                raise
+            return None
+        return self.transform(img), self.labels[i], i
+
+
+def _collate(items):
+    kept = [it for it in items if it is not None]
+    skipped = len(items) - len(kept)
+    if not kept:
+        return None, skipped
+    x = torch.stack([k[0] for k in kept])
+    y = torch.tensor([k[1] for k in kept])
+    idx = torch.tensor([k[2] for k in kept])
+    return (x, y, idx), skipped
+
+
+def stream_transforms(cfg: TrainConfig, train: bool):
+    """torchvision transforms v2 for large datasets (ImageNet-style)."""
+    from torchvision.transforms import v2
+
+    if train:
+        ops = [v2.RandomResizedCrop(cfg.image_size, antialias=True), v2.RandomHorizontalFlip()]
+        if cfg.auto_augment == "trivial":
+            ops.append(v2.TrivialAugmentWide())
+        elif cfg.auto_augment == "randaugment":
+            ops.append(v2.RandAugment())
+    else:
+        resize = int(round(cfg.image_size / 0.875))
+        ops = [v2.Resize(resize, antialias=True), v2.CenterCrop(cfg.image_size)]
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train and cfg.random_erasing > 0:
+        ops.append(v2.RandomErasing(cfg.random_erasing))
+    return v2.Compose(ops)
+
+
+class StreamBatches:
+    """A ``DataLoader`` over image files with torchvision transforms, sharded per rank."""
+
+    def __init__(self, paths: list[Path], labels: list[int], cfg: TrainConfig, train: bool,
+                 device: torch.device, rank: int = 0, world: int = 1) -> None:
+        self.dataset = _FileDataset(paths, labels, stream_transforms(cfg, train), cfg.strict)
+        self.labels = torch.tensor(labels)
+        self.batch_size, self.train, self.device = cfg.batch_size, train, device
+        self.workers, self.rank, self.world = cfg.workers, rank, world
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        per_rank = len(self.dataset) // self.world if self.train else \
+            math.ceil(len(self.dataset) / self.world)
+        return per_rank // self.batch_size if self.train else math.ceil(per_rank / self.batch_size)
+
+    def batches(self, seed: int, epoch: int, start: int = 0,
+                generator: torch.Generator | None = None):
+        n = len(self.dataset)
+        if self.train:
+            g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+            order = torch.randperm(n, generator=g)[self.rank::self.world][: n // self.world]
+        else:
+            order = torch.arange(n)[self.rank::self.world]
+        order = order[start * self.batch_size:]
+        sampler = order.tolist()
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
+            collate_fn=_collate, drop_last=self.train, persistent_workers=False,
+            generator=torch.Generator().manual_seed(epoch_seed(seed, epoch) + 1))
+        for batch, skipped in loader:
+            self.skipped += skipped
+            if batch is None:
+                continue
+            x, y, idx = batch
+            yield x.to(self.device, non_blocking=True), y.to(self.device), idx

@@ -1,0 +1,484 @@
+"""The training loop: one run folder, atomic checkpoints every epoch, exact resume, DDP.
+
+A run folder holds ``config.json``, ``metrics.jsonl`` / ``metrics.csv`` (one row per
+epoch), ``curves.png``, ``last.pt`` and ``best.pt`` (full training state) and, at the end,
+``model.safetensors`` (the selected weights) with ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.augment import CIFAR_MEAN, CIFAR_STD
+from ..data.split import stratified_split
+from ..registry import create_model
+from .checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    rng_states,
+    save_checkpoint,
+    save_weights,
+    set_rng_states,
+)
+from .config import TrainConfig
+from .data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MemoryBatches,
+    Preprocess,
+    StreamBatches,
+    epoch_seed,
+    load_small,
+    split_dirs,
+    use_memory,
+)
+from .distributed import DistInfo, init_distributed
+from .metrics_log import MetricsLog
+
+CHECKPOINT_VERSION = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "auto":
+        amp = "bf16"
+    if amp == "none":
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 autocast needs a CUDA device; use --amp bf16 on CPU")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` of ``total``."""
+    warm = int(cfg.warmup_epochs / cfg.epochs * total)
+    if step < warm:
+        return (step + 1) / warm
+    t = step / max(total, 1)
+    if cfg.schedule == "step":
+        return cfg.gamma ** sum(t >= m for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        progress = (step - warm) / max(total - warm, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    # one-cycle (Smith 2018): linear up to the peak at 25%, then linear down to ~0
+    peak = 0.25
+    if t < peak:
+        return 0.1 + 0.9 * t / peak
+    return max(0.0, (1.0 - t) / (1.0 - peak)) * (1 - 1e-3) + 1e-3
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """SGD groups: optionally no weight decay on norms/biases; a scaled lr for the backbone."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = cfg.no_decay_bn_bias and p.ndim <= 1
+        is_head = name.startswith("fc.")
+        groups.setdefault((no_decay, is_head), []).append(p)
+    out = []
+    for (no_decay, is_head), params in groups.items():
+        scale = 1.0 if is_head or cfg.pretrained is None else cfg.backbone_lr_scale
+        out.append({"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                    "lr_scale": scale})
+    return out
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    top1: float
+    top5: float
+    n: int
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches, device: torch.device,
+                     amp: torch.dtype | None, tta: bool = False,
+                     channels_last: bool = False) -> EvalResult:
+    """Logits over a whole split (single view, or + horizontal flip averaged)."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for x, y, _ in batches:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(x).float()
+            if tta:
+                logits = (logits + model(x.flip(-1)).float()) / 2
+        all_logits.append(logits.cpu())
+        all_labels.append(y.cpu())
+    logits = torch.cat(all_logits)
+    labels = torch.cat(all_labels)
+    k = min(5, logits.shape[1])
+    topk = logits.topk(k, dim=1).indices
+    top1 = (topk[:, 0] == labels).float().mean().item() * 100
+    top5 = (topk == labels[:, None]).any(1).float().mean().item() * 100
+    loss = F.cross_entropy(logits, labels).item()
+    return EvalResult(loss, top1, top5, len(labels), logits, labels)
+
+
+class Trainer:
+    """Builds everything from a :class:`TrainConfig` and runs (or resumes) the training."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> None:
+        cfg.validate()
+        if not cfg.data:
+            raise ValueError("no dataset given: pass --data DIR (an ImageFolder tree or CIFAR "
+                             "python files)")
+        self.run_dir = Path(cfg.out)
+        if resume:
+            ckpt_path = self.run_dir / "last.pt"
+            if not ckpt_path.exists():
+                raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
+            for stale in self.run_dir.glob(".*.tmp*"):  # left by a run killed mid-write
+                stale.unlink()
+            self.resume_state = load_checkpoint(ckpt_path)
+            saved = TrainConfig.from_dict(self.resume_state["config"])
+            cfg = saved.replace(out=cfg.out)  # the run continues with its own settings
+        else:
+            self.resume_state = None
+            if (self.run_dir / "last.pt").exists():
+                raise FileExistsError(f"{self.run_dir} already holds a run: pass --resume "
+                                      "to continue it, or choose another --out")
+        self.cfg = cfg
+        self.quiet = quiet
+        self.dist: DistInfo = init_distributed(cfg.device)
+        self.device = self.dist.device if self.dist.world > 1 else resolve_device(cfg.device)
+        self.amp = resolve_amp(cfg.amp, self.device)
+        self._build_data()
+        self._build_model()
+        self.log = MetricsLog(self.run_dir, enabled=self.dist.is_main)
+
+    # -- setup -------------------------------------------------------------------------
+    def _build_data(self) -> None:
+        cfg = self.cfg
+        train_dir, test_dir = split_dirs(cfg.data)
+        rank, world = self.dist.rank, self.dist.world
+        self.in_memory = use_memory(cfg, train_dir)
+        if self.in_memory:
+            full = load_small(train_dir if not _is_cifar(cfg.data) else cfg.data, True, None,
+                              cfg.strict)
+            self.classes = full.classes
+            small = full.images.shape[-1] <= 64  # CIFAR-like: CIFAR statistics
+            mean, std = (CIFAR_MEAN, CIFAR_STD) if small else (IMAGENET_MEAN, IMAGENET_STD)
+            size = full.images.shape[-1]
+            self.preprocess = Preprocess(mean, std, size, size)
+            train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, cfg.seed)
+            self.skipped = len(full.skipped)
+
+            def batches(d, train):
+                return MemoryBatches(d, cfg.batch_size, self.device, mean, std, train,
+                                     cfg.crop_pad, cfg.cutout, rank if train else 0,
+                                     world if train else 1)
+
+            self.train_data = batches(full.subset(train_idx), True)
+            self.val_data = batches(full.subset(val_idx), False) if len(val_idx) else None
+            self.test_data = None
+            if test_dir is not None or _is_cifar(cfg.data):
+                test = load_small(test_dir if not _is_cifar(cfg.data) else cfg.data, False,
+                                  self.classes, cfg.strict)
+                self.test_data = batches(test, False)
+        else:
+            from ..data.folder import scan_folder
+
+            index = scan_folder(train_dir)
+            self.classes = index.classes
+            self.skipped = 0
+            labels = torch.tensor(index.labels)
+            train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed)
+            resize = int(round(cfg.image_size / 0.875))
+            self.preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD, cfg.image_size, resize)
+
+            def stream(idx, train):
+                return StreamBatches([index.paths[i] for i in idx],
+                                     [index.labels[i] for i in idx], cfg, train, self.device,
+                                     rank if train else 0, world if train else 1)
+
+            self.train_data = stream(train_idx.tolist(), True)
+            self.val_data = stream(val_idx.tolist(), False) if len(val_idx) else None
+            self.test_data = None
+            if test_dir is not None:
+                test_index = scan_folder(test_dir, classes=self.classes)
+                self.test_data = StreamBatches(test_index.paths, test_index.labels, cfg, False,
+                                               self.device)
+        if len(self.train_data) == 0:
+            raise ValueError(f"training set of {cfg.data} is smaller than one batch of "
+                             f"{cfg.batch_size}: lower --batch-size")
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        num_classes = cfg.num_classes or len(self.classes)
+        if cfg.num_classes and cfg.num_classes != len(self.classes):
+            raise ValueError(f"--num-classes {cfg.num_classes} does not match the "
+                             f"{len(self.classes)} class folders of {cfg.data}")
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+        if cfg.pretrained and self.resume_state is None:
+            from .finetune import load_pretrained_backbone
+
+            load_pretrained_backbone(model, cfg.pretrained, quiet=self.quiet)
+        if cfg.freeze_backbone:
+            for name, p in model.named_parameters():
+                p.requires_grad = name.startswith("fc.")
+        if cfg.sync_bn and self.dist.world > 1 and self.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ema = None
+        if cfg.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+                                     use_buffers=True)
+        self.train_model: nn.Module = model
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr,
+                                         momentum=cfg.momentum, nesterov=cfg.nesterov)
+        self.steps_per_epoch = len(self.train_data) // cfg.accum_steps
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        scales = [g["lr_scale"] for g in self.optimizer.param_groups]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, [lambda s, k=k: k * lr_factor(cfg, s, self.total_steps)
+                             for k in scales])
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+
+    # -- checkpoints -----------------------------------------------------------------
+    def _state(self, epoch: int, step_in_epoch: int, generator: torch.Generator,
+               best: float) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "generator": generator.get_state(),
+            "rng": rng_states(),
+            "best_val": best,
+            "classes": self.classes,
+            "preprocess": self.preprocess.to_dict(),
+        }
+
+    def _save(self, name: str, state: dict) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / name, state)
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    # -- the loop ---------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg = self.cfg
+        start_epoch, start_step, best = 0, 0, -1.0
+        generator = torch.Generator(device="cpu")
+        if self.resume_state is not None:
+            s = self.resume_state
+            self.model.load_state_dict(s["model"])
+            if self.ema is not None and s["ema"] is not None:
+                self.ema.load_state_dict(s["ema"])
+            self.optimizer.load_state_dict(s["optimizer"])
+            self.scheduler.load_state_dict(s["scheduler"])
+            self.scaler.load_state_dict(s["scaler"])
+            start_epoch, start_step, best = s["epoch"], s["step_in_epoch"], s["best_val"]
+            generator.set_state(s["generator"])
+            set_rng_states(s["rng"])
+            self.log.truncate(start_epoch)
+        elif self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.run_dir / "config.json",
+                         lambda p: p.write_text(json.dumps(cfg.to_dict(), indent=2)))
+        if not self.quiet and self.dist.is_main:
+            _print_config(cfg, self)
+
+        for epoch in range(start_epoch, cfg.epochs):
+            if start_step == 0 or epoch != start_epoch:
+                generator.manual_seed(epoch_seed(cfg.seed, epoch) + 7)
+            first = start_step if epoch == start_epoch else 0
+            row = self._train_epoch(epoch, first, generator, best)
+            val = (evaluate_batches(self.eval_model(), self.val_data.batches(cfg.seed, epoch),
+                                    self.device, self.amp, cfg.tta, cfg.channels_last)
+                   if self.val_data is not None else None)
+            if val is not None:
+                row.update(val_loss=val.loss, val_acc=val.top1)
+            if self.test_data is not None and (cfg.test_every_epoch or epoch == cfg.epochs - 1):
+                test = evaluate_batches(self.eval_model(),
+                                        self.test_data.batches(cfg.seed, epoch), self.device,
+                                        self.amp, cfg.tta, cfg.channels_last)
+                row.update(test_loss=test.loss, test_acc=test.top1)
+            score = val.top1 if val is not None else -row["train_loss"]
+            improved = score > best
+            best = max(best, score)
+            state = self._state(epoch + 1, 0, generator, best)
+            if improved:
+                self._save("best.pt", state)
+            self._save("last.pt", state)
+            self.log.append(row)
+        return self._finish()
+
+    def _train_epoch(self, epoch: int, first_step: int, generator: torch.Generator,
+                     best: float) -> dict:
+        cfg = self.cfg
+        model = self.train_model
+        model.train()
+        total = len(self.train_data)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        start = time.perf_counter()
+        mix = _batch_mixer(cfg, len(self.classes))
+        progress = _progress(self.quiet or not self.dist.is_main, f"epoch {epoch + 1}", total)
+        self.optimizer.zero_grad(set_to_none=True)
+        with progress as bar:
+            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=total,
+                                completed=first_step)
+            for b, (x, y, _) in enumerate(self.train_data.batches(cfg.seed, epoch, first_step,
+                                                                  generator), first_step):
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                target = y
+                if mix is not None:
+                    x, target = mix(x, y)
+                with autocast(self.device, self.amp):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float(), target,
+                                           label_smoothing=cfg.label_smoothing)
+                self.scaler.scale(loss / cfg.accum_steps).backward()
+                if (b + 1) % cfg.accum_steps == 0:
+                    if cfg.grad_clip > 0:
+                        self.scaler.unscale_(self.optimizer)
+                        nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update_parameters(self.model)
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                if b % cfg.log_every == 0 or b == total - 1:
+                    ips = (seen * self.dist.world) / max(time.perf_counter() - start, 1e-9)
+                    bar.update(task, completed=b + 1, description=(
+                        f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum.item() / seen:.3f} "
+                        f"acc {100 * correct.item() / seen:.1f}% {ips:.0f} img/s"))
+                if cfg.checkpoint_every and (b + 1) % cfg.checkpoint_every == 0 \
+                        and b + 1 < total:
+                    self._save("last.pt", self._state(epoch, b + 1, generator, best))
+        elapsed = time.perf_counter() - start
+        stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
+        if self.dist.world > 1:
+            torch.distributed.all_reduce(stats)
+        loss_sum, correct, seen_all = stats.tolist()
+        return {"epoch": epoch + 1, "train_loss": loss_sum / max(seen_all, 1),
+                "train_acc": 100 * correct / max(seen_all, 1),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "images_per_s": seen_all / max(elapsed, 1e-9), "epoch_time_s": elapsed}
+
+    def _finish(self) -> dict:
+        """Select the best checkpoint's weights, test them, write model + result files."""
+        result = {"run": str(self.run_dir), "classes": self.classes,
+                  "skipped_images": self.skipped}
+        best_path = self.run_dir / "best.pt"
+        if self.dist.is_main and best_path.exists():
+            best = load_checkpoint(best_path)
+            model = create_model(self.cfg.model, num_classes=len(self.classes),
+                                 **self.cfg.model_kwargs).to(self.device)
+            weights = best["ema"] if best["ema"] is not None else best["model"]
+            if best["ema"] is not None:
+                weights = {k.removeprefix("module."): v for k, v in weights.items()
+                           if k != "n_averaged"}
+            model.load_state_dict(weights)
+            result["best_epoch"] = best["epoch"]
+            result["best_val_acc"] = best["best_val"]
+            if self.test_data is not None:
+                test = evaluate_batches(model, self.test_data.batches(self.cfg.seed, 0),
+                                        self.device, self.amp, False)
+                result.update(test_acc=test.top1, test_top5=test.top5, test_n=test.n)
+                tta = evaluate_batches(model, self.test_data.batches(self.cfg.seed, 0),
+                                       self.device, self.amp, True)
+                result["test_acc_flip_tta"] = tta.top1
+            save_weights(model, self.run_dir / "model.safetensors", {
+                "model": self.cfg.model, "classes": self.classes,
+                "preprocess": self.preprocess.to_dict(), "config": self.cfg.to_dict(),
+                "result": {k: v for k, v in result.items() if k != "classes"}})
+            atomic_write(self.run_dir / "result.json",
+                         lambda p: p.write_text(json.dumps(result, indent=2)))
+        if self.dist.world > 1:
+            torch.distributed.barrier()
+        return result
+
+
+def _is_cifar(root: str) -> bool:
+    from ..data.cifar import is_cifar_python
+
+    return is_cifar_python(root)
+
+
+def _batch_mixer(cfg: TrainConfig, num_classes: int):
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return None
+    from torchvision.transforms import v2
+
+    ops = []
+    if cfg.mixup > 0:
+        ops.append(v2.MixUp(alpha=cfg.mixup, num_classes=num_classes))
+    if cfg.cutmix > 0:
+        ops.append(v2.CutMix(alpha=cfg.cutmix, num_classes=num_classes))
+    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+
+
+def _progress(disabled: bool, _desc: str, _total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), disable=disabled, transient=False)
+
+
+def _print_config(cfg: TrainConfig, trainer: Trainer) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(
+        f"[bold]resnets train[/bold] {cfg.model} on {cfg.data}: {len(trainer.classes)} classes, "
+        f"device {trainer.device}, amp {trainer.amp}, world {trainer.dist.world}, "
+        f"{'in memory' if trainer.in_memory else 'streaming'}; run folder {trainer.run_dir}")
+
+
+def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
+    """Train (or resume) a run; returns the result record (test accuracy when a test set
+    exists)."""
+    return Trainer(cfg, resume=resume, quiet=quiet).fit()

@@ -1,0 +1,66 @@
+"""Per-epoch metrics as JSONL and CSV, and a PNG of the curves, rewritten every epoch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from .checkpoint import atomic_write
+
+COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+           "lr", "images_per_s", "epoch_time_s")
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.rows: list[dict] = []
+        path = run_dir / "metrics.jsonl"
+        if path.exists():
+            self.rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def truncate(self, epochs: int) -> None:
+        """Forget rows after ``epochs`` (a resumed run rewrites what it replays)."""
+        self.rows = [r for r in self.rows if r["epoch"] <= epochs]
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        if not self.enabled:
+            return
+        atomic_write(self.run_dir / "metrics.jsonl", lambda p: p.write_text(
+            "".join(json.dumps(r) + "\n" for r in self.rows)))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write(self.run_dir / "metrics.csv", lambda p: p.write_text(buf.getvalue()))
+        self.plot()
+
+    def plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        epochs = [r["epoch"] for r in self.rows]
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+        for key, style in (("train", "--"), ("val", "-"), ("test", ":")):
+            pts = [(r["epoch"], r[f"{key}_loss"], r[f"{key}_acc"]) for r in self.rows
+                   if f"{key}_loss" in r]
+            if pts:
+                e, loss, acc = zip(*pts, strict=True)
+                ax_loss.plot(e, loss, style, label=key)
+                ax_acc.plot(e, [100 - a for a in acc], style, label=key)
+        ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+        ax_acc.set(xlabel="epoch", ylabel="error (%)", title="top-1 error")
+        for ax in (ax_loss, ax_acc):
+            ax.grid(alpha=0.3)
+            ax.legend()
+        if epochs:
+            ax_loss.set_xlim(min(epochs) - 0.5 if len(epochs) == 1 else min(epochs), max(epochs))
+        fig.tight_layout()
+        atomic_write(self.run_dir / "curves.png", lambda p: fig.savefig(p, format="png", dpi=90))
+        plt.close(fig)

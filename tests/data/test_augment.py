@@ -1,0 +1,53 @@
+import torch
+
+from resnets.data.augment import cutout, normalize, random_crop_flip
+from resnets.data.split import stratified_split
+
+
+def test_crop_is_a_shifted_window_of_the_padded_image():
+    x = torch.arange(1, 1 + 2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    g = torch.Generator().manual_seed(1)
+    y = random_crop_flip(x, 2, g, flip=False)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        found = any(torch.equal(y[i], padded[i, :, dy:dy + 8, dx:dx + 8])
+                    for dy in range(5) for dx in range(5))
+        assert found
+
+
+def test_augmentation_is_reproducible_from_the_generator():
+    x = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
+    a = random_crop_flip(x, 4, torch.Generator().manual_seed(3))
+    b = random_crop_flip(x, 4, torch.Generator().manual_seed(3))
+    c = random_crop_flip(x, 4, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_flip_flips_about_half():
+    x = torch.arange(8, dtype=torch.float32).repeat(200, 3, 8, 1)
+    y = random_crop_flip(x, 0, torch.Generator().manual_seed(0))
+    flipped = (y[:, 0, 0, 0] == 7).sum().item()
+    assert 70 < flipped < 130
+
+
+def test_cutout_zeroes_a_square():
+    x = torch.ones(4, 3, 16, 16)
+    y = cutout(x, 4, torch.Generator().manual_seed(0))
+    zeros = (y[:, 0] == 0).sum(dim=(1, 2))
+    assert torch.all((zeros > 0) & (zeros <= 25))
+
+
+def test_normalize():
+    x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    y = normalize(x, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert torch.allclose(y, torch.ones_like(y))
+
+
+def test_stratified_split_is_seeded_disjoint_and_per_class():
+    labels = torch.arange(10).repeat_interleave(50)
+    tr, va = stratified_split(labels, 0.1, seed=0)
+    tr2, va2 = stratified_split(labels, 0.1, seed=0)
+    assert torch.equal(va, va2) and torch.equal(tr, tr2)
+    assert len(set(tr.tolist()) & set(va.tolist())) == 0 and len(tr) + len(va) == 500
+    assert torch.bincount(labels[va]).tolist() == [5] * 10
+    assert not torch.equal(va, stratified_split(labels, 0.1, seed=1)[1])

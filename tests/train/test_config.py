@@ -1,0 +1,35 @@
+import pytest
+
+from resnets.train.config import TrainConfig, fast_recipe, paper_recipe, recipe
+
+
+def test_paper_recipe_is_section_4_2():
+    cfg = paper_recipe()
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) == (0.1, 0.9, 1e-4, 128)
+    assert cfg.schedule == "step" and cfg.milestones == (0.5, 0.75) and cfg.gamma == 0.1
+
+
+def test_fast_recipe_and_overrides():
+    cfg = fast_recipe(epochs=7)
+    assert cfg.schedule == "onecycle" and cfg.nesterov and cfg.label_smoothing > 0
+    assert cfg.epochs == 7
+    assert recipe("paper", lr=0.05).lr == 0.05
+
+
+def test_unknown_field_and_recipe_are_errors():
+    with pytest.raises(ValueError, match="unknown training option.*learning_rate"):
+        TrainConfig().replace(learning_rate=0.1)
+    with pytest.raises(ValueError, match="unknown recipe 'slow'"):
+        recipe("slow")
+
+
+def test_validate_names_the_bad_value():
+    with pytest.raises(ValueError, match="schedule must be step, cosine or onecycle"):
+        TrainConfig(schedule="linear").validate()
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        TrainConfig(epochs=0).validate()
+
+
+def test_round_trip_through_dict():
+    cfg = fast_recipe(milestones=(0.3, 0.6))
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg

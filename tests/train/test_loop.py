@@ -1,0 +1,170 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from resnets.cli import app
+from resnets.train import Trainer, paper_recipe
+from resnets.train.checkpoint import load_checkpoint, read_weights
+from resnets.train.loop import lr_factor
+from tests.synthetic import make_folder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_cfg(data, out, **kw):
+    base = {"model": "resnet20", "data": str(data), "out": str(out), "epochs": 2,
+            "batch_size": 8, "lr": 0.05, "amp": "none", "val_fraction": 0.25,
+            "channels_last": False, "seed": 0}
+    base.update(kw)
+    return paper_recipe(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    make_folder(root, per_class=(24, 6))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+
+
+def test_run_folder_has_every_artifact(tiny_data, tmp_path):
+    result = Trainer(tiny_cfg(tiny_data, tmp_path / "run"), quiet=True).fit()
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "metrics.csv", "curves.png", "last.pt",
+                 "best.pt", "model.safetensors", "result.json"):
+        assert (run / name).exists(), name
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s",
+                "epoch_time_s"):
+        assert key in rows[0]
+    assert "test_acc" in rows[-1] and result["test_n"] == 18
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,train_loss,train_acc,val_loss,val_acc")
+    ckpt = load_checkpoint(run / "last.pt")
+    for key in ("model", "optimizer", "scheduler", "scaler", "epoch", "rng", "generator",
+                "config"):
+        assert key in ckpt
+    state, meta = read_weights(run / "model.safetensors")
+    assert meta["classes"] == ["a", "b", "c"] and meta["model"] == "resnet20"
+    assert meta["preprocess"]["size"] == 16
+
+
+def test_existing_run_is_not_overwritten(tiny_data, tmp_path):
+    Trainer(tiny_cfg(tiny_data, tmp_path / "run", epochs=1), quiet=True).fit()
+    with pytest.raises(FileExistsError, match="already holds a run: pass --resume"):
+        Trainer(tiny_cfg(tiny_data, tmp_path / "run", epochs=1), quiet=True)
+
+
+def test_the_model_learns_the_synthetic_task(tiny_data, tmp_path):
+    result = Trainer(tiny_cfg(tiny_data, tmp_path / "run", epochs=4), quiet=True).fit()
+    assert result["test_acc"] > 80.0
+
+
+def test_lr_schedules():
+    cfg = paper_recipe(epochs=4)
+    assert [lr_factor(cfg, s, 100) for s in (0, 49, 50, 74, 75, 99)] == \
+        pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    cos = paper_recipe(schedule="cosine", warmup_epochs=1.0, epochs=4)
+    assert lr_factor(cos, 0, 100) == pytest.approx(1 / 25)
+    assert lr_factor(cos, 25, 100) == pytest.approx(1.0)
+    assert lr_factor(cos, 99, 100) < 0.01
+    one = paper_recipe(schedule="onecycle")
+    assert lr_factor(one, 25, 100) == pytest.approx(1.0) and lr_factor(one, 99, 100) < 0.02
+
+
+def _train_cmd(data, out, *extra):
+    return [sys.executable, "-m", "resnets", "train", "--data", str(data), "--out", str(out),
+            "--epochs", "3", "--batch-size", "8", "--lr", "0.05", "--amp", "none",
+            "--val-fraction", "0.25", "--set", "channels_last=false", "--quiet", *extra]
+
+
+def _weights(run):
+    return load_checkpoint(Path(run) / "last.pt")["model"]
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tiny_data, tmp_path):
+    env = {**os.environ, "RESNETS_CACHE": str(tmp_path / "cache")}
+    subprocess.run(_train_cmd(tiny_data, tmp_path / "ref"), check=True, env=env, timeout=300)
+    victim = subprocess.Popen(_train_cmd(tiny_data, tmp_path / "cut", "--checkpoint-every", "2"),
+                              env=env)
+    ckpt = tmp_path / "cut" / "last.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    state = load_checkpoint(ckpt)
+    assert state["step_in_epoch"] > 0, "the kill must land mid-epoch for this test to mean much"
+    subprocess.run([sys.executable, "-m", "resnets", "train", "--resume", str(tmp_path / "cut"),
+                    "--quiet"], check=True, env=env, timeout=300)
+    ref, cut = _weights(tmp_path / "ref"), _weights(tmp_path / "cut")
+    assert ref.keys() == cut.keys()
+    assert all(torch.equal(ref[k], cut[k]) for k in ref)
+    rows = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+
+
+KILL_IN_SAVE = """
+import os, signal, sys, torch
+import resnets.train.checkpoint as ck
+real_save = torch.save
+calls = {"n": 0}
+def dying_save(obj, f, *a, **k):
+    calls["n"] += 1
+    if calls["n"] == 4:          # epoch 2's last.pt (epoch 1 wrote best.pt and last.pt... )
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *a, **k)
+ck.torch.save = dying_save
+from resnets.cli import app
+app(sys.argv[1:])
+"""
+
+
+def test_sigkill_during_checkpoint_write_keeps_previous_checkpoint(tiny_data, tmp_path):
+    env = {**os.environ, "RESNETS_CACHE": str(tmp_path / "cache")}
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_IN_SAVE)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(script), *_train_cmd(tiny_data, out)[3:]],
+                          env=env, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    state = load_checkpoint(out / "last.pt")  # intact: the half-written file is a temp file
+    assert state["epoch"] == 1
+    subprocess.run([sys.executable, "-m", "resnets", "train", "--resume", str(out), "--quiet"],
+                   check=True, env=env, timeout=300)
+    assert load_checkpoint(out / "last.pt")["epoch"] == 3
+    assert not list(out.glob(".*.tmp*")), "stale temporary files are cleaned up"
+
+
+def test_cli_train_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "none"), "--out",
+                                 str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: dataset not found")
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "nothing to resume" in result.output
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--set", "lr"])
+    assert result.exit_code == 1 and "--set expects FIELD=VALUE" in result.output
+
+
+def test_empty_dataset_is_an_error_before_training(tmp_path):
+    (tmp_path / "d" / "train" / "a").mkdir(parents=True)
+    with pytest.raises(ValueError, match="has no images"):
+        Trainer(tiny_cfg(tmp_path / "d", tmp_path / "run"), quiet=True)
+    assert not (tmp_path / "run").exists()
