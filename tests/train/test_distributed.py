@@ -1,0 +1,65 @@
+"""Two CPU processes under torchrun (gloo) against one process with the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.synthetic import make_folder
+
+DRIVER = """
+import json, sys, torch
+from resnets.train import Trainer, paper_recipe
+data, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cfg = paper_recipe(model="resnet20", data=data, out=out, epochs=2, batch_size=batch, lr=0.05,
+                   amp="none", val_fraction=0.25, channels_last=False, seed=0)
+t = Trainer(cfg, quiet=True)
+t.fit()
+rank = t.dist.rank
+orders = [t.train_data.order(cfg.seed, e)[: len(t.train_data) * batch].tolist()
+          for e in range(cfg.epochs)]
+torch.save(t.model.state_dict(), f"{out}/rank{rank}.pt")
+with open(f"{out}/rank{rank}.json", "w") as f:
+    json.dump({"orders": orders, "world": t.dist.world, "backend":
+               str(torch.distributed.get_backend()) if t.dist.world > 1 else "none"}, f)
+"""
+
+
+@pytest.fixture()
+def env(tmp_path):
+    return {**os.environ, "RESNETS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+def test_two_process_ddp_matches_single_process(tmp_path, env):
+    data = make_folder(tmp_path / "data", per_class=(32, 4))
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
+    ddp_out.mkdir()
+    single_out.mkdir()
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--master_port", "29517", str(driver), str(data), str(ddp_out), "8"],
+                   check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, str(driver), str(data), str(single_out), "16"],
+                   check=True, env=env, timeout=300)
+
+    r0 = json.loads((ddp_out / "rank0.json").read_text())
+    r1 = json.loads((ddp_out / "rank1.json").read_text())
+    assert r0["world"] == 2 and r0["backend"] == "gloo"
+    for e in range(2):
+        assert not set(r0["orders"][e]) & set(r1["orders"][e]), "ranks must see disjoint data"
+        assert len(r0["orders"][e]) == len(r1["orders"][e]) > 0
+
+    w0 = torch.load(ddp_out / "rank0.pt", weights_only=True)
+    w1 = torch.load(ddp_out / "rank1.pt", weights_only=True)
+    params = [k for k in w0 if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(w0[k], w1[k]) for k in params), "DDP ranks must hold equal weights"
+
+    # Only rank 0 logs; the loss tolerance covers per-rank BN statistics on CPU.
+    ddp_rows = [json.loads(x) for x in (ddp_out / "metrics.jsonl").read_text().splitlines()]
+    one_rows = [json.loads(x) for x in (single_out / "metrics.jsonl").read_text().splitlines()]
+    assert abs(ddp_rows[-1]["train_loss"] - one_rows[-1]["train_loss"]) < 0.25
+    assert not (ddp_out / "rank1_metrics.jsonl").exists()
