@@ -19,7 +19,9 @@ from .registry import create_model
 from .train.data import Preprocess
 
 BUNDLED_DIR = Path(__file__).parent / "weights" / "bundled"
-DEFAULT_PREDICT_MODEL = "resnet56"
+# `resnets predict` with no model uses the bundled ResNet-56; until it is shipped, the
+# best bundled model that is (the order below).
+DEFAULT_PREDICT_MODELS = ("resnet56", "resnet20")
 
 
 @dataclass
@@ -51,7 +53,10 @@ def load_classifier(model: str | None = None, weights: str | Path | None = None,
     from .train.checkpoint import read_weights
 
     if weights is None:
-        model = model or DEFAULT_PREDICT_MODEL
+        if model is None:
+            shipped = [m for m in DEFAULT_PREDICT_MODELS
+                       if (BUNDLED_DIR / f"{m}_cifar10.safetensors").exists()]
+            model = shipped[0] if shipped else DEFAULT_PREDICT_MODELS[0]
         weights = bundled_weights_path(model)
     state, meta = read_weights(weights)
     name = model or meta.get("model")

@@ -1,0 +1,145 @@
+"""Training throughput, end to end (data + step): resnets vs the usual CIFAR pipeline.
+
+Reference (what most CIFAR repositories do): torchvision ``ImageFolder`` with per-image
+RandomCrop(32, padding=4) / RandomHorizontalFlip / ToTensor / Normalize through a
+``DataLoader``, eager fp32, at its best ``num_workers``. resnets: the uint8 in-memory cache
+with batched augmentation (``MemoryBatches``), channels_last, bf16 autocast.
+
+Same model (ResNet-20), batch size, optimizer and machine; repeats are interleaved and
+the medians compared. Run on a quiet machine (no training in the background):
+
+    .venv/bin/python benchmarks/bench_train_throughput.py --data ../shared/data/cifar10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from resnets import create_model
+from resnets.data.augment import CIFAR_MEAN, CIFAR_STD
+from resnets.data.folder import load_folder
+from resnets.train.data import MemoryBatches
+
+
+def sgd(model):
+    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+
+
+def reference_loader(root: Path, batch: int, workers: int):
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([transforms.RandomCrop(32, padding=4),
+                             transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+                             transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
+    ds = datasets.ImageFolder(str(root), transform=tf)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                       drop_last=True, persistent_workers=workers > 0)
+
+
+def time_steps(batches, model, opt, steps: int, amp: bool, channels_last: bool) -> float:
+    """Images per second over ``steps`` training steps (data loading included)."""
+    model.train()
+    it = iter(batches)
+    n = 0
+    start = time.perf_counter()
+    for _ in range(steps):
+        x, y = next(it)[:2]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n += len(y)
+    return n / (time.perf_counter() - start)
+
+
+class _Cycle:
+    """Endless iteration over a DataLoader or MemoryBatches epochs."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        epoch = 0
+        while True:
+            yield from self.make(epoch)
+            epoch += 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/data/cifar10")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--workers", default="0,1,2")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    root = Path(args.data) / "train"
+
+    t0 = time.perf_counter()
+    data = load_folder(root)
+    cache_s = time.perf_counter() - t0
+    mem = MemoryBatches(data, args.batch, torch.device("cpu"), CIFAR_MEAN, CIFAR_STD, True)
+    gen = torch.Generator().manual_seed(0)
+
+    def ours(epoch):
+        return mem.batches(0, epoch, generator=gen)
+
+    configs = {}
+    for w in [int(v) for v in args.workers.split(",")]:
+        loader = reference_loader(root, args.batch, w)
+        configs[f"reference fp32 (workers={w})"] = (_Cycle(lambda e, ld=loader: ld), False, False)
+    configs["resnets in-memory fp32"] = (_Cycle(ours), False, False)
+    configs["resnets in-memory bf16 + channels_last"] = (_Cycle(ours), True, True)
+
+    models = {}
+    for name, (_, _, cl) in configs.items():
+        torch.manual_seed(0)
+        m = create_model("resnet20")
+        models[name] = (m.to(memory_format=torch.channels_last) if cl else m, None)
+        models[name] = (models[name][0], sgd(models[name][0]))
+    iters = {name: iter(c[0]) for name, c in configs.items()}
+    for name, (_, amp, cl) in configs.items():  # warm-up (workers start, kernels pick)
+        time_steps(_Iter(iters[name]), *models[name], 5, amp, cl)
+    results: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(args.repeats):
+        for name, (_, amp, cl) in configs.items():
+            results[name].append(time_steps(_Iter(iters[name]), *models[name], args.steps,
+                                            amp, cl))
+    med = {name: statistics.median(v) for name, v in results.items()}
+    ref_best = max((v, k) for k, v in med.items() if k.startswith("reference"))
+    print(f"machine: {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"one-time uint8 cache load/decode: {cache_s:.1f} s for {len(data)} images")
+    print(f"{'pipeline':45s} {'img/s min/median/max':>24s}  ratio vs best reference")
+    for name, v in results.items():
+        print(f"{name:45s} {min(v):7.0f} {med[name]:7.0f} {max(v):7.0f}   "
+              f"{med[name] / ref_best[0]:.2f}x")
+    print(json.dumps({"median_images_per_s": med, "best_reference": ref_best[1],
+                      "batch": args.batch, "steps": args.steps, "repeats": args.repeats}))
+
+
+class _Iter:
+    """Adapter so time_steps can call iter() on a shared generator without restarting it."""
+
+    def __init__(self, it):
+        self.it = it
+
+    def __iter__(self):
+        return self.it
+
+
+if __name__ == "__main__":
+    main()
