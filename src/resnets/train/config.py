@@ -38,6 +38,8 @@ class TrainConfig:
     ema_decay: float = 0.0             # 0 = no EMA of weights
     # data and augmentation
     val_fraction: float = 0.1
+    subset_per_class: int = 0          # train on this many images per class (0 = all)
+    train_eval_size: int = 0           # also evaluate a fixed clean training subset per epoch
     crop_pad: int = 4                  # small datasets: pad-and-crop
     cutout: int = 0                    # small datasets: cutout square size, 0 = off
     mixup: float = 0.0                 # Beta(alpha, alpha); 0 = off

@@ -197,8 +197,16 @@ class Trainer:
                                      cfg.crop_pad, cfg.cutout, rank if train else 0,
                                      world if train else 1)
 
+            if cfg.subset_per_class:
+                train_idx = per_class_subset(full.labels, train_idx, cfg.subset_per_class,
+                                             cfg.seed)
             self.train_data = batches(full.subset(train_idx), True)
             self.val_data = batches(full.subset(val_idx), False) if len(val_idx) else None
+            self.train_clean_data = None
+            if cfg.train_eval_size:  # a fixed training subset evaluated without augmentation
+                fixed = train_idx[torch.randperm(len(train_idx), generator=torch.Generator()
+                                                 .manual_seed(cfg.seed))[:cfg.train_eval_size]]
+                self.train_clean_data = batches(full.subset(fixed.sort().values), False)
             self.test_data = None
             if test_dir is not None or _is_cifar(cfg.data):
                 test = load_small(test_dir if not _is_cifar(cfg.data) else cfg.data, False,
@@ -220,6 +228,9 @@ class Trainer:
                                      [index.labels[i] for i in idx], cfg, train, self.device,
                                      rank if train else 0, world if train else 1)
 
+            if cfg.subset_per_class or cfg.train_eval_size:
+                raise ValueError("subset_per_class and train_eval_size need an in-memory dataset")
+            self.train_clean_data = None
             self.train_data = stream(train_idx.tolist(), True)
             self.val_data = stream(val_idx.tolist(), False) if len(val_idx) else None
             self.test_data = None
@@ -335,6 +346,11 @@ class Trainer:
                    if self.val_data is not None else None)
             if val is not None:
                 row.update(val_loss=val.loss, val_acc=val.top1)
+            if self.train_clean_data is not None:
+                clean = evaluate_batches(self.eval_model(),
+                                         self.train_clean_data.batches(cfg.seed, epoch),
+                                         self.device, self.amp, False, cfg.channels_last)
+                row.update(train_clean_loss=clean.loss, train_clean_acc=clean.top1)
             if self.test_data is not None and (cfg.test_every_epoch or epoch == cfg.epochs - 1):
                 test = evaluate_batches(self.eval_model(),
                                         self.test_data.batches(cfg.seed, epoch), self.device,
@@ -441,6 +457,17 @@ class Trainer:
         if self.dist.world > 1:
             torch.distributed.barrier()
         return result
+
+
+def per_class_subset(labels: torch.Tensor, index: torch.Tensor, per_class: int,
+                     seed: int) -> torch.Tensor:
+    """The first ``per_class`` of each class from ``index`` in a seeded random order."""
+    g = torch.Generator().manual_seed(seed + 1)
+    shuffled = index[torch.randperm(len(index), generator=g)]
+    keep = []
+    for c in labels[index].unique().tolist():
+        keep.append(shuffled[labels[shuffled] == c][:per_class])
+    return torch.cat(keep).sort().values
 
 
 def _is_cifar(root: str) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 from .checkpoint import atomic_write
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-           "lr", "images_per_s", "epoch_time_s")
+           "train_clean_loss", "train_clean_acc", "lr", "images_per_s", "epoch_time_s")
 
 
 class MetricsLog:

@@ -1,0 +1,1 @@
+"""Experiments that show why residual learning works."""

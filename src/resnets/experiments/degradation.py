@@ -1,0 +1,245 @@
+"""The degradation experiment (He et al. 2016, Fig. 1 and Fig. 6) made reproducible.
+
+Plain and residual CIFAR networks of several depths train with the same recipe, seeds and
+data order through the normal training pipeline. Per epoch we keep the running training
+error on augmented batches (what Fig. 6 plots), the clean error on a fixed training
+subset, validation and test error. At initialisation and at the end we measure, per
+block, the gradient norm of the loss w.r.t. each conv weight and the RMS of the block's
+output: the signal that fades through a deep plain network.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.blocks import BasicBlock, Bottleneck
+from ..train.checkpoint import atomic_write
+from ..train.config import TrainConfig, paper_recipe
+from ..train.loop import Trainer, autocast
+
+
+@dataclass
+class DegradationConfig:
+    data: str = "../shared/data/cifar10"
+    out: str = "runs/degradation"
+    depths: tuple[int, ...] = (20, 56)
+    seeds: tuple[int, ...] = (0, 1)
+    epochs: int = 164              # the paper: 64k iterations at batch 128 on 45k images
+    subset_per_class: int = 0      # 0 = the whole training split
+    train_eval_size: int = 5000
+    batch_size: int = 128
+    lr: float = 0.1
+    amp: str = "auto"
+    device: str = "auto"
+    quick: bool = False
+    extra: dict = field(default_factory=dict)  # any other TrainConfig field
+
+    @classmethod
+    def quick_setting(cls, **overrides) -> DegradationConfig:
+        """Sized for <= 60 minutes on a 2-core CPU: 1,000 images per class, 12 epochs."""
+        base = {"subset_per_class": 1000, "epochs": 12, "train_eval_size": 2000,
+                "quick": True}
+        base.update(overrides)
+        return cls(**base)
+
+
+def train_config(cfg: DegradationConfig, net: str, seed: int) -> TrainConfig:
+    """The shared recipe: the paper's SGD with lr/10 at 50% and 75%, same seed and order."""
+    return paper_recipe(
+        model=net, data=cfg.data, out=str(Path(cfg.out) / f"{net}-seed{seed}"),
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, amp=cfg.amp,
+        device=cfg.device, subset_per_class=cfg.subset_per_class,
+        train_eval_size=cfg.train_eval_size, test_every_epoch=True, **cfg.extra)
+
+
+def signal_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  device: torch.device, amp: torch.dtype | None) -> list[dict]:
+    """Per block: RMS of its output and the gradient norm of each of its conv weights."""
+    blocks = [(name, m) for name, m in model.named_modules()
+              if isinstance(m, (BasicBlock, Bottleneck))]
+    acts: dict[str, float] = {}
+    hooks = [m.register_forward_hook(
+        lambda _m, _i, out, key=name: acts.__setitem__(key, out.float().pow(2).mean().sqrt()
+                                                       .item()))
+        for name, m in blocks]
+    was_training = model.training
+    model.train()  # batch statistics, as during training
+    model.zero_grad(set_to_none=True)
+    with autocast(device, amp):
+        loss = F.cross_entropy(model(x).float(), y)
+    loss.backward()
+    for h in hooks:
+        h.remove()
+    rows = []
+    for depth, (name, m) in enumerate(blocks, 1):
+        grads = {conv: getattr(m, conv).weight.grad.norm().item()
+                 for conv in ("conv1", "conv2", "conv3") if hasattr(m, conv)}
+        rows.append({"block": name, "index": depth, "activation_rms": acts[name],
+                     "grad_norm": grads, "grad_norm_mean": statistics.fmean(grads.values())})
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return rows
+
+
+def _probe_batch(trainer: Trainer, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    data = trainer.train_clean_data or trainer.val_data or trainer.train_data
+    xs, ys = [], []
+    for x, y, _ in data.batches(trainer.cfg.seed, 0,
+                                generator=torch.Generator().manual_seed(0)):
+        xs.append(x)
+        ys.append(y)
+        if sum(len(v) for v in ys) >= n:
+            break
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+def run_one(cfg: DegradationConfig, net: str, seed: int, quiet: bool = True) -> dict:
+    """Train one (network, seed); resumes a run folder that already holds a checkpoint."""
+    tcfg = train_config(cfg, net, seed)
+    run_dir = Path(tcfg.out)
+    summary_path = run_dir / "degradation.json"
+    if summary_path.exists():
+        return json.loads(summary_path.read_text())
+    resume = (run_dir / "last.pt").exists()
+    trainer = Trainer(tcfg, resume=resume, quiet=quiet)
+    x, y = _probe_batch(trainer)
+    init_path = run_dir / "signal_init.json"
+    if init_path.exists():
+        at_init = json.loads(init_path.read_text())
+    else:
+        at_init = signal_report(trainer.model, x, y, trainer.device, trainer.amp)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(init_path, lambda p: p.write_text(json.dumps(at_init)))
+    trainer.fit()
+    at_end = signal_report(trainer.model, x, y, trainer.device, trainer.amp)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    record = {
+        "net": net, "seed": seed, "residual": net.startswith("resnet"),
+        "depth": int("".join(c for c in net if c.isdigit())),
+        "epochs": [r["epoch"] for r in rows],
+        "train_error": [100 - r["train_acc"] for r in rows],
+        "train_clean_error": [100 - r["train_clean_acc"] for r in rows if "train_clean_acc" in r],
+        "val_error": [100 - r["val_acc"] for r in rows if "val_acc" in r],
+        "test_error": [100 - r["test_acc"] for r in rows if "test_acc" in r],
+        "train_loss": [r["train_loss"] for r in rows],
+        "test_loss": [r["test_loss"] for r in rows if "test_loss" in r],
+        "signal_init": at_init, "signal_end": at_end,
+    }
+    atomic_write(summary_path, lambda p: p.write_text(json.dumps(record)))
+    return record
+
+
+def summarize(cfg: DegradationConfig, records: list[dict]) -> dict:
+    """Final errors per network (mean and spread over seeds) and the paper's comparisons."""
+    nets: dict[str, list[dict]] = {}
+    for r in records:
+        nets.setdefault(r["net"], []).append(r)
+
+    def final(net: str, key: str) -> tuple[float, float]:
+        vals = [r[key][-1] for r in nets[net]]
+        return statistics.fmean(vals), (max(vals) - min(vals)) / 2
+
+    table = {}
+    for net in nets:
+        table[net] = {k: dict(zip(("mean", "half_range"), final(net, k), strict=True))
+                      for k in ("train_error", "train_clean_error", "test_error")}
+    comparisons = []
+    depths = sorted(cfg.depths)
+    shallow, deep = depths[0], depths[-1]
+    for a, b, claim in ((f"plain{deep}", f"plain{shallow}", ">"),
+                        (f"resnet{deep}", f"resnet{shallow}", "<"),
+                        (f"resnet{deep}", f"plain{deep}", "<")):
+        if a not in table or b not in table:
+            continue
+        ma, sa = final(a, "train_error")
+        mb, sb = final(b, "train_error")
+        holds = ma > mb if claim == ">" else ma < mb
+        comparisons.append({
+            "claim": f"final training error {a} {claim} {b}", "a": ma, "b": mb,
+            "margin": ma - mb, "seed_spread": max(sa, sb), "holds": holds,
+            "beyond_spread": holds and abs(ma - mb) > 2 * max(sa, sb)})
+    return {"setting": asdict(cfg), "final": table, "comparisons": comparisons}
+
+
+def plot_errors(records: list[dict], path: Path) -> None:
+    """Fig. 6 layout: plain nets left, ResNets right; dashed training, solid test error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    depths = sorted({r["depth"] for r in records})
+    colors = dict(zip(depths, ["tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple"],
+                      strict=False))
+    for ax, residual in zip(axes, (False, True), strict=True):
+        for d in depths:
+            runs = [r for r in records if r["depth"] == d and r["residual"] == residual]
+            if not runs:
+                continue
+            epochs = runs[0]["epochs"]
+            for key, style in (("train_error", "--"), ("test_error", "-")):
+                mean = [statistics.fmean(v) for v in zip(*(r[key] for r in runs), strict=True)]
+                label = f"{'ResNet' if residual else 'plain'}-{d}" if key == "test_error" else None
+                ax.plot(epochs[: len(mean)], mean, style, color=colors[d], label=label)
+        ax.set(title="residual" if residual else "plain", xlabel="epoch", ylabel="error (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(title="dashed: training, solid: test")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+
+def plot_gradients(records: list[dict], path: Path) -> None:
+    """Gradient norm of each block's conv weights vs block depth, plain vs residual."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    deepest = max(r["depth"] for r in records)
+    for ax, when in zip(axes, ("signal_init", "signal_end"), strict=True):
+        for residual, color in ((False, "tab:red"), (True, "tab:blue")):
+            runs = [r for r in records if r["depth"] == deepest and r["residual"] == residual]
+            if not runs:
+                continue
+            idx = [b["index"] for b in runs[0][when]]
+            mean = [statistics.fmean(r[when][i]["grad_norm_mean"] for r in runs)
+                    for i in range(len(idx))]
+            ax.semilogy(idx, mean, "o-", ms=3, color=color,
+                        label=f"{'ResNet' if residual else 'plain'}-{deepest}")
+        ax.set(title=f"gradient norm per block ({'init' if when == 'signal_init' else 'end'})",
+               xlabel="block (input side -> output side)", ylabel="||dL/dW|| (mean of convs)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+
+def run_degradation(cfg: DegradationConfig, quiet: bool = True, log=print) -> dict:
+    """Train every (plain/residual, depth, seed), then write the summary and both figures."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for seed in cfg.seeds:
+        for depth in cfg.depths:
+            for prefix in ("plain", "resnet"):
+                net = f"{prefix}{depth}"
+                log(f"training {net} seed {seed} ({cfg.epochs} epochs"
+                    f"{', quick setting' if cfg.quick else ''})")
+                records.append(run_one(cfg, net, seed, quiet=quiet))
+    summary = summarize(cfg, records)
+    summary["runs"] = records
+    atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
+    plot_errors(records, out / "fig6_errors.png")
+    plot_gradients(records, out / "gradient_norms.png")
+    return summary

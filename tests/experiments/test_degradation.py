@@ -1,0 +1,66 @@
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import resnets
+from resnets.cli import app
+from resnets.experiments.degradation import signal_report
+from resnets.models.blocks import BasicBlock
+from tests.synthetic import make_folder
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+
+
+def test_tiny_experiment_records_every_field_and_writes_both_figures(tmp_path):
+    data = make_folder(tmp_path / "data", per_class=(12, 3), size=8)
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(app, [
+        "experiment", "degradation", "--data", str(data), "--out", str(out), "--depths",
+        "8,14", "--seeds", "0"])
+    assert result.exit_code == 1 and "--depths takes two or more of" in result.output
+    result = CliRunner().invoke(app, [
+        "experiment", "degradation", "--data", str(data), "--out", str(out), "--depths",
+        "20,32", "--seeds", "0", "--epochs", "2", "--subset-per-class", "6", "--amp", "none",
+        "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["runs"]) == 4  # plain/resnet x 2 depths x 1 seed
+    run = summary["runs"][0]
+    for key in ("train_error", "train_clean_error", "val_error", "test_error", "train_loss"):
+        assert len(run[key]) == 2, key
+    assert len(run["signal_init"]) == 9 and len(run["signal_end"]) == 9  # plain20: 9 blocks
+    assert set(run["signal_init"][0]["grad_norm"]) == {"conv1", "conv2"}
+    assert [c["claim"] for c in summary["comparisons"]] == [
+        "final training error plain32 > plain20", "final training error resnet32 < resnet20",
+        "final training error resnet32 < plain32"]
+    for fig in ("fig6_errors.png", "gradient_norms.png"):
+        assert (out / fig).stat().st_size > 5000
+    assert "final training error plain32 > plain20" in result.output
+
+
+def test_signal_report_measures_each_block():
+    model = resnets.create_model("plain20")
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    rows = signal_report(model, x, y, torch.device("cpu"), None)
+    assert [r["index"] for r in rows] == list(range(1, 10))
+    assert all(r["grad_norm_mean"] > 0 and r["activation_rms"] > 0 for r in rows)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_zero_init_resnet56_starts_as_identity_blocks_plain_cannot():
+    # With zero_init_residual every identity block returns its (non-negative) input exactly,
+    # so a 56-layer ResNet starts as a shallow network; a plain net has no such state.
+    res = resnets.create_model("resnet56", zero_init_residual=True)
+    plain = resnets.create_model("plain56", zero_init_residual=True)
+    x = torch.relu(torch.randn(2, 16, 8, 8))
+    identity_blocks = [m for m in res.modules()
+                       if isinstance(m, BasicBlock) and m.downsample is None]
+    assert len(identity_blocks) == 25
+    for block in identity_blocks[:8]:
+        assert torch.equal(block(x), x)
+    assert not torch.equal(plain.layer1[1](x), x)
