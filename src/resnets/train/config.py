@@ -40,6 +40,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     subset_per_class: int = 0          # train on this many images per class (0 = all)
     train_eval_size: int = 0           # also evaluate a fixed clean training subset per epoch
+    test_limit: int = 0                # evaluate only a stratified part of the test split
     crop_pad: int = 4                  # small datasets: pad-and-crop
     cutout: int = 0                    # small datasets: cutout square size, 0 = off
     mixup: float = 0.0                 # Beta(alpha, alpha); 0 = off

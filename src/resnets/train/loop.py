@@ -211,6 +211,11 @@ class Trainer:
             if test_dir is not None or _is_cifar(cfg.data):
                 test = load_small(test_dir if not _is_cifar(cfg.data) else cfg.data, False,
                                   self.classes, cfg.strict)
+                if cfg.test_limit and cfg.test_limit < len(test):
+                    n_cls = len(self.classes)
+                    keep = per_class_subset(test.labels, torch.arange(len(test)),
+                                            max(1, cfg.test_limit // n_cls), cfg.seed)
+                    test = test.subset(keep)
                 self.test_data = batches(test, False)
         else:
             from ..data.folder import scan_folder
