@@ -14,13 +14,16 @@ _LAZY = {
     "list_models": "resnets.registry",
     "get_spec": "resnets.registry",
     "model_stats": "resnets.stats",
+    "get_transforms": "resnets.weights.pretrained",
 }
 
-__all__ = ["__version__", "create_model", "get_spec", "list_models", "model_stats"]
+__all__ = ["__version__", "create_model", "get_spec", "get_transforms", "list_models",
+           "model_stats"]
 
 if TYPE_CHECKING:
     from .registry import create_model, get_spec, list_models
     from .stats import model_stats
+    from .weights.pretrained import get_transforms
 
 
 def __getattr__(name: str) -> Any:

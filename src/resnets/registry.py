@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,9 +72,18 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, pretrained: bool | str | os.PathLike[str] = False,
+                 **kwargs) -> nn.Module:
     """Build a registered model; keyword arguments go to the model class.
+
+    ``pretrained`` loads weights: ``True`` (the model's default weights), a tag
+    (``"resnet50.tv_in1k"``), a file path or a URL; see :mod:`resnets.weights`.
 
     >>> model = create_model("resnet50", num_classes=10)
     """
-    return get_spec(name).builder(**kwargs)
+    model = get_spec(name).builder(**kwargs)
+    if pretrained is not False and pretrained is not None:
+        from .weights.pretrained import load_pretrained
+
+        load_pretrained(model, pretrained, model_name=name)
+    return model

@@ -1,0 +1,191 @@
+"""Download and cache: :func:`fetch` is the one way weight files come from the network.
+
+Files live in torch hub's cache, ``torch.hub.get_dir()/checkpoints`` (that is
+``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``), under the
+URL's file name, so a file torchvision already downloaded is used as it is. A download is
+streamed to a temporary file beside its destination, checked against its sha256 and only
+then moved into place (``os.replace``), so the cache never holds a partial file and a
+failed download leaves nothing behind. ``RESNETS_OFFLINE=1`` never touches the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import logging
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+OFFLINE_ENV = "RESNETS_OFFLINE"
+DEFAULT_TIMEOUT = 30.0  # seconds without a byte before a download is given up
+_CHUNK = 1 << 20
+
+_log = logging.getLogger(__name__)
+
+
+class DownloadError(ConnectionError):
+    """A download failed: unreachable host, HTTP error, timeout, cut-off or wrong content."""
+
+
+def cache_dir() -> Path:
+    """torch hub's checkpoint folder (honours ``$TORCH_HOME`` and ``torch.hub.set_dir``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def is_offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def url_filename(url: str) -> str:
+    name = Path(urllib.parse.urlparse(url).path).name
+    if not name:
+        raise ValueError(f"cannot tell a file name from the URL {url!r}: expected a URL "
+                         "ending in a file name such as .../resnet50-11ad3fa6.pth")
+    return name
+
+
+def hash_prefix_from_name(name: str) -> str | None:
+    """The sha256 prefix in a file name, by torchvision's convention ``name-<hex>.pth``."""
+    match = re.search(r"-([0-9a-f]{8,64})\.", name)
+    return match.group(1) if match else None
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_problem(path: Path, sha256: str, file_size: int | None) -> str | None:
+    """Why the file at ``path`` is not the expected one, or None when it is."""
+    if file_size is not None and path.stat().st_size != file_size:
+        return f"{path.stat().st_size} bytes, expected {file_size}"
+    if sha256:
+        digest = sha256_of(path)
+        if not digest.startswith(sha256):
+            return f"sha256 {digest[:16]}..., expected {sha256}"
+    return None
+
+
+def fetch(url: str, *, sha256: str | None = None, filename: str | None = None,
+          file_size: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+          progress: bool = True) -> Path:
+    """The path of ``url``'s file in the cache, downloading it first when needed.
+
+    ``sha256`` is the full digest or its leading hex digits; None takes the prefix from the
+    file name (torchvision's convention), "" checks nothing. A cached file that fails the
+    check is reported and fetched again. Raises :class:`DownloadError` when the download
+    fails and ``FileNotFoundError`` in offline mode when the file is not cached.
+    """
+    name = filename or url_filename(url)
+    dest = cache_dir() / name
+    expected = hash_prefix_from_name(name) if sha256 is None else sha256
+    problem = None
+    if dest.is_file():
+        problem = file_problem(dest, expected or "", file_size)
+        if problem is None:
+            return dest
+        _log.warning("cached weights %s are damaged (%s)%s", dest, problem,
+                     "" if is_offline() else "; downloading them again")
+    if is_offline():
+        found = f"{dest} is damaged ({problem})" if problem else f"{name} is not in the cache"
+        raise FileNotFoundError(
+            f"offline ({OFFLINE_ENV}=1) and {found}: download {url} on a connected machine "
+            f"(`resnets weights download` does it) and place the file at {dest}")
+    try:
+        _download(url, dest, expected or "", file_size, timeout, progress)
+    except DownloadError as e:  # e.g. no network: say how to install the file by hand
+        raise DownloadError(f"{e} (without network: place the file at {dest})") from None
+    return dest
+
+
+def _download(url: str, dest: Path, sha256: str, file_size: int | None, timeout: float,
+              progress: bool) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest, received = _stream(url, out, timeout, progress, dest.name)
+        if file_size is not None and received != file_size:
+            raise DownloadError(f"download of {url} gave {received} bytes, expected "
+                                f"{file_size}; nothing was saved")
+        if sha256 and not digest.startswith(sha256):
+            raise DownloadError(f"download of {url} has sha256 {digest[:16]}..., expected "
+                                f"{sha256}: the file is damaged or not the published one; "
+                                "nothing was saved")
+        os.replace(tmp, dest)
+        _log.info("saved %s", dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stream(url: str, out, timeout: float, progress: bool, label: str) -> tuple[str, int]:
+    """Copy ``url`` into the open file ``out``; the sha256 hex digest and the byte count."""
+    h = hashlib.sha256()
+    received = 0
+    total = None
+    request = urllib.request.Request(url, headers={"User-Agent": "resnets"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with _progress_bar(label, total, progress) as advance:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    h.update(chunk)
+                    received += len(chunk)
+                    advance(len(chunk))
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
+    except TimeoutError:
+        raise DownloadError(f"download of {url} timed out: no data for {timeout:g} s "
+                            f"(after {received} bytes)") from None
+    except http.client.IncompleteRead:
+        raise DownloadError(f"download of {url} was cut off after {received} of {total} "
+                            "bytes") from None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, TimeoutError):
+            raise DownloadError(f"download of {url} timed out: no answer in {timeout:g} s"
+                                ) from None
+        raise DownloadError(f"cannot reach {url}: {e.reason}") from None
+    except (OSError, http.client.HTTPException) as e:
+        raise DownloadError(f"download of {url} failed after {received} bytes: {e}") from None
+    if total is not None and received != total:
+        raise DownloadError(f"download of {url} was cut off after {received} of {total} bytes")
+    return h.hexdigest(), received
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str, total: int | None, enabled: bool
+                  ) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields the function that advances it."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
