@@ -258,7 +258,7 @@ class Trainer:
         if cfg.pretrained and self.resume_state is None:
             from .finetune import load_pretrained_backbone
 
-            load_pretrained_backbone(model, cfg.pretrained, quiet=self.quiet)
+            load_pretrained_backbone(model, cfg.pretrained, cfg.model, quiet=self.quiet)
         if cfg.freeze_backbone:
             for name, p in model.named_parameters():
                 p.requires_grad = name.startswith("fc.")
