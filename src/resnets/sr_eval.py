@@ -1,0 +1,198 @@
+"""``resnets sr-eval``: a super-resolution model on a benchmark folder, by the field's protocol.
+
+The folder is either ``HR/`` + ``LR/`` subfolders (as ``matlab_ref/Set5/x2``; a folder with
+``x2/``, ``x3/``, ``x4/`` inside, as ``matlab_ref/Set5``, is also accepted) or a folder of HR
+images, which are mod-cropped and downscaled here with the MATLAB-style ``imresize``.
+Each image is super-resolved, rounded to uint8 like a saved result, and scored on Y with
+``scale`` pixels shaved (``resnets.metrics.sr``), beside bicubic from the same LR image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data.degrade import downscale, modcrop, to_float, to_uint8
+from .data.io import is_image_file
+from .metrics.sr import sr_psnr_ssim
+from .models.sr import Bicubic, check_scale, create_sr_model
+from .upscale import load_picture, run_sr
+
+# ../shared/data/README.md, "Published PSNR / SSIM (Y channel)": (PSNR, SSIM) per method.
+# Bicubic, SRCNN 9-5-5 (Dong et al. 2016), VDSR (Kim et al. 2016), EDSR (Lim et al. 2017).
+PUBLISHED: dict[tuple[str, int], dict[str, tuple[float, float]]] = {
+    ("Set5", 2): {"Bicubic": (33.66, .9299), "SRCNN": (36.66, .9542), "VDSR": (37.53, .9587),
+                  "EDSR-baseline": (37.99, .9604), "EDSR": (38.11, .9601)},
+    ("Set5", 3): {"Bicubic": (30.39, .8682), "SRCNN": (32.75, .9090), "VDSR": (33.66, .9213),
+                  "EDSR": (34.65, .9282)},
+    ("Set5", 4): {"Bicubic": (28.42, .8104), "SRCNN": (30.48, .8628), "VDSR": (31.35, .8838),
+                  "EDSR-baseline": (32.09, .8938), "EDSR": (32.46, .8968)},
+    ("Set14", 2): {"Bicubic": (30.24, .8688), "SRCNN": (32.42, .9063), "VDSR": (33.03, .9124),
+                   "EDSR-baseline": (33.57, .9175), "EDSR": (33.92, .9195)},
+    ("Set14", 3): {"Bicubic": (27.55, .7742), "SRCNN": (29.28, .8209), "VDSR": (29.77, .8314),
+                   "EDSR": (30.52, .8462)},
+    ("Set14", 4): {"Bicubic": (26.00, .7027), "SRCNN": (27.49, .7503), "VDSR": (28.01, .7674),
+                   "EDSR-baseline": (28.58, .7813), "EDSR": (28.80, .7876)},
+}
+
+
+@dataclass
+class ImageScore:
+    name: str
+    psnr: float
+    ssim: float
+    bicubic_psnr: float
+    bicubic_ssim: float
+
+
+@dataclass
+class SREvaluation:
+    """Per-image and mean scores of one model on one folder at one scale."""
+
+    model: str
+    scale: int
+    data: str
+    images: list[ImageScore]
+    benchmark: str | None = None  # "Set5" or "Set14" when the folder is one of them
+
+    def mean(self) -> tuple[float, float]:
+        return (_mean([i.psnr for i in self.images]), _mean([i.ssim for i in self.images]))
+
+    def bicubic_mean(self) -> tuple[float, float]:
+        return (_mean([i.bicubic_psnr for i in self.images]),
+                _mean([i.bicubic_ssim for i in self.images]))
+
+    def published(self) -> dict[str, tuple[float, float]] | None:
+        return PUBLISHED.get((self.benchmark, self.scale)) if self.benchmark else None
+
+    def to_dict(self) -> dict:
+        """The ``--json`` record: ``images``, ``mean`` and ``bicubic``, plus context."""
+        (p, s), (bp, bs) = self.mean(), self.bicubic_mean()
+        published = self.published()
+        return {
+            "model": self.model, "scale": self.scale, "data": self.data,
+            "benchmark": self.benchmark,
+            "images": [asdict(i) for i in self.images],
+            "mean": {"psnr": p, "ssim": s},
+            "bicubic": {"psnr": bp, "ssim": bs},
+            "published": None if published is None else
+            {k: {"psnr": v[0], "ssim": v[1]} for k, v in published.items()},
+        }
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def read_image_uint8(path: str | Path) -> torch.Tensor:
+    """An image as uint8 ``(C, H, W)``: grayscale keeps one channel (it is its own Y),
+    everything else becomes RGB (alpha dropped, 16-bit rounded to 8)."""
+    return to_uint8(load_picture(path).color)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+
+
+def benchmark_name(data: str | Path) -> str | None:
+    """``Set5`` or ``Set14`` when a component of the path names one (to show published rows)."""
+    for part in reversed(Path(data).resolve().parts):
+        for name in ("Set5", "Set14"):
+            if part.lower() == name.lower():
+                return name
+    return None
+
+
+def load_pairs(data: str | Path, scale: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``(name, hr, lr)`` uint8 pairs from an HR/LR folder or a folder of HR images."""
+    root = Path(data)
+    if not root.is_dir():
+        raise NotADirectoryError(f"expected a folder with HR/ and LR/ subfolders or of HR "
+                                 f"images, got {root}" + ("" if root.exists() else
+                                                          " (it does not exist)"))
+    if not (root / "HR").is_dir() and (root / f"x{scale}" / "HR").is_dir():
+        root = root / f"x{scale}"
+    if (root / "HR").is_dir() and (root / "LR").is_dir():
+        return _paired(root, scale)
+    files = _image_files(root)
+    if not files:
+        raise FileNotFoundError(f"no images in {root}: expected HR/ and LR/ subfolders or "
+                                f"image files")
+    pairs = []
+    for path in files:
+        hr = modcrop(read_image_uint8(path), scale)
+        pairs.append((path.name, hr, downscale(hr, scale)))  # uint8 in, uint8 out, as MATLAB
+    return pairs
+
+
+def _paired(root: Path, scale: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    hr_files, lr_files = _image_files(root / "HR"), _image_files(root / "LR")
+    if len(hr_files) != len(lr_files) or not hr_files:
+        raise ValueError(f"expected as many images in {root / 'HR'} as in {root / 'LR'} "
+                         f"(at least one), found {len(hr_files)} and {len(lr_files)}")
+    pairs = []
+    for hr_path, lr_path in zip(hr_files, lr_files, strict=True):  # sorted names pair
+        hr, lr = read_image_uint8(hr_path), read_image_uint8(lr_path)
+        want = (lr.shape[-2] * scale, lr.shape[-1] * scale)
+        if tuple(hr.shape[-2:]) != want:
+            hr = modcrop(hr, scale)
+        if tuple(hr.shape[-2:]) != want or hr.shape[0] != lr.shape[0]:
+            raise ValueError(f"{lr_path.name} is {lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, "
+                             f"expected {hr.shape[0]}x{hr.shape[-2] // scale}x"
+                             f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}")
+        pairs.append((hr_path.name, hr, lr))
+    return pairs
+
+
+def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """A uint8 LR image through the model, rounded to uint8 like a saved result."""
+    return to_uint8(run_sr(model, to_float(lr), scale))
+
+
+def evaluate_sr(model: nn.Module, data: str | Path, scale: int, label: str = "model"
+                ) -> SREvaluation:
+    """Score ``model`` and bicubic on every image of ``data`` at ``scale``."""
+    check_scale(model, scale)
+    baseline = create_sr_model("bicubic")
+    scores = []
+    for name, hr, lr in load_pairs(data, scale):
+        bic = sr_psnr_ssim(super_resolve(baseline, lr, scale), hr, scale)
+        ours = bic if isinstance(model, Bicubic) else sr_psnr_ssim(
+            super_resolve(model, lr, scale), hr, scale)
+        scores.append(ImageScore(name, ours[0], ours[1], bic[0], bic[1]))
+    return SREvaluation(label, scale, str(data), scores, benchmark_name(data))
+
+
+def print_evaluation(result: SREvaluation) -> None:
+    """The per-image table with the mean, then the published numbers when known."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{result.model} x{result.scale} on {result.data}",
+                  caption=f"Y channel (BT.601), {result.scale} px shaved, SSIM 11x11 "
+                          f"Gaussian sigma 1.5")
+    for col in ("image", "PSNR", "SSIM", "bicubic PSNR", "bicubic SSIM"):
+        table.add_column(col, justify="left" if col == "image" else "right")
+    for i in result.images:
+        table.add_row(i.name, f"{i.psnr:.2f}", f"{i.ssim:.4f}", f"{i.bicubic_psnr:.2f}",
+                      f"{i.bicubic_ssim:.4f}")
+    (p, s), (bp, bs) = result.mean(), result.bicubic_mean()
+    table.add_row("[bold]mean[/bold]", f"{p:.2f}", f"{s:.4f}", f"{bp:.2f}", f"{bs:.4f}",
+                  end_section=True)
+    console.print(table)
+    published = result.published()
+    if published is None:
+        return
+    ref = Table(title=f"published, {result.benchmark} x{result.scale} "
+                      f"(../shared/data/README.md)")
+    for col in ("method", "PSNR", "SSIM"):
+        ref.add_column(col, justify="left" if col == "method" else "right")
+    for method, (mp, ms) in published.items():
+        ref.add_row(method, f"{mp:.2f}", f"{ms:.4f}")
+    ref.add_row(f"[bold]{result.model} (this run)[/bold]", f"{p:.2f}", f"{s:.4f}")
+    console.print(ref)

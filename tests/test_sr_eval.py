@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from resnets.cli import app
+from resnets.models.sr import create_sr_model, save_sr_weights
+from resnets.sr_eval import PUBLISHED, benchmark_name, evaluate_sr, load_pairs
+from tests.conftest import shared_path
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The 2-core machine is shared: many small ops on 2 threads crawl (about 10x here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _hr_folder(root, n=3, size=(36, 45)):
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        coarse = rng.uniform(0, 255, (size[0] // 6, size[1] // 6, 3)).astype(np.uint8)
+        img = Image.fromarray(coarse).resize((size[1], size[0]), Image.BILINEAR)
+        img.save(root / f"{i}.png")
+    return root
+
+
+def test_cli_json_bicubic_on_matlab_ref_set5():
+    data = shared_path("sr", "matlab_ref", "Set5")
+    result = runner.invoke(app, ["sr-eval", "--data", str(data), "--scale", "2", "--model",
+                                 "bicubic", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert len(record["images"]) == 5 and record["benchmark"] == "Set5"
+    assert {"name", "psnr", "ssim"} <= set(record["images"][0])
+    assert record["mean"] == record["bicubic"]
+    assert abs(record["mean"]["psnr"] - 33.66) <= 0.02  # published bicubic, Set5 x2
+    assert abs(record["mean"]["ssim"] - 0.9299) <= 0.002
+    assert record["published"]["VDSR"] == {"psnr": 37.53, "ssim": 0.9587}
+
+
+def test_hr_only_folder_gives_the_same_scores_as_the_matlab_files():
+    # Set5's originals, mod-cropped and downscaled here, equal matlab_ref's LR files.
+    bicubic = create_sr_model("bicubic")
+    ours = evaluate_sr(bicubic, shared_path("sr", "Set5"), 3, "bicubic")
+    ref = evaluate_sr(bicubic, shared_path("sr", "matlab_ref", "Set5", "x3"), 3, "bicubic")
+    assert [i.psnr for i in ours.images] == [i.psnr for i in ref.images]
+    assert ours.benchmark == ref.benchmark == "Set5"
+
+
+def test_grayscale_images_are_their_own_y():
+    pairs = load_pairs(shared_path("sr", "matlab_ref", "Set14", "x4"), 4)
+    gray = [name for name, hr, lr in pairs if hr.shape[0] == 1]
+    assert gray == ["img_003_SRF_4_HR.png"]  # bridge.png
+
+
+def test_table_shows_images_mean_and_published_rows():
+    data = shared_path("sr", "matlab_ref", "Set5")
+    result = runner.invoke(app, ["sr-eval", "--data", str(data), "--scale", "4", "--model",
+                                 "bicubic"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    for text in ("img_001_SRF_4_HR.png", "mean", "28.42", "SRCNN", "30.48", "VDSR", "31.35",
+                 "bicubic (this run)"):
+        assert text in result.output
+
+
+def test_model_with_weights_on_a_folder_of_hr_images(tmp_path):
+    _hr_folder(tmp_path / "photos")
+    weights = tmp_path / "w.safetensors"
+    save_sr_weights(create_sr_model("edsr_tiny", scales=(2, 3)), weights)
+    result = runner.invoke(app, ["sr-eval", "--data", str(tmp_path / "photos"), "--scale", "3",
+                                 "--weights", str(weights), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["model"] == "w" and record["published"] is None
+    assert len(record["images"]) == 3
+    assert record["mean"]["psnr"] != record["bicubic"]["psnr"]  # an untrained net differs
+    assert all(np.isfinite(i["psnr"]) for i in record["images"])
+
+
+def test_hr_lr_folder_checks_counts_and_sizes(tmp_path):
+    root = tmp_path / "pairs"
+    _hr_folder(root / "HR", n=2, size=(24, 30))
+    _hr_folder(root / "LR", n=1, size=(12, 15))
+    with pytest.raises(ValueError, match="as many images in .*HR as in .*LR .* found 2 and 1"):
+        load_pairs(root, 2)
+    _hr_folder(root / "LR", n=2, size=(10, 15))
+    with pytest.raises(ValueError, match="0.png is 3x10x15, expected 3x12x15 for 0.png at x2"):
+        load_pairs(root, 2)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    cases = [
+        (["sr-eval", "--data", str(tmp_path)], "no bundled super-resolution weights yet"),
+        (["sr-eval", "--data", str(tmp_path / "missing"), "--model", "bicubic"],
+         "does not exist"),
+        (["sr-eval", "--data", str(tmp_path), "--model", "bicubic"], "no images in"),
+        (["sr-eval", "--data", str(tmp_path), "--model", "vdsr"], "--weights"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, args
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_benchmark_names_and_published_table():
+    assert benchmark_name("/x/matlab_ref/Set14/x2") == "Set14"
+    assert benchmark_name("/x/sr/set5") == "Set5"
+    assert benchmark_name("/x/photos") is None
+    assert PUBLISHED[("Set14", 4)]["Bicubic"] == (26.00, .7027)
+    assert len(PUBLISHED) == 6

@@ -1,0 +1,215 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from resnets.cli import app
+from resnets.data.degrade import to_uint8, upscale
+from resnets.models.sr import create_sr_model, save_sr_weights
+from resnets.upscale import (
+    Picture,
+    _tile_starts,
+    load_picture,
+    run_sr,
+    save_png,
+    upscale_files,
+    upscale_tensor,
+)
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The 2-core machine is shared: many small ops on 2 threads crawl (about 10x here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _smooth_image(h: int, w: int, chans: int = 3, seed: int = 0) -> np.ndarray:
+    """A photo-like uint8 image: upsampled noise plus a little texture."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, chans, h // 8 + 2, w // 8 + 2, generator=g)
+    img = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear")[0]
+    img = (img * 0.9 + 0.1 * torch.rand(chans, h, w, generator=g)).clamp(0, 1)
+    arr = to_uint8(img).permute(1, 2, 0).numpy()
+    return arr[..., 0] if chans == 1 else arr
+
+
+@pytest.mark.parametrize("name", ["edsr_tiny", "vdsr_tiny"])
+def test_tiled_equals_untiled(name):
+    model = create_sr_model(name, scales=(2, 3)).eval()
+    x = torch.rand(3, 50, 70)
+    calls = []
+    whole = upscale_tensor(model, x, 3, tile=None)
+    tiled = upscale_tensor(model, x, 3, tile=32, overlap=8, pad=16,
+                           on_tile=lambda done, total: calls.append(total))
+    assert calls[-1] >= 4 and len(calls) == calls[-1]  # 2 x 3 = 6 tiles
+    assert (tiled - whole).abs().max() <= 1 / 255
+    # the same tiles without context or blending show seams: the check can fail
+    naive = upscale_tensor(model, x, 3, tile=32, overlap=0, pad=0)
+    assert (naive - whole).abs().max() > 1 / 255
+
+
+def test_tiles_cover_the_image_and_overlap():
+    for length, tile, overlap in [(100, 32, 8), (33, 32, 8), (32, 32, 8), (250, 64, 16)]:
+        starts = _tile_starts(length, tile, overlap)
+        covered = torch.zeros(length, dtype=torch.bool)
+        for s in starts:
+            covered[s:s + tile] = True
+        assert covered.all() and starts[-1] + min(tile, length) == length
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+    with pytest.raises(ValueError, match="tile .* must be larger than overlap"):
+        upscale_tensor(create_sr_model("bicubic"), torch.rand(3, 40, 40), 2, tile=8, overlap=8)
+
+
+def test_rgb_model_on_grayscale_and_gray_model_on_rgb():
+    rgb_model = create_sr_model("edsr_tiny").eval()
+    gray = torch.rand(1, 12, 10)
+    out = run_sr(rgb_model, gray, 2)
+    with torch.no_grad():
+        expected = rgb_model(gray.expand(3, -1, -1)[None], 2)[0].mean(0, keepdim=True)
+    assert out.shape == (1, 24, 20) and torch.allclose(out, expected, atol=1e-6)
+    gray_model = create_sr_model("vdsr_tiny", in_chans=1).eval()
+    rgb = torch.rand(3, 12, 10)
+    out = run_sr(gray_model, rgb, 2)
+    with torch.no_grad():
+        assert torch.allclose(out[1], gray_model(rgb[1][None, None], 2)[0, 0], atol=1e-6)
+
+
+def test_grayscale_file_stays_grayscale(tmp_path):
+    Image.fromarray(_smooth_image(20, 30, 1)).save(tmp_path / "g.png")
+    [r] = upscale_files(create_sr_model("bicubic"), [tmp_path / "g.png"], 3, progress=False)
+    assert r.error is None and r.output == tmp_path / "g_x3.png"
+    out = Image.open(r.output)
+    assert out.mode == "L" and out.size == (90, 60)
+
+
+def test_rgba_keeps_an_alpha_upscaled_bicubic(tmp_path):
+    arr = _smooth_image(16, 24, 4)
+    Image.fromarray(arr, mode="RGBA").save(tmp_path / "a.png")
+    [r] = upscale_files(create_sr_model("edsr_tiny").eval(), [tmp_path / "a.png"], 2,
+                        tmp_path / "out", progress=False)
+    out = Image.open(r.output)
+    assert out.mode == "RGBA" and out.size == (48, 32)
+    alpha = torch.from_numpy(arr[..., 3].astype(np.float32) / 255)[None]
+    expected = to_uint8(upscale(alpha, 2).clamp(0, 1))[0].numpy()
+    assert np.array_equal(np.asarray(out)[..., 3], expected)
+
+
+def test_16_bit_grayscale_is_written_as_16_bit(tmp_path):
+    arr = (_smooth_image(20, 20, 1).astype(np.uint16) * 257 + 100).astype(np.uint16)
+    Image.fromarray(arr).save(tmp_path / "d.png")
+    pic = load_picture(tmp_path / "d.png")
+    assert pic.bits == 16 and pic.color.shape == (1, 20, 20)
+    [r] = upscale_files(create_sr_model("bicubic"), [tmp_path / "d.png"], 2, progress=False)
+    out = np.asarray(Image.open(r.output))
+    assert Image.open(r.output).mode == "I;16" and out.shape == (40, 40)
+    ref = upscale(torch.from_numpy(arr.astype(np.float64) / 65535)[None], 2).clamp(0, 1)
+    ref = np.floor(ref[0].numpy() * 65535 + 0.5)
+    assert np.abs(out.astype(np.float64) - ref).max() <= 1  # float32 path, 16-bit levels
+    assert len(np.unique(out % 257)) > 1  # not 8-bit values scaled up
+
+
+def test_corrupt_input_is_reported_and_others_are_written(tmp_path):
+    Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    Image.fromarray(_smooth_image(16, 16, seed=1)).save(tmp_path / "c.jpg")
+    results = upscale_files(create_sr_model("bicubic"),
+                            [tmp_path / n for n in ("a.png", "b.png", "c.jpg", "d.png")], 2,
+                            tmp_path / "out", progress=False)
+    assert [r.error is None for r in results] == [True, False, True, False]
+    assert "cannot read image" in results[1].error and "\n" not in results[1].error
+    assert "image not found" in results[3].error
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png", "c_x2.png"]
+
+
+def test_two_inputs_never_share_an_output(tmp_path):
+    Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "a.png")
+    Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "a.jpg")
+    first, second = upscale_files(create_sr_model("bicubic"),
+                                  [tmp_path / "a.png", tmp_path / "a.jpg"], 2, progress=False)
+    assert first.error is None and first.output == tmp_path / "a_x2.png"
+    assert second.output is None and "would overwrite" in second.error
+
+
+def test_png_write_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "x.png"
+    target.write_bytes(b"previous result")
+    pic = Picture(torch.from_numpy(_smooth_image(8, 8)).permute(2, 0, 1).float() / 255)
+
+    def broken_save(self, fp, *args, **kwargs):
+        with open(fp, "wb") as f:
+            f.write(b"half a PNG")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_png(pic, target)
+    assert target.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # temporary file removed
+    monkeypatch.undo()
+    save_png(pic, target)
+    assert Image.open(target).size == (8, 8)
+
+
+def test_progress_bar_follows_large_images(tmp_path, monkeypatch):
+    import rich.progress
+
+    updates = []
+    original = rich.progress.Progress.update
+
+    def spy(self, task_id, **kwargs):
+        updates.append(kwargs.get("completed"))
+        return original(self, task_id, **kwargs)
+
+    monkeypatch.setattr(rich.progress.Progress, "update", spy)
+    Image.fromarray(_smooth_image(60, 60)).save(tmp_path / "big.png")
+    Image.fromarray(_smooth_image(10, 10)).save(tmp_path / "small.png")
+    model = create_sr_model("bicubic")
+    upscale_files(model, [tmp_path / "small.png"], 2, tile=32, overlap=4)
+    assert updates == []  # one tile: no bar
+    upscale_files(model, [tmp_path / "big.png"], 2, tile=32, overlap=4)
+    assert updates == [1, 2, 3, 4]
+
+
+def test_cli_upscale_writes_and_reports(tmp_path):
+    Image.fromarray(_smooth_image(40, 50)).save(tmp_path / "photo.png")
+    (tmp_path / "broken.jpg").write_bytes(b"nope")
+    weights = tmp_path / "w.safetensors"
+    save_sr_weights(create_sr_model("edsr_tiny", scales=(2, 3)), weights)
+    result = runner.invoke(app, ["upscale", str(tmp_path / "photo.png"), str(tmp_path /
+                           "broken.jpg"), "-o", str(tmp_path / "out"), "--scale", "3",
+                           "--weights", str(weights), "--tile", "24", "--quiet"])
+    assert result.exit_code == 1
+    assert "photo_x3.png (150x120)" in result.stdout
+    errors = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot read image")
+    assert Image.open(tmp_path / "out" / "photo_x3.png").size == (150, 120)
+
+
+def test_cli_upscale_without_weights_is_a_one_line_error(tmp_path):
+    Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "p.png")
+    result = runner.invoke(app, ["upscale", str(tmp_path / "p.png")])
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0
+    assert "no bundled super-resolution weights yet" in result.output
+    ok = runner.invoke(app, ["upscale", str(tmp_path / "p.png"), "--model", "bicubic"])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "p_x2.png").exists()
+    wrong = runner.invoke(app, ["upscale", str(tmp_path / "p.png"), "--model", "bicubic",
+                                "--scale", "5"])
+    assert wrong.exit_code != 0
+
+
+def test_cli_upscale_refuses_a_scale_the_weights_lack(tmp_path):
+    Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "p.png")
+    weights = tmp_path / "w.safetensors"
+    save_sr_weights(create_sr_model("edsr_tiny"), weights)  # x2 only
+    result = runner.invoke(app, ["upscale", str(tmp_path / "p.png"), "--weights", str(weights),
+                                 "--scale", "4"])
+    assert result.exit_code == 1
+    assert "error: this model serves scales [2], got scale 4" in result.output
