@@ -14,13 +14,15 @@ _LAZY = {
     "list_models": "resnets.registry",
     "get_spec": "resnets.registry",
     "model_stats": "resnets.stats",
+    "optimize": "resnets.export.optimize",
     "get_transforms": "resnets.weights.pretrained",
 }
 
 __all__ = ["__version__", "create_model", "get_spec", "get_transforms", "list_models",
-           "model_stats"]
+           "model_stats", "optimize"]
 
 if TYPE_CHECKING:
+    from .export.optimize import optimize
     from .registry import create_model, get_spec, list_models
     from .stats import model_stats
     from .weights.pretrained import get_transforms

@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Residual networks on PyTorch: models, training, evaluation, export.")
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-               PermissionError, KeyError)
+               PermissionError, KeyError, ConnectionError)  # ConnectionError: failed download
 
 
 def _version(value: bool) -> None:
@@ -103,6 +103,461 @@ def info(
     for row in stage_rows(name, **kwargs):
         table.add_row(row.name, row.description, str(list(row.output_shape)), f"{row.params:,}")
     console.print(table)
+
+
+
+def _parse_sets(items: list[str]) -> dict:
+    """``--set field=value`` pairs, values parsed as JSON where they parse."""
+    import json
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+@app.command()
+@friendly_errors
+def train(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Model name (see `resnets info`).")] = "resnet20",
+    data: Annotated[str, typer.Option(help="ImageFolder root (with train/ and test/) or "
+                                           "CIFAR python folder.")] = "",
+    out: Annotated[str | None, typer.Option(help="Run folder.")] = None,
+    recipe: Annotated[str, typer.Option(help="paper or fast.")] = "paper",
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Per-process batch size.")] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    amp: Annotated[str | None, typer.Option(help="none, bf16, fp16 or auto.")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile")] = None,
+    val_fraction: Annotated[float | None, typer.Option()] = None,
+    pretrained: Annotated[str | None, typer.Option(help="Weights to start from.")] = None,
+    freeze_backbone: Annotated[bool, typer.Option("--freeze-backbone")] = False,
+    backbone_lr_scale: Annotated[float | None, typer.Option()] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on unreadable images.")] = False,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Also every N steps.")] = None,
+    test_every_epoch: Annotated[bool, typer.Option("--test-every-epoch")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field: "
+                                                   "--set label_smoothing=0.1")] = None,
+    resume: Annotated[str | None, typer.Option(help="Run folder to continue.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Train a classifier; every epoch writes metrics and an atomic checkpoint."""
+    import json
+
+    from .train import recipe as make_recipe
+    from .train import train as run_training
+
+    if resume:
+        from .train.config import TrainConfig
+
+        result = run_training(TrainConfig(out=resume, data="-"), resume=True, quiet=quiet)
+    else:
+        flags = {"model": model, "data": data, "epochs": epochs, "batch_size": batch_size,
+                 "lr": lr, "weight_decay": weight_decay, "seed": seed, "device": device,
+                 "amp": amp, "compile": compile, "val_fraction": val_fraction,
+                 "pretrained": pretrained, "backbone_lr_scale": backbone_lr_scale,
+                 "checkpoint_every": checkpoint_every}
+        flags = {k: v for k, v in flags.items() if v is not None}
+        if freeze_backbone:
+            flags["freeze_backbone"] = True
+        if strict:
+            flags["strict"] = True
+        if test_every_epoch:
+            flags["test_every_epoch"] = True
+        flags["out"] = out or f"runs/{model}-{recipe}"
+        flags.update(_parse_sets(set_ or []))
+        result = run_training(make_recipe(recipe, **flags), quiet=quiet)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "classes"}))
+
+
+
+@app.command("eval")
+@friendly_errors
+def eval_(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Model name; default from the weights.")] = None,
+    weights: Annotated[str | None, typer.Option(help="safetensors file; default: bundled.")] = None,
+    data: Annotated[str, typer.Option(help="ImageFolder root (or its parent with test/).")] = "",
+    tta: Annotated[bool, typer.Option("--tta", help="Average with the flipped image.")] = False,
+    batch_size: Annotated[int, typer.Option()] = 256,
+    device: Annotated[str, typer.Option()] = "cpu",
+    out: Annotated[str | None, typer.Option(help="Folder for confusion.csv/png.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Top-1/top-5, per-class accuracy and a confusion matrix on an image folder."""
+    import json
+
+    from .evaluate import evaluate_folder, load_classifier, write_confusion
+
+    if not data:
+        raise ValueError("no dataset given: pass --data DIR (an ImageFolder tree)")
+    clf = load_classifier(model, weights, device)
+    report = evaluate_folder(clf, data, batch_size=batch_size, tta=tta)
+    out_dir = out or f"runs/eval-{clf.name}"
+    csv_path, png_path = write_confusion(report, out_dir)
+    if json_:
+        typer.echo(json.dumps({"model": clf.name, "weights": clf.weights, "tta": tta,
+                               **report.to_dict(), "confusion_csv": str(csv_path)}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{clf.name} on {data} ({report.n} images{', flip TTA' if tta else ''})")
+    table.add_column("class")
+    table.add_column("accuracy %", justify="right")
+    for c, acc in report.per_class.items():
+        table.add_row(c, f"{acc:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"top-1 {report.top1:.2f}%  top-5 {report.top5:.2f}%  "
+                  f"confusion matrix: {csv_path}, {png_path}")
+
+
+@app.command()
+@friendly_errors
+def predict(
+    ctx: typer.Context,
+    inputs: Annotated[list[str], typer.Argument(help="Image files or folders.")],
+    model: Annotated[str | None, typer.Option(help="Default: the bundled ResNet-56.")] = None,
+    weights: Annotated[str | None, typer.Option(help="safetensors file from `train`.")] = None,
+    top_k: Annotated[int, typer.Option()] = 5,
+    device: Annotated[str, typer.Option()] = "cpu",
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    csv_: Annotated[str | None, typer.Option("--csv", help="Also write a CSV file.")] = None,
+) -> None:
+    """Classify images; unreadable files are reported and the rest still classified."""
+    import json
+
+    from .evaluate import predict as run_predict
+
+    preds, errors = run_predict(inputs, model=model, weights=weights, top_k=top_k,
+                                device=device)
+    for err in errors:
+        typer.echo(f"error: {err}", err=True)
+    if csv_:
+        import csv
+        import io
+
+        from .train.checkpoint import atomic_write
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "rank", "class", "probability"])
+        for p in preds:
+            for rank, (c, prob) in enumerate(p.top, 1):
+                w.writerow([p.path, rank, c, f"{prob:.6f}"])
+        atomic_write(csv_, lambda path: path.write_text(buf.getvalue()))
+    if json_:
+        for p in preds:
+            typer.echo(json.dumps({"path": p.path, "top": [{"class": c, "probability": v}
+                                                           for c, v in p.top]}))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        table.add_column("image")
+        table.add_column("prediction")
+        for p in preds:
+            table.add_row(p.path, ", ".join(f"{c} {v:.1%}" for c, v in p.top))
+        Console().print(table)
+    if errors:
+        raise typer.Exit(1)
+
+
+weights_app = typer.Typer(no_args_is_help=True,
+                          help="Pretrained weights: list, inspect, download, convert.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+@friendly_errors
+def weights_list(
+    ctx: typer.Context,
+    pattern: Annotated[str | None, typer.Argument(help="A glob over tags: 'resnet50*'.")] = None,
+) -> None:
+    """Every known weight set: dataset, published accuracy, size, whether it is cached."""
+    from rich.console import Console
+
+    from .weights.display import weights_table
+
+    Console().print(weights_table(pattern))
+
+
+@weights_app.command("info")
+@friendly_errors
+def weights_info(
+    ctx: typer.Context,
+    tag: Annotated[str, typer.Argument(help="A tag, or a model name for its default.")],
+) -> None:
+    """One weight set's record: file, hash, license, classes, preprocessing, accuracy."""
+    from rich.console import Console
+
+    from .weights.display import record_table
+    from .weights.records import get_weights
+
+    Console().print(record_table(get_weights(tag)))
+
+
+@weights_app.command("download")
+@friendly_errors
+def weights_download(
+    ctx: typer.Context,
+    tags: Annotated[list[str], typer.Argument(help="Tags or model names (their defaults).")],
+) -> None:
+    """Fetch weights into torch hub's cache now, e.g. before going offline."""
+    from .weights.pretrained import record_path
+    from .weights.records import get_weights
+
+    for tag in tags:
+        record = get_weights(tag)
+        typer.echo(f"{record.tag}: {record_path(record)}")
+
+
+@weights_app.command("convert")
+@friendly_errors
+def weights_convert(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="A checkpoint file, tag or URL.")],
+    out: Annotated[str, typer.Argument(help="The .safetensors file to write.")],
+    model: Annotated[str | None, typer.Option(help="Map and check the keys for this "
+                                                   "model.")] = None,
+) -> None:
+    """Write any loadable checkpoint as a clean safetensors file with metadata."""
+    from .weights.pretrained import convert
+
+    typer.echo(f"wrote {convert(source, out, model_name=model)}")
+
+
+experiment_app = typer.Typer(no_args_is_help=True, help="Experiments about residual learning.")
+app.add_typer(experiment_app, name="experiment")
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+@experiment_app.command("degradation")
+@friendly_errors
+def experiment_degradation(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Option()] = "../shared/data/cifar10",
+    out: Annotated[str, typer.Option()] = "runs/degradation",
+    depths: Annotated[str, typer.Option(help="Any of 20,32,44,56,110.")] = "20,56",
+    seeds: Annotated[str, typer.Option()] = "0,1",
+    epochs: Annotated[int | None, typer.Option(help="Default: 164 (paper), 12 (quick).")] = None,
+    subset_per_class: Annotated[int | None, typer.Option()] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="<= 60 min on a 2-core CPU.")] = False,
+    batch_size: Annotated[int, typer.Option()] = 128,
+    device: Annotated[str, typer.Option()] = "auto",
+    amp: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """Plain vs residual nets of several depths: training/test error and gradient norms."""
+    from .experiments.degradation import DegradationConfig, run_degradation
+
+    depth_list = _ints(depths, "--depths")
+    bad = [d for d in depth_list if d not in (20, 32, 44, 56, 110)]
+    if bad or len(depth_list) < 2:
+        raise ValueError(f"--depths takes two or more of 20,32,44,56,110, got {depths!r}")
+    overrides = {"data": data, "out": out, "depths": depth_list,
+                 "seeds": _ints(seeds, "--seeds"), "device": device, "amp": amp,
+                 "batch_size": batch_size}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if subset_per_class is not None:
+        overrides["subset_per_class"] = subset_per_class
+    cfg = (DegradationConfig.quick_setting(**overrides) if quick
+           else DegradationConfig(**overrides))
+    if quick:
+        typer.echo(f"quick setting: {cfg.subset_per_class} training images per class, "
+                   f"{cfg.epochs} epochs; the full setting is the paper's schedule for a GPU")
+    summary = run_degradation(cfg, log=typer.echo)
+    for c in summary["comparisons"]:
+        verdict = "holds" if c["holds"] else "does NOT hold"
+        typer.echo(f"{c['claim']}: {c['a']:.2f} vs {c['b']:.2f} (margin {c['margin']:+.2f}, "
+                   f"seed spread +-{c['seed_spread']:.2f}): {verdict}")
+    typer.echo(f"summary: {out}/summary.json, figures: {out}/fig6_errors.png, "
+               f"{out}/gradient_norms.png")
+
+
+@app.command()
+@friendly_errors
+def export(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Model name (see `resnets info`).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="File to write.")],
+    weights: Annotated[str | None, typer.Option(
+        help="Weights file (.safetensors or torch); default: the model's initial weights.")] = None,
+    format_: Annotated[str | None, typer.Option(
+        "--format", help="onnx, torch-export, torchscript or safetensors; default: from the "
+        "suffix (.onnx .pt2 .pt .safetensors).")] = None,
+) -> None:
+    """Write a model as ONNX (dynamic batch/size, checked in onnxruntime), a torch.export
+    program, TorchScript or safetensors; atomically."""
+    from .export.formats import export_named
+
+    typer.echo(export_named(model, output, format_, weights).summary())
+
+
+@app.command()
+@friendly_errors
+def bench(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Model name.")] = "resnet50",
+    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,16",
+    backend: Annotated[str, typer.Option(
+        help="resnets backends: eager, optimized, compiled, bf16, onnxruntime, int8."
+    )] = "eager,optimized,onnxruntime,int8",
+    compare: Annotated[str, typer.Option(
+        help="Peers: torchvision, onnxruntime, int8 ('' for none).")] = "torchvision,onnxruntime",
+    threads: Annotated[int | None, typer.Option(help="Threads for torch and onnxruntime; "
+                                                     "default: every core.")] = None,
+    repeats: Annotated[int, typer.Option(help="Interleaved timed rounds.")] = 5,
+    min_time: Annotated[float, typer.Option(help="Seconds per case and round.")] = 0.5,
+    weights: Annotated[str | None, typer.Option(help="Weights file.")] = None,
+    calib_dir: Annotated[str | None, typer.Option(
+        help="Images to calibrate int8 on; default: CIFAR-10 train beside the checkout.")] = None,
+    calib_images: Annotated[int, typer.Option(help="How many of them.")] = 128,
+    image_size: Annotated[int | None, typer.Option(help="Square input side.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time inference backends against torchvision and onnxruntime, in one process and run."""
+    import json
+
+    from .bench import BenchConfig, parse_batches, parse_list, print_report, run_bench
+
+    cfg = BenchConfig(model=model, batches=parse_batches(batch),
+                      backends=parse_list(backend, "backends"),
+                      compare=parse_list(compare, "peers") if compare.strip() else (),
+                      threads=threads, repeats=repeats, min_time_s=min_time, weights=weights,
+                      calib_dir=calib_dir, calib_images=calib_images, image_size=image_size)
+    report = run_bench(cfg, log=lambda message: typer.echo(message, err=True))
+    if json_:
+        typer.echo(json.dumps(report))
+    else:
+        print_report(report)
+
+
+@app.command("sr-eval")
+@friendly_errors
+def sr_eval(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Option(help="Folder with HR/ and LR/ (or x2/ x3/ x4/ of them), "
+                                           "or a folder of HR images.")],
+    scale: Annotated[int, typer.Option(min=2, max=4, help="2, 3 or 4.")] = 2,
+    model: Annotated[str | None, typer.Option(help="bicubic, or a name with --weights "
+                                                   "(edsr_baseline, vdsr, ...).")] = None,
+    weights: Annotated[str | None, typer.Option(help="safetensors file of the model.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """PSNR/SSIM (Y, scale px shaved) per image and mean, beside bicubic and published numbers."""
+    import json
+
+    from .models.sr import get_sr_model
+    from .sr_eval import evaluate_sr, print_evaluation
+
+    sr_model, label = get_sr_model(model, weights, device)
+    result = evaluate_sr(sr_model, data, scale, label)
+    if json_:
+        typer.echo(json.dumps(result.to_dict()))
+    else:
+        print_evaluation(result)
+
+
+@app.command()
+@friendly_errors
+def upscale(
+    ctx: typer.Context,
+    inputs: Annotated[list[str], typer.Argument(help="Image files.")],
+    out_dir: Annotated[str | None, typer.Option("--out-dir", "-o", help="Output folder; "
+                                                "default: beside each input.")] = None,
+    scale: Annotated[int, typer.Option(min=2, max=4, help="2, 3 or 4.")] = 2,
+    model: Annotated[str | None, typer.Option(help="bicubic, or a name with --weights.")] = None,
+    weights: Annotated[str | None, typer.Option(help="safetensors file of the model.")] = None,
+    tile: Annotated[int, typer.Option(help="Tile side in input pixels; 0: no tiling.")] = 256,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Super-resolve images to NAME_xS.png; a bad file is reported, the others still written."""
+    from .models.sr import check_scale, get_sr_model
+    from .upscale import upscale_files
+
+    sr_model, _ = get_sr_model(model, weights, device)
+    check_scale(sr_model, scale)
+    results = upscale_files(sr_model, inputs, scale, out_dir, tile=tile or None,
+                            progress=not quiet)
+    for r in results:
+        if r.error:
+            typer.echo(f"error: {r.error}", err=True)
+        else:
+            (h, w), (oh, ow) = r.in_size, r.out_size
+            typer.echo(f"{r.source} ({w}x{h}) -> {r.output} ({ow}x{oh})")
+    if any(r.error for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("train-sr")
+@friendly_errors
+def train_sr(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="edsr_small, edsr_tiny, edsr_baseline, vdsr, "
+                                            "vdsr_tiny.")] = "edsr_small",
+    data: Annotated[str, typer.Option(help="Folder holding T91/ and BSD200/.")
+                    ] = "../shared/data/sr",
+    out: Annotated[str | None, typer.Option(help="Run folder.")] = None,
+    scales: Annotated[str, typer.Option(help="Scales one network serves, e.g. 2,3,4.")] = "2,3,4",
+    patch_size: Annotated[int | None, typer.Option(help="HR patch side (96).")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of --steps-per-epoch steps.")] = None,
+    steps_per_epoch: Annotated[int | None, typer.Option(help="Steps per epoch (1000).")] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    amp: Annotated[str | None, typer.Option(help="none or bf16.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda ...")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    val_count: Annotated[int | None, typer.Option(help="Training images held out for "
+                                                       "validation (10).")] = None,
+    report: Annotated[str | None, typer.Option(help="Benchmarks scored at the end "
+                                                    "(Set5,Set14; '' for none).")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Also every N steps.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field: "
+                                                   "--set min_lr_ratio=0.01")] = None,
+    resume: Annotated[str | None, typer.Option(help="Run folder to continue.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Train a super-resolution network on T91+BSD200; checkpoints, resume, model.safetensors."""
+    import json
+
+    from .train.sr import SRTrainConfig
+    from .train.sr import train_sr as run_sr_training
+
+    if resume:
+        result = run_sr_training(SRTrainConfig(out=resume), resume=True, quiet=quiet)
+    else:
+        flags = {"model": model, "data": data, "scales": _ints(scales, "--scales"),
+                 "patch_size": patch_size, "batch_size": batch_size, "epochs": epochs,
+                 "steps_per_epoch": steps_per_epoch, "lr": lr, "amp": amp, "device": device,
+                 "seed": seed, "val_count": val_count, "checkpoint_every": checkpoint_every}
+        flags = {k: v for k, v in flags.items() if v is not None}
+        if report is not None:
+            flags["report_sets"] = tuple(s.strip() for s in report.split(",") if s.strip())
+        flags["out"] = out or f"runs/sr-{model}"
+        flags.update(_parse_sets(set_ or []))
+        result = run_sr_training(SRTrainConfig().replace(**flags), quiet=quiet)
+    typer.echo(json.dumps(result))
 
 
 def main() -> None:

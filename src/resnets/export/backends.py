@@ -1,0 +1,128 @@
+"""One entry point for every way of running a model: a callable from images to logits.
+
+``load_backend(kind, model)`` returns a function taking a float ``(N, 3, H, W)`` batch
+(normalized like the model's training data) and returning float32 logits, whatever runs
+underneath: PyTorch eager, :func:`~resnets.export.optimize`, onnxruntime fp32 or int8.
+``resnets predict --backend`` and ``resnets bench`` both use it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .onnx import OrtRunner, export_onnx, ort_session
+from .optimize import optimize
+
+BACKENDS = ("torch", "optimized", "compiled", "bf16", "onnxruntime", "int8")
+_ALIASES = {"eager": "torch"}
+
+
+class Backend:
+    """A model behind a uniform call; ``kind`` names what runs it."""
+
+    def __init__(self, kind: str, fn: Callable[[torch.Tensor], torch.Tensor],
+                 input_size: tuple[int, int, int], details: dict | None = None) -> None:
+        self.kind = kind
+        self.fn = fn
+        self.input_size = input_size
+        self.details = details or {}  # e.g. int8's agreement with fp32 on calibration images
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.fn(x)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.kind!r}, input_size={self.input_size})"
+
+
+def _resolve_model(model: nn.Module | str, weights: str | Path | None,
+                   input_size: tuple[int, int, int] | None
+                   ) -> tuple[nn.Module, tuple[int, int, int]]:
+    if isinstance(model, str):
+        from ..registry import get_spec
+        from .checkpoint import load_model
+
+        name = model
+        model = load_model(name, weights)
+        if input_size is None:
+            _, h, w = get_spec(name).input_size
+            input_size = (getattr(model, "in_chans", 3), h, w)
+    elif weights is not None:
+        raise ValueError("weights are only used with a model name; load them into the module "
+                         "yourself (resnets.export.load_model)")
+    if input_size is None:
+        raise ValueError("input_size is needed for a model module, e.g. (3, 224, 224); or pass "
+                         "the model by its registry name")
+    return model.eval(), input_size
+
+
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
+
+
+def _calibration(model: nn.Module, calibration: str | Path | torch.Tensor | None, count: int,
+                 input_size: tuple[int, int, int], normalization: Normalization | None
+                 ) -> torch.Tensor:
+    from .int8 import calibration_images, default_calibration_dir, normalization_of
+
+    if isinstance(calibration, torch.Tensor):
+        return calibration
+    folder = calibration if calibration is not None else default_calibration_dir()
+    if folder is None:
+        raise ValueError("int8 needs calibration images: pass a folder of training images "
+                         "(--calib-dir DIR); a few hundred are enough")
+    mean, std = normalization or normalization_of(model)
+    return calibration_images(folder, count, input_size[1:], mean=mean, std=std)
+
+
+def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | None = None,
+                 input_size: tuple[int, int, int] | None = None, threads: int | None = None,
+                 calibration: str | Path | torch.Tensor | None = None,
+                 calibration_count: int = 128,
+                 normalization: Normalization | None = None) -> Backend:
+    """``model`` (a module, or a registry name with optional ``weights``) run by ``kind``.
+
+    Kinds: ``torch`` (eager, alias ``eager``), ``optimized`` (BN folded, channels-last),
+    ``compiled`` (the same through ``torch.compile``), ``bf16``, ``onnxruntime`` (fp32) and
+    ``int8`` (onnxruntime static quantization calibrated on ``calibration``: a folder of
+    images, a preprocessed tensor, or by default CIFAR-10's training images in a checkout).
+    Calibration images are normalized with ``normalization`` (mean, std), by default the
+    one the weights record (``resnets train`` metadata, a pretrained record) or ImageNet's.
+    ``threads`` pins onnxruntime's intra-op threads (PyTorch's are global:
+    ``torch.set_num_threads``).
+    """
+    kind = _ALIASES.get(kind, kind)
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}: expected one of "
+                         f"{', '.join(('eager',) + BACKENDS)}")
+    model, input_size = _resolve_model(model, weights, input_size)
+    if kind == "torch":
+        return Backend(kind, model, input_size)
+    if kind in ("optimized", "compiled", "bf16"):
+        return Backend(kind, optimize(model, compile=kind == "compiled", bf16=kind == "bf16"),
+                       input_size)
+    images = None
+    if kind == "int8":
+        if normalization is None and weights is not None:
+            from .checkpoint import file_normalization
+
+            normalization = file_normalization(weights)
+        images = _calibration(model, calibration, calibration_count, input_size, normalization)
+    details = {}
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / f"{kind}.onnx"
+        if kind == "int8":
+            from .int8 import quantize_model
+
+            report = quantize_model(model, path, input_size, images, threads=threads)
+            details = {"calibration_images": report.calibration_images,
+                       "top1_agreement": report.top1_agreement,
+                       "min_cosine": report.min_cosine}
+        else:
+            details = {"max_abs_diff": export_onnx(model, path, input_size).max_abs_diff}
+        session = ort_session(path, threads)  # the session holds the graph; the file can go
+    return Backend(kind, OrtRunner(session, in_chans=input_size[0]), input_size, details)

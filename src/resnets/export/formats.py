@@ -1,0 +1,144 @@
+"""Writing a model in the formats deployment stacks take, each checked after writing.
+
+- ``onnx``: see :mod:`resnets.export.onnx` (dynamic batch/height/width, onnxruntime-checked).
+- ``torch-export``: a ``torch.export`` program (``.pt2``), TorchScript's successor; load it
+  with ``torch.export.load(path).module()``. Batch, height and width are dynamic.
+- ``torchscript``: ``torch.jit.script`` of the model, for stacks that still need it.
+- ``safetensors``: the ``state_dict`` with the model name in the metadata; load it with
+  ``resnets.export.load_model(name, weights=path)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__
+from .files import atomic_output
+from .onnx import export_onnx
+from .shapes import check_inputs, dynamic_shapes, quiet, sample_input
+
+FORMATS = ("onnx", "torch-export", "torchscript", "safetensors")
+SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "torchscript": ".pt",
+            "safetensors": ".safetensors"}
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """One written file and how it was checked."""
+
+    path: Path
+    format: str
+    exporter: str
+    max_abs_diff: float | None  # against the PyTorch model; None where not applicable
+    tolerance: float | None
+    size_bytes: int
+
+    def summary(self) -> str:
+        check = ("" if self.max_abs_diff is None
+                 else f", max |diff| vs PyTorch {self.max_abs_diff:.2e} "
+                      f"(tolerance {self.tolerance:.0e})")
+        return (f"wrote {self.path} ({self.format} via {self.exporter}, "
+                f"{self.size_bytes / 1e6:.1f} MB{check})")
+
+
+def _max_diff(model: nn.Module, other, inputs: list[torch.Tensor]) -> float:
+    worst = 0.0
+    with torch.inference_mode():
+        for x in inputs:
+            worst = max(worst, float((other(x) - model(x)).abs().max()))
+    return worst
+
+
+def _export_program(model: nn.Module, path: Path, input_size: tuple[int, int, int],
+                    atol: float) -> tuple[float, float]:
+    try:
+        with quiet():
+            program = torch.export.export(model, (sample_input(input_size),),
+                                          dynamic_shapes=dynamic_shapes())
+    except Exception as e:  # torch.export raises many types; the user needs the first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"torch.export cannot capture {type(model).__name__}: {first}") from None
+    with atomic_output(path) as tmp:
+        torch.export.save(program, tmp)
+        loaded = torch.export.load(tmp).module()
+        diff = _max_diff(model, loaded, check_inputs(input_size))
+        if diff > atol:
+            raise ValueError(f"the torch.export program differs from the model by {diff:.2e}")
+    return diff, atol
+
+
+def _export_torchscript(model: nn.Module, path: Path, input_size: tuple[int, int, int],
+                        atol: float) -> tuple[float, float]:
+    with quiet():
+        scripted = torch.jit.script(model)
+    with atomic_output(path) as tmp, quiet():
+        torch.jit.save(scripted, str(tmp))
+        loaded = torch.jit.load(str(tmp))
+        diff = _max_diff(model, loaded, check_inputs(input_size))
+        if diff > atol:
+            raise ValueError(f"the TorchScript module differs from the model by {diff:.2e}")
+    return diff, atol
+
+
+def _export_safetensors(model: nn.Module, path: Path, name: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", "model": name, "resnets_version": __version__}
+    with atomic_output(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+        back = load_file(str(tmp))
+        if back.keys() != state.keys() or any(not torch.equal(back[k], v)
+                                              for k, v in state.items()):
+            raise ValueError(f"safetensors round trip of {name} changed the weights")
+
+
+def export_model(model: nn.Module, path: str | Path, fmt: str,
+                 input_size: tuple[int, int, int], *, name: str = "model",
+                 atol: float = 1e-4) -> ExportReport:
+    """Write ``model`` to ``path`` in format ``fmt``, checked, atomically."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    path = Path(path)
+    model = model.eval()
+    diff: float | None = None
+    tolerance: float | None = None
+    exporter = fmt
+    if fmt == "onnx":
+        result = export_onnx(model, path, input_size, atol=atol)
+        diff, tolerance, exporter = result.max_abs_diff, result.tolerance, result.exporter
+        exporter = f"torch.onnx {exporter}"
+    elif fmt == "torch-export":
+        diff, tolerance = _export_program(model, path, input_size, atol)
+        exporter = "torch.export"
+    elif fmt == "torchscript":
+        diff, tolerance = _export_torchscript(model, path, input_size, atol)
+        exporter = "torch.jit.script"
+    else:
+        _export_safetensors(model, path, name)
+    return ExportReport(path, fmt, exporter, diff, tolerance, path.stat().st_size)
+
+
+def export_named(name: str, path: str | Path, fmt: str | None = None,
+                 weights: str | Path | None = None) -> ExportReport:
+    """Build registry model ``name`` (with ``weights``) and export it; the format defaults to
+    the one the file suffix names (``.onnx``, ``.pt2``, ``.pt``, ``.safetensors``)."""
+    from ..registry import get_spec
+    from .checkpoint import load_model
+
+    path = Path(path)
+    if fmt is None:
+        by_suffix = {s: f for f, s in SUFFIXES.items()}
+        if path.suffix not in by_suffix:
+            raise ValueError(f"cannot tell the format from {path.name!r}: pass --format "
+                             f"({', '.join(FORMATS)}) or use a suffix "
+                             f"{', '.join(SUFFIXES.values())}")
+        fmt = by_suffix[path.suffix]
+    spec = get_spec(name)
+    model = load_model(name, weights)
+    _, h, w = spec.input_size
+    return export_model(model, path, fmt, (model.in_chans, h, w), name=name)
