@@ -8,7 +8,6 @@ preprocessing there), or a ``torch.save`` file holding a state dict, possibly ne
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,53 +16,18 @@ from torch import nn
 
 from ..registry import create_model, get_spec, list_models
 
-_NESTED_KEYS = ("state_dict", "model", "model_state_dict")
-_PREFIXES = ("module.", "_orig_mod.")
-
-
-def _strip_prefixes(key: str) -> str:
-    while key.startswith(_PREFIXES):
-        key = key.split(".", 1)[1]
-    return key
-
 
 def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors of a weights file keyed as a ``state_dict``, and its metadata (JSON values
-    decoded; empty for torch files)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    metadata: dict[str, Any] = {}
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
+    """The tensors of a weights file keyed as a ``state_dict``, and its metadata.
 
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                raw = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as e:  # safetensors raises its own error types for damaged files
-            raise ValueError(f"cannot read weights from {path}: not a valid safetensors file "
-                             f"({str(e).strip()[:200]})") from None
-        for k, v in raw.items():
-            try:
-                metadata[k] = json.loads(v)
-            except json.JSONDecodeError:
-                metadata[k] = v
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle, zip and unpickling errors all mean "not a weights file"
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"cannot read weights from {path}: expected a .safetensors file "
-                             f"or a torch.save'd state dict ({first})") from None
-        for key in _NESTED_KEYS:
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(v, torch.Tensor) for v in state.values()):
+    One reader for the whole package: :func:`resnets.weights.checkpoint.load_checkpoint`
+    (safe loading, container unwrapping, prefix cleaning)."""
+    from ..weights.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path)
+    if not ck.state_dict:
         raise ValueError(f"{path} holds no state dict (expected a mapping of names to tensors)")
-    return {_strip_prefixes(k): v for k, v in state.items()}, metadata
+    return ck.state_dict, ck.metadata
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -61,34 +61,15 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict) -> None:
-    """The model's ``state_dict`` as safetensors; ``metadata`` is stored as JSON strings."""
-    import json
+    """The model's ``state_dict`` as safetensors, atomically; metadata stored as JSON."""
+    from ..weights.checkpoint import save_safetensors
 
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    save_safetensors(model.state_dict(), path, metadata)
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and decoded metadata of a safetensors file written by :func:`save_weights`."""
-    import json
+    """Tensors and decoded metadata of a weights file (safetensors or a torch state dict)."""
+    from ..weights.checkpoint import load_checkpoint
 
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    tensors = {}
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
-        for k in f.keys():  # noqa: SIM118  (safe_open is not a mapping)
-            tensors[k] = f.get_tensor(k)
-    meta = {}
-    for k, v in raw.items():
-        try:
-            meta[k] = json.loads(v)
-        except json.JSONDecodeError:
-            meta[k] = v
-    return tensors, meta
+    ck = load_checkpoint(path)
+    return ck.state_dict, ck.metadata

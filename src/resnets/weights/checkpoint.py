@@ -67,7 +67,8 @@ def _read_torch(path: Path) -> Any:
             "and save only its state_dict") from None
     except PermissionError:
         raise
-    except (RuntimeError, EOFError, OSError) as e:
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, TypeError) as e:
+        # the weights-only unpickler reports garbage input with assorted error types
         raise ValueError(f"cannot read {path}: truncated, damaged or not a torch checkpoint "
                          f"({_first_line(e) or type(e).__name__})") from None
 
