@@ -78,3 +78,26 @@ def test_predict_cli_exit_code_and_csv(trained, tmp_path):
     assert csv_path.read_text().splitlines()[0] == "path,rank,class,probability"
     ok = runner.invoke(app, ["predict", str(good), "--weights", str(weights)])
     assert ok.exit_code == 0
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "int8"])
+def test_predict_backends_agree_with_torch(trained, backend):
+    root, weights = trained
+    files = sorted((root / "test").rglob("*.png"))
+    ref, _ = predict(files, weights=weights, top_k=1)
+    other, errors = predict(files, weights=weights, top_k=1, backend=backend,
+                            calibration=root / "train")
+    assert errors == [] and [p.path for p in other] == [p.path for p in ref]
+    agree = sum(a.top[0][0] == b.top[0][0] for a, b in zip(ref, other, strict=True))
+    assert agree >= (len(ref) if backend == "onnxruntime" else len(ref) - 2)
+    if backend == "onnxruntime":
+        assert all(abs(a.top[0][1] - b.top[0][1]) < 1e-4 for a, b in zip(ref, other,
+                                                                          strict=True))
+
+
+def test_predict_rejects_unknown_backend(trained):
+    _, weights = trained
+    result = runner.invoke(app, ["predict", "x.png", "--weights", str(weights), "--backend",
+                                 "tpu"])
+    assert result.exit_code == 1 and "--backend must be torch, onnxruntime or int8" in \
+        result.output

@@ -234,14 +234,19 @@ def predict(
     device: Annotated[str, typer.Option()] = "cpu",
     json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     csv_: Annotated[str | None, typer.Option("--csv", help="Also write a CSV file.")] = None,
+    backend: Annotated[str, typer.Option(help="torch, onnxruntime or int8.")] = "torch",
+    calibration: Annotated[str | None, typer.Option(
+        help="int8: a folder of training images to calibrate on.")] = None,
 ) -> None:
     """Classify images; unreadable files are reported and the rest still classified."""
     import json
 
     from .evaluate import predict as run_predict
 
+    if backend not in ("torch", "onnxruntime", "int8"):
+        raise ValueError(f"--backend must be torch, onnxruntime or int8, got {backend!r}")
     preds, errors = run_predict(inputs, model=model, weights=weights, top_k=top_k,
-                                device=device)
+                                device=device, backend=backend, calibration=calibration)
     for err in errors:
         typer.echo(f"error: {err}", err=True)
     if csv_:

@@ -226,14 +226,27 @@ class Prediction:
 @torch.no_grad()
 def predict(images: list[str | Path] | str | Path, model: str | None = None,
             weights: str | Path | None = None, top_k: int = 5, device: str = "cpu",
-            batch_size: int = 64) -> tuple[list[Prediction], list[str]]:
+            batch_size: int = 64, backend: str = "torch",
+            calibration: str | Path | None = None) -> tuple[list[Prediction], list[str]]:
     """Class probabilities for image files or folders: ``(predictions, errors)``.
 
     Unreadable files become one error line each; the others are still predicted.
+    ``backend`` runs the same model in PyTorch (``torch``), onnxruntime fp32
+    (``onnxruntime``) or onnxruntime int8 (``int8``, calibrated on ``calibration``: a folder
+    of training images), always with the weights' own preprocessing.
     """
     if isinstance(images, (str, Path)):
         images = [images]
     clf = load_classifier(model, weights, device)
+    run = clf.model
+    if backend != "torch":
+        if device != "cpu":
+            raise ValueError(f"backend {backend!r} runs on the CPU; drop --device {device}")
+        from .export.backends import load_backend
+
+        pre = clf.preprocess
+        run = load_backend(backend, clf.model, input_size=(3, pre.size, pre.size),
+                           calibration=calibration, normalization=(pre.mean, pre.std))
     paths = collect_images(list(images))
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")
@@ -250,7 +263,7 @@ def predict(images: list[str | Path] | str | Path, model: str | None = None,
                 errors.append(str(e))
         if not batch:
             continue
-        probs = clf.model(torch.stack(batch).to(device)).float().softmax(1).cpu()
+        probs = run(torch.stack(batch).to(device)).float().softmax(1).cpu()
         values, idx = probs.topk(k, 1)
         for name, v, i in zip(names, values.tolist(), idx.tolist(), strict=True):
             preds.append(Prediction(name, [(clf.classes[c], p) for c, p in zip(i, v,
