@@ -1,10 +1,15 @@
-"""Per-epoch metrics as JSONL and CSV, and a PNG of the curves, rewritten every epoch."""
+"""Per-epoch metrics as JSONL and CSV, and a PNG of the curves, rewritten every epoch.
+
+The CSV columns and the figure default to classification's; other trainers (``train-sr``)
+pass their own ``columns`` and a ``figure(rows)`` function.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .checkpoint import atomic_write
@@ -14,9 +19,12 @@ COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+    def __init__(self, run_dir: Path, enabled: bool = True, columns: Sequence[str] = COLUMNS,
+                 figure: Callable[[list[dict]], object] | None = None) -> None:
         self.run_dir = run_dir
         self.enabled = enabled
+        self.columns = tuple(columns)
+        self.figure = figure  # rows -> a matplotlib Figure; None: loss and error curves
         self.rows: list[dict] = []
         path = run_dir / "metrics.jsonl"
         if path.exists():
@@ -33,7 +41,7 @@ class MetricsLog:
         atomic_write(self.run_dir / "metrics.jsonl", lambda p: p.write_text(
             "".join(json.dumps(r) + "\n" for r in self.rows)))
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write(self.run_dir / "metrics.csv", lambda p: p.write_text(buf.getvalue()))
@@ -43,6 +51,13 @@ class MetricsLog:
         import matplotlib
 
         matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig = self.figure(self.rows) if self.figure is not None else self._classification()
+        atomic_write(self.run_dir / "curves.png", lambda p: fig.savefig(p, format="png", dpi=90))
+        plt.close(fig)
+
+    def _classification(self):
         import matplotlib.pyplot as plt
 
         epochs = [r["epoch"] for r in self.rows]
@@ -62,5 +77,4 @@ class MetricsLog:
         if epochs:
             ax_loss.set_xlim(min(epochs) - 0.5 if len(epochs) == 1 else min(epochs), max(epochs))
         fig.tight_layout()
-        atomic_write(self.run_dir / "curves.png", lambda p: fig.savefig(p, format="png", dpi=90))
-        plt.close(fig)
+        return fig

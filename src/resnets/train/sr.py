@@ -1,0 +1,438 @@
+"""Super-resolution training: the classification trainer's run folder, checkpoints and resume.
+
+A run folder holds ``config.json`` (with the held-out validation images listed),
+``metrics.jsonl`` / ``metrics.csv`` (one row per epoch), ``curves.png``, ``last.pt`` and
+``best.pt`` (full training state, written atomically) and, at the end, ``model.safetensors``
+(the best weights, readable by ``sr-eval --weights`` and ``upscale --weights`` without
+``--model``) with ``result.json``.
+
+An epoch here is ``steps_per_epoch`` optimizer steps of random patches, not a pass over the
+images, so that checkpoints and validation come every few minutes on a CPU. The best
+checkpoint is chosen on validation PSNR of images held out from the training set; Set5 and
+Set14 are scored only once, at the end, for the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.degrade import downscale, modcrop, to_float
+from ..data.sr import TRAIN_SETS, PatchSampler, SRImages, holdout, load_sr_images
+from ..metrics.sr import psnr, rgb_to_y, shave, sr_psnr_ssim
+from ..models.sr import SUPPORTED_SCALES, create_sr_model, save_sr_weights
+from ..sr_eval import evaluate_sr, super_resolve
+from .checkpoint import atomic_write, load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from .loop import _progress, autocast, resolve_amp, resolve_device
+from .metrics_log import MetricsLog
+
+CHECKPOINT_VERSION = 1
+TRAIN_METADATA_KEY = "resnets.sr.train"  # safetensors metadata: how the weights were trained
+
+
+@dataclass
+class SRTrainConfig:
+    # what to train, on what
+    model: str = "edsr_small"          # one of resnets.models.sr.list_sr_models()
+    model_kwargs: dict = field(default_factory=dict)
+    data: str = "../shared/data/sr"    # folder holding the training sets
+    train_sets: tuple[str, ...] = TRAIN_SETS
+    out: str = "runs/sr"               # run folder
+    scales: tuple[int, ...] = SUPPORTED_SCALES  # one network serves all; batches cycle them
+    # patches: HR side, rounded down to a multiple of the scale (96: LR 48 / 32 / 24)
+    patch_size: int = 96
+    batch_size: int = 16
+    # optimisation: L1 loss, Adam, cosine decay (Lim et al. 2017 use L1 and Adam)
+    epochs: int = 20
+    steps_per_epoch: int = 1000        # an "epoch" is this many steps
+    loss: str = "l1"                   # "l1" | "l2"
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.0          # cosine ends at lr * this
+    warmup_steps: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0             # max gradient norm, 0 = off
+    # validation on held-out training images; Set5/Set14 reported at the end only
+    val_count: int = 10
+    val_images: tuple[str, ...] = ()   # empty: val_count images by a seeded choice
+    report_sets: tuple[str, ...] = ("Set5", "Set14")
+    report_data: str = ""              # folder with the report sets; "": DATA/matlab_ref
+    # machine
+    device: str = "auto"
+    amp: str = "none"                  # "none" | "bf16" (autocast)
+    seed: int = 0
+    checkpoint_every: int = 0          # also checkpoint every N steps, 0 = epoch ends only
+    log_every: int = 10
+
+    def __post_init__(self) -> None:  # JSON and --set give lists; the config keeps tuples
+        for name in ("train_sets", "scales", "betas", "val_images", "report_sets"):
+            setattr(self, name, tuple(getattr(self, name)))
+
+    def replace(self, **changes) -> SRTrainConfig:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown train-sr option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SRTrainConfig:
+        return cls(**d)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def report_root(self) -> Path:
+        return Path(self.report_data) if self.report_data else Path(self.data) / "matlab_ref"
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got "
+                                        f"{self.steps_per_epoch}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (bool(self.scales) and all(s in SUPPORTED_SCALES for s in self.scales)
+             and len(set(self.scales)) == len(self.scales),
+             f"scales must be distinct values of {list(SUPPORTED_SCALES)}, got "
+             f"{list(self.scales)}"),
+            (self.patch_size >= 2 * max(self.scales or (1,)),
+             f"patch size must be at least twice the largest scale, got {self.patch_size}"),
+            (self.loss in ("l1", "l2"), f"loss must be l1 or l2, got {self.loss!r}"),
+            (self.amp in ("none", "bf16"), f"amp must be none or bf16, got {self.amp!r}"),
+            (0.0 <= self.min_lr_ratio <= 1.0,
+             f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (self.val_count >= 1 or bool(self.val_images),
+             f"need at least one validation image (val_count >= 1), got {self.val_count}"),
+            ("scales" not in self.model_kwargs,
+             "pass the scales with --scales, not in model_kwargs"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+
+def cosine_factor(step: int, total: int, warmup: int = 0, floor: float = 0.0) -> float:
+    """Learning-rate multiplier at ``step`` of ``total``: linear warm-up, then a cosine from
+    1 down to ``floor`` (Loshchilov & Hutter 2017, without restarts)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+ValidationSet = dict[int, list[tuple[str, torch.Tensor, torch.Tensor]]]
+
+
+def validation_pairs(images: SRImages, scales: tuple[int, ...]) -> ValidationSet:
+    """Per scale, ``(name, hr, lr)`` uint8 triples: HR mod-cropped, LR as MATLAB makes it."""
+    out: ValidationSet = {}
+    for scale in scales:
+        out[scale] = []
+        for name, img in zip(images.names, images.images, strict=True):
+            hr = modcrop(img, scale)
+            out[scale].append((name, hr, downscale(hr, scale)))
+    return out
+
+
+@torch.no_grad()
+def validation_scores(model: nn.Module, pairs: ValidationSet, with_ssim: bool = False
+                      ) -> dict[int, dict[str, float]]:
+    """Mean Y-channel PSNR (and SSIM) per scale, ``scale`` pixels shaved, of uint8 results."""
+    was_training = model.training
+    model.eval()
+    scores = {}
+    for scale, triples in pairs.items():
+        p, s = [], []
+        for _, hr, lr in triples:
+            sr = super_resolve(model, lr, scale)
+            if with_ssim:
+                a, b = sr_psnr_ssim(sr, hr, scale)
+                p.append(a)
+                s.append(b)
+            else:
+                p.append(psnr(shave(rgb_to_y(sr), scale), shave(rgb_to_y(hr), scale)))
+        scores[scale] = {"psnr": math.fsum(p) / len(p)}
+        if with_ssim:
+            scores[scale]["ssim"] = math.fsum(s) / len(s)
+    model.train(was_training)
+    return scores
+
+
+class SRTrainer:
+    """Builds everything from an :class:`SRTrainConfig` and runs (or resumes) the training."""
+
+    def __init__(self, cfg: SRTrainConfig, resume: bool = False, quiet: bool = False) -> None:
+        self.run_dir = Path(cfg.out)
+        if resume:
+            ckpt_path = self.run_dir / "last.pt"
+            if not ckpt_path.exists():
+                raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
+            for stale in self.run_dir.glob(".*.tmp*"):  # left by a run killed mid-write
+                stale.unlink()
+            self.resume_state = load_checkpoint(ckpt_path)
+            cfg = SRTrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
+        else:
+            self.resume_state = None
+            if (self.run_dir / "last.pt").exists():
+                raise FileExistsError(f"{self.run_dir} already holds a run: pass --resume "
+                                      "to continue it, or choose another --out")
+        cfg.validate()
+        self.quiet = quiet
+        self.device = resolve_device(cfg.device)
+        self.amp = resolve_amp(cfg.amp, self.device)
+        self.cfg = cfg
+        self._build_model()  # before the data: a wrong model name fails at once
+        self.cfg = self._build_data(cfg)
+        self.log = MetricsLog(self.run_dir, columns=metric_columns(self.cfg.scales),
+                              figure=sr_curves)
+
+    # -- setup -------------------------------------------------------------------------
+    def _build_data(self, cfg: SRTrainConfig) -> SRTrainConfig:
+        """Decode the images, hold out the validation images; returns the config with them
+        listed (so config.json and every checkpoint name them)."""
+        data = load_sr_images(cfg.data, cfg.train_sets)
+        for name in cfg.report_sets:  # checked now, not after hours of training
+            folder = cfg.report_root() / name
+            if not folder.is_dir():
+                raise FileNotFoundError(f"report set {name} not found: expected {folder} "
+                                        f"(set --report '' to skip the benchmark report)")
+        val_names = list(cfg.val_images) or holdout(data.names, cfg.val_count, cfg.seed)
+        unknown = sorted(set(val_names) - set(data.names))
+        if unknown:
+            raise ValueError(f"validation image(s) {unknown[:3]} are not among the "
+                             f"{len(data)} training images of {cfg.data}")
+        held = set(val_names)
+        train_names = [n for n in data.names if n not in held]
+        if not train_names:
+            raise ValueError(f"all {len(data)} images are held out for validation: lower "
+                             f"--val-count")
+        self.val = data.subset(val_names)
+        self.sampler = PatchSampler(data.subset(train_names), cfg.patch_size, cfg.scales)
+        self.val_pairs = validation_pairs(self.val, cfg.scales)
+        return cfg.replace(val_images=tuple(val_names))
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        model = create_sr_model(cfg.model, scales=cfg.scales, **cfg.model_kwargs)
+        if next(model.parameters(), None) is None:
+            raise ValueError(f"{cfg.model} has no parameters to train: pick a network, e.g. "
+                             f"edsr_small")
+        if model.config.in_chans != 3:
+            raise ValueError(f"train-sr trains RGB networks (in_chans 3), got in_chans "
+                             f"{model.config.in_chans}")
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                          weight_decay=cfg.weight_decay)
+        total = cfg.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: cosine_factor(s, total, cfg.warmup_steps, cfg.min_lr_ratio))
+        self.params = sum(p.numel() for p in model.parameters())
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _state(self, epoch: int, step_in_epoch: int, generator: torch.Generator, best: float,
+               best_epoch: int, loss_sum: float = 0.0) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "epoch_loss_sum": loss_sum,  # so a resumed epoch reports the same train loss
+            "generator": generator.get_state(),  # the patch sampler's: exact resume
+            "rng": rng_states(),
+            "best_val": best,
+            "best_epoch": best_epoch,
+        }
+
+    # -- the loop ----------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg = self.cfg
+        start_epoch, start_step, loss_sum = 0, 0, 0.0
+        best, best_epoch = -math.inf, 0
+        generator = torch.Generator().manual_seed(cfg.seed)
+        if self.resume_state is not None:
+            s = self.resume_state
+            self.model.load_state_dict(s["model"])
+            self.optimizer.load_state_dict(s["optimizer"])
+            self.scheduler.load_state_dict(s["scheduler"])
+            start_epoch, start_step = s["epoch"], s["step_in_epoch"]
+            loss_sum, best, best_epoch = s["epoch_loss_sum"], s["best_val"], s["best_epoch"]
+            generator.set_state(s["generator"])
+            set_rng_states(s["rng"])
+            self.log.truncate(start_epoch)
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.run_dir / "config.json",
+                         lambda p: p.write_text(json.dumps(cfg.to_dict(), indent=2)))
+        self.bicubic = validation_scores(create_sr_model("bicubic"), self.val_pairs)
+        if not self.quiet:
+            self._print_start()
+        for epoch in range(start_epoch, cfg.epochs):
+            first = start_step if epoch == start_epoch else 0
+            row = self._train_epoch(epoch, first, generator, best, best_epoch,
+                                    loss_sum if epoch == start_epoch else 0.0)
+            val = validation_scores(self.model, self.val_pairs)
+            for scale, v in val.items():
+                row[f"val_psnr_x{scale}"] = v["psnr"]
+                row[f"bicubic_psnr_x{scale}"] = self.bicubic[scale]["psnr"]
+            row["val_psnr"] = math.fsum(v["psnr"] for v in val.values()) / len(val)
+            if row["val_psnr"] > best:
+                best, best_epoch = row["val_psnr"], epoch + 1
+                state = self._state(epoch + 1, 0, generator, best, best_epoch)
+                save_checkpoint(self.run_dir / "best.pt", state)
+            else:
+                state = self._state(epoch + 1, 0, generator, best, best_epoch)
+            save_checkpoint(self.run_dir / "last.pt", state)
+            self.log.append(row)
+            if not self.quiet:
+                self._print_epoch(row)
+        return self._finish()
+
+    def _train_epoch(self, epoch: int, first_step: int, generator: torch.Generator,
+                     best: float, best_epoch: int, loss_carried: float) -> dict:
+        cfg = self.cfg
+        model = self.model
+        model.train()
+        spe = cfg.steps_per_epoch
+        loss_sum = torch.tensor(loss_carried, dtype=torch.float64, device=self.device)
+        start = time.perf_counter()
+        with _progress(self.quiet, "", spe) as bar:
+            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=spe,
+                                completed=first_step)
+            for b in range(first_step, spe):
+                scale = cfg.scales[(epoch * spe + b) % len(cfg.scales)]
+                lr_u8, hr_u8 = self.sampler.sample(cfg.batch_size, scale, generator)
+                lr_img = to_float(lr_u8).to(self.device, non_blocking=True)
+                hr_img = to_float(hr_u8).to(self.device, non_blocking=True)
+                with autocast(self.device, self.amp):
+                    sr = model(lr_img, scale)
+                loss = (F.l1_loss if cfg.loss == "l1" else F.mse_loss)(sr.float(), hr_img)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                loss_sum += loss.detach()
+                if b % cfg.log_every == 0 or b == spe - 1:
+                    rate = (b + 1 - first_step) / max(time.perf_counter() - start, 1e-9)
+                    bar.update(task, completed=b + 1, description=(
+                        f"epoch {epoch + 1}/{cfg.epochs} {cfg.loss} "
+                        f"{loss_sum.item() / (b + 1):.4f} {rate:.2f} steps/s"))
+                if cfg.checkpoint_every and (b + 1) % cfg.checkpoint_every == 0 and b + 1 < spe:
+                    save_checkpoint(self.run_dir / "last.pt", self._state(
+                        epoch, b + 1, generator, best, best_epoch, loss_sum.item()))
+        elapsed = time.perf_counter() - start
+        return {"epoch": epoch + 1, "step": (epoch + 1) * spe,
+                "train_loss": loss_sum.item() / spe, "lr": self.optimizer.param_groups[0]["lr"],
+                "steps_per_s": (spe - first_step) / max(elapsed, 1e-9),
+                "epoch_time_s": elapsed}
+
+    def _finish(self) -> dict:
+        """The best checkpoint's weights: scored on validation and the report sets, saved."""
+        cfg = self.cfg
+        best = load_checkpoint(self.run_dir / "best.pt")
+        model = create_sr_model(cfg.model, scales=cfg.scales, **cfg.model_kwargs)
+        model.load_state_dict(best["model"])
+        model = model.to(self.device).eval()
+        val = validation_scores(model, self.val_pairs, with_ssim=True)
+        bicubic = validation_scores(create_sr_model("bicubic"), self.val_pairs, with_ssim=True)
+        result: dict = {
+            "run": str(self.run_dir), "model": cfg.model, "params": self.params,
+            "scales": list(cfg.scales), "steps": cfg.total_steps,
+            "best_epoch": best["best_epoch"], "best_val_psnr": best["best_val"],
+            "val_images": list(cfg.val_images),
+            "excluded_small_images": self.sampler.excluded,
+            "val": {f"x{s}": {"psnr": val[s]["psnr"], "ssim": val[s]["ssim"],
+                              "bicubic_psnr": bicubic[s]["psnr"],
+                              "bicubic_ssim": bicubic[s]["ssim"]} for s in cfg.scales},
+        }
+        save_sr_weights(model, self.run_dir / "model.safetensors", {
+            TRAIN_METADATA_KEY: json.dumps({"config": cfg.to_dict(),
+                                            "best_epoch": result["best_epoch"],
+                                            "val": result["val"]})})
+        report: dict = {}
+        for name in cfg.report_sets:  # reported, never used to choose anything
+            report[name] = {}
+            for s in cfg.scales:
+                ev = evaluate_sr(model, cfg.report_root() / name, s, label=cfg.model)
+                (p, q), (bp, bq) = ev.mean(), ev.bicubic_mean()
+                report[name][f"x{s}"] = {"psnr": p, "ssim": q, "bicubic_psnr": bp,
+                                         "bicubic_ssim": bq}
+        result["report"] = report
+        atomic_write(self.run_dir / "result.json",
+                     lambda p: p.write_text(json.dumps(result, indent=2)))
+        return result
+
+    # -- console -----------------------------------------------------------------------
+    def _print_start(self) -> None:
+        from rich.console import Console
+
+        cfg = self.cfg
+        bic = ", ".join(f"x{s} {v['psnr']:.2f}" for s, v in self.bicubic.items())
+        Console(stderr=True).print(
+            f"[bold]resnets train-sr[/bold] {cfg.model} ({self.params:,} parameters) at "
+            f"x{'/x'.join(map(str, cfg.scales))} on {len(self.sampler.names)} images of "
+            f"{cfg.data} ({'+'.join(cfg.train_sets)}), {len(self.val)} held out "
+            f"(bicubic val PSNR {bic} dB); {cfg.epochs} epochs of {cfg.steps_per_epoch} steps, "
+            f"device {self.device}, amp {cfg.amp}; run folder {self.run_dir}")
+
+    def _print_epoch(self, row: dict) -> None:
+        from rich.console import Console
+
+        per_scale = ", ".join(
+            f"x{s} {row[f'val_psnr_x{s}']:.2f} "
+            f"({row[f'val_psnr_x{s}'] - row[f'bicubic_psnr_x{s}']:+.2f} vs bicubic)"
+            for s in self.cfg.scales)
+        Console(stderr=True).print(f"epoch {row['epoch']}: val PSNR {per_scale}")
+
+
+def metric_columns(scales: tuple[int, ...]) -> tuple[str, ...]:
+    """metrics.csv columns for a run at ``scales``."""
+    per_scale = [c for s in scales for c in (f"val_psnr_x{s}", f"bicubic_psnr_x{s}")]
+    return ("epoch", "step", "train_loss", "val_psnr", *per_scale, "lr", "steps_per_s",
+            "epoch_time_s")
+
+
+def sr_curves(rows: list[dict]):
+    """Training loss and validation PSNR per scale (bicubic dashed) against the epoch."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [r["epoch"] for r in rows]
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-", label="train")
+    scales = sorted(int(k.removeprefix("val_psnr_x")) for k in (rows[0] if rows else {})
+                    if k.startswith("val_psnr_x"))
+    for s in scales:
+        line, = ax_psnr.plot(epochs, [r[f"val_psnr_x{s}"] for r in rows], "-o", ms=3,
+                             label=f"x{s}")
+        ax_psnr.plot(epochs, [r[f"bicubic_psnr_x{s}"] for r in rows], "--",
+                     color=line.get_color(), label=f"x{s} bicubic")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss")
+    ax_psnr.set(xlabel="epoch", ylabel="PSNR (dB, Y)", title="held-out validation PSNR")
+    for ax in (ax_loss, ax_psnr):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def train_sr(cfg: SRTrainConfig, resume: bool = False, quiet: bool = False) -> dict:
+    """Train (or resume) a super-resolution run; returns the result record."""
+    return SRTrainer(cfg, resume=resume, quiet=quiet).fit()

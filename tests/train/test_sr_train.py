@@ -1,0 +1,250 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from resnets.cli import app
+from resnets.data.degrade import downscale
+from resnets.data.sr import PatchSampler, dihedral, holdout, load_sr_images, patch_size_for
+from resnets.models.sr import EDSR, load_sr_weights
+from resnets.train.checkpoint import load_checkpoint
+from resnets.train.sr import SRTrainConfig, SRTrainer, cosine_factor
+from tests.conftest import shared_path
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The 2-core machine is shared: many small ops on 2 threads crawl."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def mini_sr(tmp_path_factory):
+    """A data root shaped like ../shared/data/sr: corners of the first real T91 and BSD200
+    images, small enough for a run of seconds."""
+    src = shared_path("sr")
+    root = tmp_path_factory.mktemp("sr")
+    for name, count, (w, h) in (("T91", 4, (40, 48)), ("BSD200", 4, (48, 40))):
+        (root / name).mkdir()
+        for f in sorted((src / name).iterdir())[:count]:
+            Image.open(f).convert("RGB").crop((0, 0, w, h)).save(root / name / f"{f.stem}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def flat_sr(tmp_path_factory):
+    """Eight flat images, each of its own grey level: a patch names the image it came from."""
+    root = tmp_path_factory.mktemp("flat")
+    for i in range(8):
+        folder = root / ("T91" if i < 4 else "BSD200")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(np.full((32, 40, 3), 20 + 25 * i, np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def tiny_cfg(data, out, **kw) -> SRTrainConfig:
+    base = {"model": "edsr_tiny", "data": str(data), "out": str(out), "scales": (2, 3, 4),
+            "patch_size": 24, "batch_size": 4, "epochs": 2, "steps_per_epoch": 6,
+            "lr": 1e-3, "val_count": 2, "report_sets": (), "seed": 0}
+    base.update(kw)
+    return SRTrainConfig(**base)
+
+
+def test_tiny_run_writes_every_artifact_and_the_weights_serve_sr_eval(mini_sr, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_cfg(mini_sr, run, report_sets=("Set5",),
+                   report_data=str(shared_path("sr", "matlab_ref")))
+    result = SRTrainer(cfg, quiet=True).fit()
+    for name in ("config.json", "metrics.jsonl", "metrics.csv", "curves.png", "last.pt",
+                 "best.pt", "model.safetensors", "result.json"):
+        assert (run / name).exists(), name
+    saved_cfg = json.loads((run / "config.json").read_text())
+    assert len(saved_cfg["val_images"]) == 2 and saved_cfg["val_images"] == result["val_images"]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and [r["step"] for r in rows] == [6, 12]
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,step,train_loss,val_psnr,val_psnr_x2,bicubic_psnr_x2")
+    ckpt = load_checkpoint(run / "last.pt")
+    for key in ("model", "optimizer", "scheduler", "generator", "rng", "epoch",
+                "step_in_epoch", "config", "best_val"):
+        assert key in ckpt, key
+    assert ckpt["epoch"] == 2 and list(ckpt["config"]["val_images"]) == saved_cfg["val_images"]
+    on_disk = json.loads((run / "result.json").read_text())
+    assert set(on_disk["val"]) == {"x2", "x3", "x4"}
+    set5 = on_disk["report"]["Set5"]
+    assert set(set5) == {"x2", "x3", "x4"}
+    assert set5["x2"]["bicubic_psnr"] == pytest.approx(33.66, abs=0.02)  # README's bicubic
+
+    model = load_sr_weights(run / "model.safetensors")  # no name: the metadata says EDSR
+    assert isinstance(model, EDSR) and model.scales == (2, 3, 4)
+    best = load_checkpoint(run / "best.pt")["model"]
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
+    cli = runner.invoke(app, ["sr-eval", "--data", str(shared_path("sr", "matlab_ref", "Set5")),
+                              "--scale", "3", "--weights", str(run / "model.safetensors"),
+                              "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output)["mean"]["psnr"] == pytest.approx(set5["x3"]["psnr"], abs=1e-9)
+    picture = next(iter(sorted((mini_sr / "T91").iterdir())))
+    cli = runner.invoke(app, ["upscale", str(picture), "-o", str(tmp_path / "up"), "--scale",
+                              "4", "--weights", str(run / "model.safetensors"), "--quiet"])
+    assert cli.exit_code == 0, cli.output
+    assert Image.open(tmp_path / "up" / f"{picture.stem}_x4.png").size == (160, 192)
+
+
+def _cli_args(data, out, *extra):
+    return ["train-sr", "--data", str(data), "--out", str(out), "--model", "edsr_tiny",
+            "--patch-size", "24", "--batch-size", "4", "--epochs", "2", "--steps-per-epoch",
+            "6", "--val-count", "2", "--report", "", "--set", "lr=0.001", "--quiet", *extra]
+
+
+# Dies by SIGKILL when it draws its 12th batch: epoch 2, after the step-4 checkpoint, with
+# step 5 done and lost. The kill lands at a known place instead of racing a timer.
+KILL_AT_BATCH = """
+import os, signal, sys
+import resnets.data.sr as sr
+real_sample = sr.PatchSampler.sample
+calls = {"n": 0}
+def dying_sample(self, *a, **k):
+    calls["n"] += 1
+    if calls["n"] == 12:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_sample(self, *a, **k)
+sr.PatchSampler.sample = dying_sample
+from resnets.cli import app
+app(sys.argv[1:])
+"""
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(mini_sr, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "resnets"]
+    subprocess.run([*cli, *_cli_args(mini_sr, tmp_path / "ref")], check=True, env=env,
+                   timeout=120)
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_AT_BATCH)
+    cut = tmp_path / "cut"
+    proc = subprocess.run([sys.executable, str(script),
+                           *_cli_args(mini_sr, cut, "--checkpoint-every", "4")],
+                          env=env, timeout=120)
+    assert proc.returncode == -9, "the run must die by SIGKILL"
+    state = load_checkpoint(cut / "last.pt")
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 4), "killed mid-epoch 2"
+    assert not (cut / "model.safetensors").exists()
+    subprocess.run([*cli, "train-sr", "--resume", str(cut), "--quiet"], check=True, env=env,
+                   timeout=120)
+    ref, got = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(cut / "last.pt")
+    assert ref["model"].keys() == got["model"].keys()
+    assert all(torch.equal(ref["model"][k], got["model"][k]) for k in ref["model"])
+    assert torch.equal(ref["generator"], got["generator"])
+    rows = [[json.loads(r) for r in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in (tmp_path / "ref", cut)]
+    assert [r["epoch"] for r in rows[1]] == [1, 2]
+    for a, b in zip(*rows, strict=True):  # same losses and PSNRs, the resumed epoch included
+        assert (a["train_loss"], a["val_psnr"]) == (b["train_loss"], b["val_psnr"])
+
+
+def test_lr_patches_are_downscale_of_the_hr_patches(mini_sr):
+    data = load_sr_images(mini_sr)
+    sampler = PatchSampler(data, 24, (2, 3, 4))
+    g = torch.Generator().manual_seed(1)
+    for scale in (2, 3, 4):
+        lr, hr = sampler.sample(6, scale, g)
+        side = patch_size_for(24, scale)
+        assert hr.dtype == lr.dtype == torch.uint8
+        assert hr.shape == (6, 3, side, side) and lr.shape == (6, 3, side // scale, side // scale)
+        for i in range(6):
+            assert torch.equal(lr[i], downscale(hr[i], scale))
+    state = g.get_state()
+    again = torch.Generator()
+    again.set_state(state)
+    assert torch.equal(sampler.sample(4, 3, g)[1], sampler.sample(4, 3, again)[1])
+    assert not torch.equal(sampler.sample(4, 3, g)[1], sampler.sample(4, 3, g)[1])
+
+
+def test_patch_side_is_rounded_down_to_a_multiple_of_the_scale():
+    assert [patch_size_for(96, s) for s in (2, 3, 4)] == [96, 96, 96]
+    assert [patch_size_for(32, s) for s in (2, 3, 4)] == [32, 30, 32]
+
+
+def test_dihedral_gives_eight_distinct_flips_and_rotations():
+    x = torch.arange(9).reshape(1, 3, 3)
+    views = {tuple(dihedral(x, t).flatten().tolist()) for t in range(8)}
+    assert len(views) == 8
+    assert torch.equal(dihedral(x, 0), x) and torch.equal(dihedral(x, 4), x.flip(-1))
+
+
+def test_held_out_validation_images_never_reach_the_training_pool(flat_sr, tmp_path):
+    trainer = SRTrainer(tiny_cfg(flat_sr, tmp_path / "run", val_count=3, patch_size=16),
+                        quiet=True)
+    val = set(trainer.cfg.val_images)
+    assert len(val) == 3 and not val & set(trainer.sampler.names)
+    assert len(trainer.sampler.names) == 5
+    grey = {n: 20 + 25 * int(Path(n).stem) for n in trainer.sampler.names}
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for scale in (2, 3, 4) * 20:
+        _, hr = trainer.sampler.sample(8, scale, g)
+        seen |= set(hr[:, 0, 0, 0].tolist())
+    assert seen == set(grey.values())  # every training image, and no other
+
+
+def test_holdout_is_seeded_and_listed_in_the_config(flat_sr, tmp_path):
+    names = [f"T91/{i}.png" for i in range(20)]
+    assert holdout(names, 5, 0) == holdout(names, 5, 0) != holdout(names, 5, 1)
+    assert holdout(names, 5, 0) == sorted(holdout(names, 5, 0))
+    chosen = ["BSD200/5.png", "T91/0.png"]
+    trainer = SRTrainer(tiny_cfg(flat_sr, tmp_path / "run", val_images=chosen, patch_size=16),
+                        quiet=True)
+    assert list(trainer.cfg.val_images) == chosen
+    assert {"T91/0.png", "BSD200/5.png"}.isdisjoint(trainer.sampler.names)
+
+
+def test_bf16_autocast_trains(mini_sr, tmp_path):
+    result = SRTrainer(tiny_cfg(mini_sr, tmp_path / "run", amp="bf16", epochs=1,
+                                scales=(2,)), quiet=True).fit()
+    assert np.isfinite(result["best_val_psnr"])
+
+
+def test_cosine_schedule_decays_to_the_floor():
+    assert cosine_factor(0, 100) == 1.0
+    assert cosine_factor(50, 100) == pytest.approx(0.5)
+    assert cosine_factor(100, 100, floor=0.1) == pytest.approx(0.1)
+    assert cosine_factor(0, 100, warmup=10) == pytest.approx(0.1)
+    assert cosine_factor(10, 100, warmup=10) == 1.0
+
+
+def test_user_errors_are_one_line(mini_sr, tmp_path):
+    def error_of(*args):
+        result = runner.invoke(app, ["train-sr", *args])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+        return lines[0]
+
+    assert "expected a folder holding T91, BSD200" in error_of(
+        "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"))
+    assert "nothing to resume" in error_of("--resume", str(tmp_path / "r"))
+    common = ["--data", str(mini_sr), "--out", str(tmp_path / "r"), "--report", "",
+              "--val-count", "2"]
+    assert "unknown super-resolution model 'edsr_huge'" in error_of(
+        *common, "--model", "edsr_huge")
+    assert "no parameters to train" in error_of(*common, "--model", "bicubic")
+    assert "scales must be distinct values of [2, 3, 4]" in error_of(*common, "--scales", "2,5")
+    assert "no training image is at least 96x96" in error_of(*common, "--patch-size", "96")
+    assert "report set Set5 not found" in error_of(*common[:4], "--val-count", "2")
+    assert "fewer validation images than the 8" in error_of(*common[:6], "--val-count", "8")
+    SRTrainer(tiny_cfg(mini_sr, tmp_path / "r", epochs=1, steps_per_epoch=1), quiet=True).fit()
+    assert "already holds a run" in error_of(*common)
