@@ -19,7 +19,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	touch $@
 
 demo: $(VENV)/.installed-dev
-	$(VENV)/bin/resnets info
+	$(VENV)/bin/resnets info resnet56
 	$(PY) scripts/demo.py
 
 lint: $(VENV)/.installed-dev

@@ -1,26 +1,31 @@
-"""The `make demo` job: build a ResNet, run a forward pass, print what came out."""
+"""The `make demo` job: classify real sample images with the bundled weights."""
 
-import time
+from __future__ import annotations
 
-import torch
+from pathlib import Path
 
-import resnets
+from resnets.evaluate import BUNDLED_DIR, DEFAULT_PREDICT_MODELS, predict
+
+SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
 
 def main() -> None:
-    torch.manual_seed(0)
-    for name in ("resnet20", "resnet50"):
-        spec = resnets.get_spec(name)
-        model = resnets.create_model(name).eval()
-        x = torch.randn(2, *spec.input_size)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            logits = model(x)
-        ms = (time.perf_counter() - start) * 1e3
-        stats = resnets.model_stats(name)
-        print(f"{name}: input {tuple(x.shape)} -> logits {tuple(logits.shape)} in {ms:.0f} ms; "
-              f"{stats.params:,} parameters, {stats.gmacs:.3f} GMACs per image "
-              "(random weights: bundled weights arrive with the training issue)")
+    shipped = [m for m in DEFAULT_PREDICT_MODELS
+               if (BUNDLED_DIR / f"{m}_cifar10.safetensors").exists()]
+    if not shipped:
+        print("no bundled classification weights in this checkout yet; see README")
+        return
+    preds, errors = predict(SAMPLES, top_k=2)
+    correct = 0
+    print(f"{shipped[0]} (bundled CIFAR-10 weights) on {len(preds)} sample images:")
+    for p in preds:
+        truth = Path(p.path).name.split("_")[0]
+        (best, prob), (second, prob2) = p.top
+        correct += best == truth
+        print(f"  {Path(p.path).name:24s} -> {best:10s} {prob:6.1%}   ({second} {prob2:.1%})")
+    print(f"{correct}/{len(preds)} correct (the file name is the true class)")
+    for e in errors:
+        print(f"error: {e}")
 
 
 if __name__ == "__main__":

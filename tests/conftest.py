@@ -23,5 +23,10 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Seeded, and one torch thread: on the shared 2-core machine many small ops on two
+    threads crawl (about 10x slower measured here) while a second process runs."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)

@@ -20,13 +20,6 @@ from resnets.upscale import (
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The 2-core machine is shared: many small ops on 2 threads crawl (about 10x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _smooth_image(h: int, w: int, chans: int = 3, seed: int = 0) -> np.ndarray:

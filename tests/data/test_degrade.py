@@ -19,13 +19,6 @@ from tests.conftest import shared_path
 SETS = [(s, x) for s in ("Set5", "Set14") for x in (2, 3, 4)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The 2-core machine is shared: many small ops on 2 threads crawl (about 10x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _read(path) -> torch.Tensor:

@@ -16,13 +16,6 @@ PUBLISHED_BICUBIC = {("Set5", 2): (33.66, .9299), ("Set5", 3): (30.39, .8682),
                      ("Set14", 3): (27.55, .7742), ("Set14", 4): (26.00, .7027)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The 2-core machine is shared: many small ops on 2 threads crawl (about 10x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _read(path) -> torch.Tensor:

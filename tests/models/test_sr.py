@@ -19,15 +19,6 @@ from resnets.models.sr import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The 2-core machine is shared: many small ops on 2 threads crawl (about 10x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
