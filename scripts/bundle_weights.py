@@ -1,0 +1,66 @@
+"""Ship a finished training run's weights inside the package, with their provenance.
+
+    .venv/bin/python scripts/bundle_weights.py runs/bundle-resnet20 \
+        --command "resnets train --model resnet20 ..."
+
+Copies ``RUN/model.safetensors`` to ``src/resnets/weights/bundled/<model>_cifar10.safetensors``,
+measures top-1 on the full test split and on the fixed 2,000-image subset (the first 200
+images of each class, the subset the tests recompute), writes
+``bundled/provenance/<model>_cifar10.json`` and adds the weight record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from resnets.evaluate import BUNDLED_DIR, evaluate_folder, load_classifier
+from resnets.stats import count_params
+from resnets.weights.records import add_bundled_records, bundled_record
+
+SUBSET_PER_CLASS = 200
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--command", required=True, help="the command that trained the run")
+    ap.add_argument("--test", default="../shared/data/cifar10/test")
+    args = ap.parse_args()
+    run = Path(args.run)
+    meta_cfg = json.loads((run / "config.json").read_text())
+    result = json.loads((run / "result.json").read_text())
+    model = meta_cfg["model"]
+    dest = BUNDLED_DIR / f"{model}_cifar10.safetensors"
+    shutil.copyfile(run / "model.safetensors", dest)
+    clf = load_classifier(model, dest)
+    full = evaluate_folder(clf, args.test)
+    flip = evaluate_folder(clf, args.test, tta=True)
+    subset = evaluate_folder(clf, args.test, limit_per_class=SUBSET_PER_CLASS)
+    record = {
+        "model": model, "file": dest.name,
+        "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
+        "parameters": count_params(clf.model), "dataset": "cifar-10 (../shared/data/cifar10, "
+        "JPEG copy; 10% of train held out for validation)",
+        "recipe": meta_cfg, "epochs": meta_cfg["epochs"], "seed": meta_cfg["seed"],
+        "best_epoch": result.get("best_epoch"), "val_acc": result.get("best_val_acc"),
+        "test_acc": full.top1, "test_top5": full.top5, "test_n": full.n,
+        "test_acc_flip_tta": flip.top1,
+        "test_subset_acc": subset.top1, "test_subset_n": subset.n,
+        "test_subset": f"first {SUBSET_PER_CLASS} images (sorted names) of each test class",
+        "command": args.command,
+    }
+    prov = BUNDLED_DIR / "provenance" / f"{model}_cifar10.json"
+    prov.parent.mkdir(exist_ok=True)
+    prov.write_text(json.dumps(record, indent=1) + "\n")
+    add_bundled_records(bundled_record(dest, tag=f"{model}.resnets_cifar10", top1=full.top1,
+                                       top5=full.top5,
+                                       accuracy_source=f"measured: {prov.name}"))
+    print(json.dumps({k: v for k, v in record.items() if k != "recipe"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The bundled CIFAR-10 weights are what their provenance records say they are."""
+
+import hashlib
+import json
+
+import pytest
+
+import resnets
+from resnets.evaluate import BUNDLED_DIR, evaluate_folder, load_classifier
+from resnets.weights.records import bundled_records
+from tests.conftest import shared_path
+
+PROVENANCE = sorted((BUNDLED_DIR / "provenance").glob("*.json"))
+
+
+def test_every_bundled_file_has_provenance_and_a_record():
+    files = sorted(p.name for p in BUNDLED_DIR.glob("*.safetensors"))
+    assert files == sorted(json.loads(p.read_text())["file"] for p in PROVENANCE)
+    assert files == sorted(r.filename for r in bundled_records())
+
+
+@pytest.mark.parametrize("prov", PROVENANCE, ids=[p.stem for p in PROVENANCE])
+def test_bundled_sha256_and_subset_accuracy_match_the_record(prov):
+    rec = json.loads(prov.read_text())
+    path = BUNDLED_DIR / rec["file"]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == rec["sha256"]
+    assert [r.sha256 for r in bundled_records() if r.filename == rec["file"]] == [digest]
+    for key in ("dataset", "recipe", "epochs", "seed", "val_acc", "test_acc", "parameters",
+                "command"):
+        assert rec[key] not in (None, ""), key
+    test_dir = shared_path("cifar10", "test")
+    clf = load_classifier(rec["model"], path)
+    report = evaluate_folder(clf, test_dir, limit_per_class=200)
+    assert report.n == rec["test_subset_n"] == 2000
+    assert report.top1 == pytest.approx(rec["test_subset_acc"], abs=0.051)  # <= 1 image
+
+
+@pytest.mark.parametrize("prov", PROVENANCE, ids=[p.stem for p in PROVENANCE])
+def test_pretrained_true_loads_the_bundled_weights(prov):
+    rec = json.loads(prov.read_text())
+    model = resnets.create_model(rec["model"], pretrained=True)
+    clf = load_classifier(rec["model"], BUNDLED_DIR / rec["file"])
+    for k, v in clf.model.state_dict().items():
+        assert model.state_dict()[k].equal(v), k
