@@ -168,3 +168,34 @@ def test_empty_dataset_is_an_error_before_training(tmp_path):
     with pytest.raises(ValueError, match="has no images"):
         Trainer(tiny_cfg(tmp_path / "d", tmp_path / "run"), quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_finetune_from_pretrained_with_frozen_backbone(tiny_data, tmp_path):
+    Trainer(tiny_cfg(tiny_data, tmp_path / "src", epochs=1), quiet=True).fit()
+    source, _ = read_weights(tmp_path / "src" / "model.safetensors")
+    two = tmp_path / "two"  # the same images as a 2-class problem: the head must be replaced
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (two / split).mkdir(parents=True, exist_ok=True)
+            os.symlink(tiny_data / split / c, two / split / c)
+    t = Trainer(tiny_cfg(two, tmp_path / "ft", epochs=1, freeze_backbone=True,
+                         pretrained=str(tmp_path / "src" / "model.safetensors")), quiet=True)
+    t.fit()
+    tuned = t.model.state_dict()
+    assert tuned["fc.weight"].shape == (2, 64)
+    frozen = [k for k, p in t.model.named_parameters() if not k.startswith("fc.")]
+    assert all(torch.equal(tuned[k], source[k]) for k in frozen), "backbone must not move"
+    assert all(not p.requires_grad for k, p in t.model.named_parameters()
+               if not k.startswith("fc."))
+
+
+def test_backbone_lr_scale_applies_to_backbone_groups_only(tiny_data, tmp_path):
+    Trainer(tiny_cfg(tiny_data, tmp_path / "src", epochs=1), quiet=True).fit()
+    t = Trainer(tiny_cfg(tiny_data, tmp_path / "ft", epochs=1, backbone_lr_scale=0.1,
+                         pretrained=str(tmp_path / "src" / "model.safetensors")), quiet=True)
+    head_ids = {id(p) for p in t.model.fc.parameters()}
+    for group in t.optimizer.param_groups:
+        is_head = any(id(p) in head_ids for p in group["params"])
+        assert group["lr_scale"] == (1.0 if is_head else 0.1)
+        assert group["lr"] == pytest.approx(t.cfg.lr * group["lr_scale"] *
+                                            lr_factor(t.cfg, 0, t.total_steps))
