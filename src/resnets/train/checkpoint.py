@@ -60,6 +60,22 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"cannot load checkpoint {path}: {e}") from None
 
 
+def open_run(run_dir: Path, resume: bool) -> dict | None:
+    """The state to resume a run from (stale temporary files of a killed write removed),
+    or ``None`` for a new run, which must not overwrite an existing one."""
+    ckpt_path = run_dir / "last.pt"
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
+        for stale in run_dir.glob(".*.tmp*"):
+            stale.unlink()
+        return load_checkpoint(ckpt_path)
+    if ckpt_path.exists():
+        raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, "
+                              "or choose another --out")
+    return None
+
+
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict) -> None:
     """The model's ``state_dict`` as safetensors, atomically; metadata stored as JSON."""
     from ..weights.checkpoint import save_safetensors

@@ -24,6 +24,7 @@ from ..registry import create_model
 from .checkpoint import (
     atomic_write,
     load_checkpoint,
+    open_run,
     rng_states,
     save_checkpoint,
     save_weights,
@@ -152,20 +153,9 @@ class Trainer:
             raise ValueError("no dataset given: pass --data DIR (an ImageFolder tree or CIFAR "
                              "python files)")
         self.run_dir = Path(cfg.out)
-        if resume:
-            ckpt_path = self.run_dir / "last.pt"
-            if not ckpt_path.exists():
-                raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
-            for stale in self.run_dir.glob(".*.tmp*"):  # left by a run killed mid-write
-                stale.unlink()
-            self.resume_state = load_checkpoint(ckpt_path)
-            saved = TrainConfig.from_dict(self.resume_state["config"])
-            cfg = saved.replace(out=cfg.out)  # the run continues with its own settings
-        else:
-            self.resume_state = None
-            if (self.run_dir / "last.pt").exists():
-                raise FileExistsError(f"{self.run_dir} already holds a run: pass --resume "
-                                      "to continue it, or choose another --out")
+        self.resume_state = open_run(self.run_dir, resume)
+        if self.resume_state is not None:  # the run continues with its own settings
+            cfg = TrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
         self.cfg = cfg
         self.quiet = quiet
         self.dist: DistInfo = init_distributed(cfg.device)

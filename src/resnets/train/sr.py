@@ -30,7 +30,14 @@ from ..data.sr import TRAIN_SETS, PatchSampler, SRImages, holdout, load_sr_image
 from ..metrics.sr import psnr, rgb_to_y, shave, sr_psnr_ssim
 from ..models.sr import SUPPORTED_SCALES, create_sr_model, save_sr_weights
 from ..sr_eval import evaluate_sr, super_resolve
-from .checkpoint import atomic_write, load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from .checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    open_run,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
 from .loop import _progress, autocast, resolve_amp, resolve_device
 from .metrics_log import MetricsLog
 
@@ -175,19 +182,9 @@ class SRTrainer:
 
     def __init__(self, cfg: SRTrainConfig, resume: bool = False, quiet: bool = False) -> None:
         self.run_dir = Path(cfg.out)
-        if resume:
-            ckpt_path = self.run_dir / "last.pt"
-            if not ckpt_path.exists():
-                raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
-            for stale in self.run_dir.glob(".*.tmp*"):  # left by a run killed mid-write
-                stale.unlink()
-            self.resume_state = load_checkpoint(ckpt_path)
+        self.resume_state = open_run(self.run_dir, resume)
+        if self.resume_state is not None:
             cfg = SRTrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
-        else:
-            self.resume_state = None
-            if (self.run_dir / "last.pt").exists():
-                raise FileExistsError(f"{self.run_dir} already holds a run: pass --resume "
-                                      "to continue it, or choose another --out")
         cfg.validate()
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
