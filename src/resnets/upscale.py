@@ -10,8 +10,6 @@ atomically: a temporary file in the output folder, then ``os.replace``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from torch import nn
 
 from .data.degrade import to_uint8, upscale
 from .data.io import open_image
+from .files import atomic_output
 
 DEFAULT_TILE = 256  # low-resolution pixels per tile side
 DEFAULT_OVERLAP = 16  # pixels two neighbouring tiles share, blended
@@ -179,15 +178,8 @@ def _to_pil(pic: Picture) -> Image.Image:
 
 def save_png(pic: Picture, path: str | Path) -> None:
     """Write a PNG atomically: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         _to_pil(pic).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @dataclass

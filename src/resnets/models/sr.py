@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 from torch import nn
 
 from ..data.degrade import upscale
+from ..files import atomic_output
 
 SUPPORTED_SCALES = (2, 3, 4)
 METADATA_KEY = "resnets.sr"  # safetensors metadata entry: {"arch": ..., "config": {...}}
@@ -304,14 +303,8 @@ def save_sr_weights(model: nn.Module, path: str | Path,
     record = {"arch": architecture_of(model), "config": asdict(model.config)}
     meta = {**(metadata or {}), METADATA_KEY: json.dumps(record)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def _clean_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

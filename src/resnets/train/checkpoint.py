@@ -8,7 +8,6 @@ Our own checkpoints contain only tensors and plain containers, so they load with
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,11 @@ import torch
 
 
 def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then move the result over ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    """Call ``write(tmp_path)``, flush it to disk, then move it over ``path`` atomically."""
+    from ..files import atomic_output
+
+    with atomic_output(path, make_parents=True, fsync=True) as tmp:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def rng_states() -> dict:

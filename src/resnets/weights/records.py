@@ -319,19 +319,15 @@ def bundled_record(path: str | Path, *, tag: str, top1: float | None, accuracy_s
 def add_bundled_records(*new: WeightRecord, folder: Path | None = None) -> Path:
     """Add records (replacing those with the same tag) to ``bundled/records.json``,
     written atomically; the weight files go in the same folder."""
-    import os
-    import tempfile
+    from ..files import atomic_output
 
     folder = BUNDLED_DIR if folder is None else folder
     path = folder / "records.json"
     entries = json.loads(path.read_text("utf-8")) if path.exists() else []
     tags = {r.tag for r in new}
     entries = [e for e in entries if e.get("tag") not in tags] + [r.to_dict() for r in new]
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".records.", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(entries, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    with atomic_output(path, make_parents=True) as tmp:
+        tmp.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
     all_records.cache_clear()
     return path
 
