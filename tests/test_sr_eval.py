@@ -89,7 +89,8 @@ def test_hr_lr_folder_checks_counts_and_sizes(tmp_path):
         load_pairs(root, 2)
 
 
-def test_cli_errors_are_one_line(tmp_path):
+def test_cli_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("resnets.models.sr.BUNDLED_SR_DIR", tmp_path / "none")
     cases = [
         (["sr-eval", "--data", str(tmp_path)], "no bundled super-resolution weights yet"),
         (["sr-eval", "--data", str(tmp_path / "missing"), "--model", "bicubic"],

@@ -184,7 +184,8 @@ def test_cli_upscale_writes_and_reports(tmp_path):
     assert Image.open(tmp_path / "out" / "photo_x3.png").size == (150, 120)
 
 
-def test_cli_upscale_without_weights_is_a_one_line_error(tmp_path):
+def test_cli_upscale_without_weights_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("resnets.models.sr.BUNDLED_SR_DIR", tmp_path / "none")
     Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "p.png")
     result = runner.invoke(app, ["upscale", str(tmp_path / "p.png")])
     assert result.exit_code == 1

@@ -167,10 +167,12 @@ def test_weights_errors(tmp_path):
         load_sr_weights(tmp_path / "o.safetensors")
 
 
-def test_get_sr_model_without_bundled_weights():
+def test_get_sr_model_without_bundled_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr("resnets.models.sr.BUNDLED_SR_DIR", tmp_path)
     with pytest.raises(ValueError, match="no bundled super-resolution weights yet"):
         get_sr_model()
-    with pytest.raises(ValueError, match="no bundled weights for 'edsr_baseline' yet"):
+    with pytest.raises(ValueError, match="no bundled super-resolution weights for "
+                                         "'edsr_baseline' yet"):
         get_sr_model("edsr_baseline")
     with pytest.raises(ValueError, match="unknown super-resolution model 'edsr'"):
         get_sr_model("edsr")

@@ -392,22 +392,35 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+BUNDLED_SR_DIR = Path(__file__).resolve().parents[1] / "weights" / "bundled" / "sr"
+
+
+def bundled_sr_weights(name: str | None = None) -> Path | None:
+    """The bundled weights file of ``name`` (or the default bundled network), if shipped.
+
+    Files are named ``<model>_x<scales>.safetensors`` beside a provenance JSON record.
+    """
+    files = sorted(BUNDLED_SR_DIR.glob("*.safetensors"))
+    if name is not None:
+        files = [f for f in files if f.stem.rsplit("_x", 1)[0] == name]
+    return files[0] if files else None
+
+
 def get_sr_model(name: str | None = None, weights: str | Path | None = None,
                  device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """The model a command runs, with a label: a weights file, or the bicubic baseline.
-
-    No weights are bundled yet (they arrive with ``train-sr``), so a learned model needs
-    ``weights``.
-    """
+    """The model a command runs, with a label: a weights file, the bundled network (no
+    ``name`` or a bundled model's name), or the bicubic baseline (``"bicubic"``)."""
     device = resolve_device(device)
     if weights is not None:
         model = load_sr_weights(weights, name, device)
         return model, name or Path(weights).stem
-    if name is None:
-        raise ValueError("no bundled super-resolution weights yet: pass --model bicubic, or "
-                         "--model NAME --weights FILE.safetensors")
     if name == "bicubic":
         return create_sr_model(name).to(device).eval(), name
-    create_sr_model(name)  # an unknown name fails here with the list of known ones
-    raise ValueError(f"no bundled weights for {name!r} yet: pass --weights FILE.safetensors "
-                     f"(or --model bicubic)")
+    if name is not None:
+        create_sr_model(name)  # an unknown name fails here with the list of known ones
+    bundled = bundled_sr_weights(name)
+    if bundled is None:
+        what = f"for {name!r} " if name else ""
+        raise ValueError(f"no bundled super-resolution weights {what}yet: pass --model "
+                         "bicubic, or --model NAME --weights FILE.safetensors")
+    return load_sr_weights(bundled, None, device), f"{bundled.stem} (bundled)"
