@@ -1,0 +1,67 @@
+"""Ship a finished ``resnets train-sr`` run inside the package, with its provenance.
+
+    .venv/bin/python scripts/bundle_sr_weights.py /root/resnets-runs/sr-edsr_small \
+        --command "resnets train-sr ..."
+
+Copies ``RUN/model.safetensors`` to ``src/resnets/weights/bundled/sr/<model>_x<scales>
+.safetensors``, scores it with ``sr-eval``'s code on the matlab_ref Set5/Set14 images at
+every scale it serves, and writes the provenance JSON beside it (the tests recompute it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from resnets.models.sr import BUNDLED_SR_DIR, load_sr_weights
+from resnets.sr_eval import evaluate_sr
+
+REF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sr" / "matlab_ref"
+# Published PSNR (Y, dB) of the bars the issue sets (shared/data/README.md).
+SRCNN = {("Set5", 2): 36.66, ("Set5", 3): 32.75, ("Set5", 4): 30.48,
+         ("Set14", 2): 32.42, ("Set14", 3): 29.28, ("Set14", 4): 27.49}
+VDSR = {("Set5", 2): 37.53, ("Set5", 3): 33.66, ("Set5", 4): 31.35,
+        ("Set14", 2): 33.03, ("Set14", 3): 29.77, ("Set14", 4): 28.01}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--command", required=True)
+    args = ap.parse_args()
+    run = Path(args.run)
+    cfg = json.loads((run / "config.json").read_text())
+    scales = cfg["scales"]
+    BUNDLED_SR_DIR.mkdir(parents=True, exist_ok=True)
+    for old in BUNDLED_SR_DIR.glob("*"):
+        old.unlink()
+    dest = BUNDLED_SR_DIR / f"{cfg['model']}_x{''.join(map(str, scales))}.safetensors"
+    shutil.copyfile(run / "model.safetensors", dest)
+    model = load_sr_weights(dest)
+    scores = {}
+    for bench in ("Set5", "Set14"):
+        for s in scales:
+            ev = evaluate_sr(model, REF / bench / f"x{s}", s)
+            (p, ss), (bp, bs) = ev.mean(), ev.bicubic_mean()
+            scores[f"{bench}_x{s}"] = {
+                "psnr": p, "ssim": ss, "bicubic_psnr": bp, "bicubic_ssim": bs,
+                "srcnn_psnr": SRCNN[(bench, s)], "vdsr_psnr": VDSR[(bench, s)],
+                "beats_srcnn": p > SRCNN[(bench, s)]}
+            print(f"{bench} x{s}: {p:.2f} dB / {ss:.4f} (bicubic {bp:.2f}, SRCNN "
+                  f"{SRCNN[(bench, s)]}, VDSR {VDSR[(bench, s)]})")
+    result = json.loads((run / "result.json").read_text())
+    record = {"model": cfg["model"], "file": dest.name, "scales": scales,
+              "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "trained_on": "T91 + BSD200 less the held-out validation images",
+              "config": cfg, "validation": {k: v for k, v in result.items() if "val" in k},
+              "benchmarks": scores, "command": args.command}
+    prov = dest.with_suffix(".json")
+    prov.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

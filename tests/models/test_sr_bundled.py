@@ -1,0 +1,32 @@
+"""The bundled super-resolution weights are what their provenance record says."""
+
+import hashlib
+import json
+
+import pytest
+
+from resnets.models.sr import BUNDLED_SR_DIR, get_sr_model
+from resnets.sr_eval import evaluate_sr
+from tests.conftest import shared_path
+
+RECORDS = sorted(BUNDLED_SR_DIR.glob("*.json")) if BUNDLED_SR_DIR.is_dir() else []
+
+
+def test_every_bundled_sr_file_has_a_record():
+    files = sorted(p.name for p in BUNDLED_SR_DIR.glob("*.safetensors")) \
+        if BUNDLED_SR_DIR.is_dir() else []
+    assert files == sorted(json.loads(p.read_text())["file"] for p in RECORDS)
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=[p.stem for p in RECORDS])
+def test_bundled_sr_sha256_and_set5_scores_match_the_record(record):
+    rec = json.loads(record.read_text())
+    path = BUNDLED_SR_DIR / rec["file"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == rec["sha256"]
+    model, label = get_sr_model()  # no name, no weights: the bundled default
+    assert "bundled" in label
+    for s in rec["scales"]:
+        ev = evaluate_sr(model, shared_path("sr", "matlab_ref", "Set5", f"x{s}"), s)
+        psnr, _ = ev.mean()
+        assert psnr == pytest.approx(rec["benchmarks"][f"Set5_x{s}"]["psnr"], abs=0.01)
+        assert psnr > ev.bicubic_mean()[0] + 0.3  # a real gain over the bicubic baseline
