@@ -100,13 +100,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"cannot read {path}: truncated, damaged or not a safetensors file "
                          f"({_first_line(e)})") from None
-    meta: dict[str, Any] = {}
-    for k, v in raw_meta.items():
-        try:
-            meta[k] = json.loads(v)
-        except json.JSONDecodeError:
-            meta[k] = v
-    return tensors, meta
+    from .records import decode_metadata
+
+    return tensors, decode_metadata(raw_meta)
 
 
 def extract_state_dict(obj: Any, ema: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:

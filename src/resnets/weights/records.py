@@ -265,6 +265,11 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, Any]:
         raw = json.loads(header).get("__metadata__") or {}
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"cannot read {path}: not a safetensors file") from None
+    return decode_metadata(raw)
+
+
+def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
+    """safetensors metadata values (strings) JSON-decoded where they parse."""
     meta: dict[str, Any] = {}
     for key, value in raw.items():
         try:
