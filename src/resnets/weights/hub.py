@@ -16,12 +16,13 @@ import http.client
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from ..files import atomic_output
 
 OFFLINE_ENV = "RESNETS_OFFLINE"
 DEFAULT_TIMEOUT = 30.0  # seconds without a byte before a download is given up
@@ -112,11 +113,8 @@ def fetch(url: str, *, sha256: str | None = None, filename: str | None = None,
 
 def _download(url: str, dest: Path, sha256: str, file_size: int | None, timeout: float,
               progress: bool) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_output(dest, make_parents=True) as tmp:  # a failed check leaves nothing
+        with open(tmp, "wb") as out:
             digest, received = _stream(url, out, timeout, progress, dest.name)
         if file_size is not None and received != file_size:
             raise DownloadError(f"download of {url} gave {received} bytes, expected "
@@ -125,10 +123,7 @@ def _download(url: str, dest: Path, sha256: str, file_size: int | None, timeout:
             raise DownloadError(f"download of {url} has sha256 {digest[:16]}..., expected "
                                 f"{sha256}: the file is damaged or not the published one; "
                                 "nothing was saved")
-        os.replace(tmp, dest)
-        _log.info("saved %s", dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _log.info("saved %s", dest)
 
 
 def _stream(url: str, out, timeout: float, progress: bool, label: str) -> tuple[str, int]:
