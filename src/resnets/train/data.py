@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ..data.augment import cutout, normalize, random_crop_flip
+from ..data.augment import CIFAR_MEAN, CIFAR_STD, cutout, normalize, random_crop_flip
 from ..data.cifar import is_cifar_python, load_cifar_python
 from ..data.folder import TensorImages, load_folder, scan_folder
+from ..data.split import stratified_split
 from .config import TrainConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -217,3 +218,104 @@ class StreamBatches:
                 continue
             x, y, idx = batch
             yield x.to(self.device, non_blocking=True), y.to(self.device), idx
+
+
+@dataclass
+class TrainData:
+    """Everything the loop reads data from, built once from the config."""
+
+    classes: list[str]
+    preprocess: Preprocess
+    in_memory: bool
+    skipped: int                      # unreadable training images left out
+    train: MemoryBatches | StreamBatches
+    val: MemoryBatches | StreamBatches | None
+    train_clean: MemoryBatches | None  # a fixed training subset, no augmentation
+    test: MemoryBatches | StreamBatches | None
+
+
+def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1
+               ) -> TrainData:
+    """The train/val(/clean-train/test) batches of ``cfg.data`` for this rank.
+
+    Small datasets are decoded into memory (validation held out, stratified and seeded);
+    large ones stream from disk. Errors name what is wrong before any training starts.
+    """
+    train_dir, test_dir = split_dirs(cfg.data)
+    in_memory = use_memory(cfg, train_dir)
+    if in_memory:
+        full = load_small(train_dir if not is_cifar_python(cfg.data) else cfg.data, True, None,
+                          cfg.strict)
+        classes = full.classes
+        small = full.images.shape[-1] <= 64  # CIFAR-like: CIFAR statistics
+        mean, std = (CIFAR_MEAN, CIFAR_STD) if small else (IMAGENET_MEAN, IMAGENET_STD)
+        size = full.images.shape[-1]
+        preprocess = Preprocess(mean, std, size, size)
+        train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, cfg.seed)
+        skipped = len(full.skipped)
+
+        def batches(d, is_train):
+            return MemoryBatches(d, cfg.batch_size, device, mean, std, is_train,
+                                 cfg.crop_pad, cfg.cutout, rank if is_train else 0,
+                                 world if is_train else 1)
+
+        if cfg.subset_per_class:
+            train_idx = per_class_subset(full.labels, train_idx, cfg.subset_per_class,
+                                         cfg.seed)
+        train = batches(full.subset(train_idx), True)
+        val = batches(full.subset(val_idx), False) if len(val_idx) else None
+        train_clean = None
+        if cfg.train_eval_size:  # a fixed training subset evaluated without augmentation
+            fixed = train_idx[torch.randperm(len(train_idx), generator=torch.Generator()
+                                             .manual_seed(cfg.seed))[:cfg.train_eval_size]]
+            train_clean = batches(full.subset(fixed.sort().values), False)
+        test_data = None
+        if test_dir is not None or is_cifar_python(cfg.data):
+            test = load_small(test_dir if not is_cifar_python(cfg.data) else cfg.data, False,
+                              classes, cfg.strict)
+            if cfg.test_limit and cfg.test_limit < len(test):
+                n_cls = len(classes)
+                keep = per_class_subset(test.labels, torch.arange(len(test)),
+                                        max(1, cfg.test_limit // n_cls), cfg.seed)
+                test = test.subset(keep)
+            test_data = batches(test, False)
+    else:
+        index = scan_folder(train_dir)
+        classes = index.classes
+        skipped = 0
+        labels = torch.tensor(index.labels)
+        train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed)
+        resize = int(round(cfg.image_size / 0.875))
+        preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD, cfg.image_size, resize)
+
+        def stream(idx, is_train):
+            return StreamBatches([index.paths[i] for i in idx],
+                                 [index.labels[i] for i in idx], cfg, is_train, device,
+                                 rank if is_train else 0, world if is_train else 1)
+
+        if cfg.subset_per_class or cfg.train_eval_size:
+            raise ValueError("subset_per_class and train_eval_size need an in-memory dataset")
+        train_clean = None
+        train = stream(train_idx.tolist(), True)
+        val = stream(val_idx.tolist(), False) if len(val_idx) else None
+        test_data = None
+        if test_dir is not None:
+            test_index = scan_folder(test_dir, classes=classes)
+            test_data = StreamBatches(test_index.paths, test_index.labels, cfg, False,
+                                      device)
+    if len(train) == 0:
+        raise ValueError(f"training set of {cfg.data} is smaller than one batch of "
+                         f"{cfg.batch_size}: lower --batch-size")
+    return TrainData(classes, preprocess, in_memory, skipped, train, val, train_clean,
+                     test_data)
+
+
+def per_class_subset(labels: torch.Tensor, index: torch.Tensor, per_class: int,
+                     seed: int) -> torch.Tensor:
+    """The first ``per_class`` of each class from ``index`` in a seeded random order."""
+    g = torch.Generator().manual_seed(seed + 1)
+    shuffled = index[torch.randperm(len(index), generator=g)]
+    keep = []
+    for c in labels[index].unique().tolist():
+        keep.append(shuffled[labels[shuffled] == c][:per_class])
+    return torch.cat(keep).sort().values

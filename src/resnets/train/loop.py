@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import CIFAR_MEAN, CIFAR_STD
-from ..data.split import stratified_split
 from ..registry import create_model
 from .checkpoint import (
     atomic_write,
@@ -31,17 +29,7 @@ from .checkpoint import (
     set_rng_states,
 )
 from .config import TrainConfig
-from .data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MemoryBatches,
-    Preprocess,
-    StreamBatches,
-    epoch_seed,
-    load_small,
-    split_dirs,
-    use_memory,
-)
+from .data import build_data, epoch_seed
 from .distributed import DistInfo, init_distributed
 from .metrics_log import MetricsLog
 
@@ -167,75 +155,11 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------
     def _build_data(self) -> None:
-        cfg = self.cfg
-        train_dir, test_dir = split_dirs(cfg.data)
-        rank, world = self.dist.rank, self.dist.world
-        self.in_memory = use_memory(cfg, train_dir)
-        if self.in_memory:
-            full = load_small(train_dir if not _is_cifar(cfg.data) else cfg.data, True, None,
-                              cfg.strict)
-            self.classes = full.classes
-            small = full.images.shape[-1] <= 64  # CIFAR-like: CIFAR statistics
-            mean, std = (CIFAR_MEAN, CIFAR_STD) if small else (IMAGENET_MEAN, IMAGENET_STD)
-            size = full.images.shape[-1]
-            self.preprocess = Preprocess(mean, std, size, size)
-            train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, cfg.seed)
-            self.skipped = len(full.skipped)
-
-            def batches(d, train):
-                return MemoryBatches(d, cfg.batch_size, self.device, mean, std, train,
-                                     cfg.crop_pad, cfg.cutout, rank if train else 0,
-                                     world if train else 1)
-
-            if cfg.subset_per_class:
-                train_idx = per_class_subset(full.labels, train_idx, cfg.subset_per_class,
-                                             cfg.seed)
-            self.train_data = batches(full.subset(train_idx), True)
-            self.val_data = batches(full.subset(val_idx), False) if len(val_idx) else None
-            self.train_clean_data = None
-            if cfg.train_eval_size:  # a fixed training subset evaluated without augmentation
-                fixed = train_idx[torch.randperm(len(train_idx), generator=torch.Generator()
-                                                 .manual_seed(cfg.seed))[:cfg.train_eval_size]]
-                self.train_clean_data = batches(full.subset(fixed.sort().values), False)
-            self.test_data = None
-            if test_dir is not None or _is_cifar(cfg.data):
-                test = load_small(test_dir if not _is_cifar(cfg.data) else cfg.data, False,
-                                  self.classes, cfg.strict)
-                if cfg.test_limit and cfg.test_limit < len(test):
-                    n_cls = len(self.classes)
-                    keep = per_class_subset(test.labels, torch.arange(len(test)),
-                                            max(1, cfg.test_limit // n_cls), cfg.seed)
-                    test = test.subset(keep)
-                self.test_data = batches(test, False)
-        else:
-            from ..data.folder import scan_folder
-
-            index = scan_folder(train_dir)
-            self.classes = index.classes
-            self.skipped = 0
-            labels = torch.tensor(index.labels)
-            train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed)
-            resize = int(round(cfg.image_size / 0.875))
-            self.preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD, cfg.image_size, resize)
-
-            def stream(idx, train):
-                return StreamBatches([index.paths[i] for i in idx],
-                                     [index.labels[i] for i in idx], cfg, train, self.device,
-                                     rank if train else 0, world if train else 1)
-
-            if cfg.subset_per_class or cfg.train_eval_size:
-                raise ValueError("subset_per_class and train_eval_size need an in-memory dataset")
-            self.train_clean_data = None
-            self.train_data = stream(train_idx.tolist(), True)
-            self.val_data = stream(val_idx.tolist(), False) if len(val_idx) else None
-            self.test_data = None
-            if test_dir is not None:
-                test_index = scan_folder(test_dir, classes=self.classes)
-                self.test_data = StreamBatches(test_index.paths, test_index.labels, cfg, False,
-                                               self.device)
-        if len(self.train_data) == 0:
-            raise ValueError(f"training set of {cfg.data} is smaller than one batch of "
-                             f"{cfg.batch_size}: lower --batch-size")
+        data = build_data(self.cfg, self.device, self.dist.rank, self.dist.world)
+        self.classes, self.preprocess = data.classes, data.preprocess
+        self.in_memory, self.skipped = data.in_memory, data.skipped
+        self.train_data, self.val_data = data.train, data.val
+        self.train_clean_data, self.test_data = data.train_clean, data.test
 
     def _build_model(self) -> None:
         cfg = self.cfg
@@ -452,23 +376,6 @@ class Trainer:
         if self.dist.world > 1:
             torch.distributed.barrier()
         return result
-
-
-def per_class_subset(labels: torch.Tensor, index: torch.Tensor, per_class: int,
-                     seed: int) -> torch.Tensor:
-    """The first ``per_class`` of each class from ``index`` in a seeded random order."""
-    g = torch.Generator().manual_seed(seed + 1)
-    shuffled = index[torch.randperm(len(index), generator=g)]
-    keep = []
-    for c in labels[index].unique().tolist():
-        keep.append(shuffled[labels[shuffled] == c][:per_class])
-    return torch.cat(keep).sort().values
-
-
-def _is_cifar(root: str) -> bool:
-    from ..data.cifar import is_cifar_python
-
-    return is_cifar_python(root)
 
 
 def _batch_mixer(cfg: TrainConfig, num_classes: int):
