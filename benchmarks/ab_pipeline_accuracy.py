@@ -23,22 +23,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from _cifar_reference import reference_dataset, train_step
 
 from resnets import create_model
 from resnets.data.augment import CIFAR_MEAN, CIFAR_STD
 from resnets.data.folder import load_folder
 from resnets.train.data import MemoryBatches
 from resnets.train.loop import evaluate_batches
-
-
-def reference_dataset(root: Path):
-    from torchvision import datasets, transforms
-
-    tf = transforms.Compose([transforms.RandomCrop(32, padding=4),
-                             transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-                             transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
-    return datasets.ImageFolder(str(root), transform=tf)
 
 
 def train_once(pipeline: str, seed: int, args, train_mem: MemoryBatches, ref_ds) -> tuple:
@@ -65,13 +56,7 @@ def train_once(pipeline: str, seed: int, args, train_mem: MemoryBatches, ref_ds)
             batches = torch.utils.data.DataLoader(ref_ds, batch_sampler=sampler,
                                                   num_workers=args.workers)
         for x, y, *_ in batches:
-            if fast:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
-                loss = F.cross_entropy(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = train_step(model, opt, x, y, bf16=fast, channels_last=fast)
             sched.step()
         print(f"  {pipeline} seed {seed} epoch {epoch + 1}/{args.epochs}: "
               f"last loss {loss.item():.3f}, {time.perf_counter() - start:.0f} s", flush=True)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from _cifar_reference import reference_dataset, train_step
 
 from resnets import create_model
 from resnets.data.augment import CIFAR_MEAN, CIFAR_STD
@@ -34,14 +34,9 @@ def sgd(model):
 
 
 def reference_loader(root: Path, batch: int, workers: int):
-    from torchvision import datasets, transforms
-
-    tf = transforms.Compose([transforms.RandomCrop(32, padding=4),
-                             transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-                             transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
-    ds = datasets.ImageFolder(str(root), transform=tf)
-    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                       drop_last=True, persistent_workers=workers > 0)
+    return torch.utils.data.DataLoader(reference_dataset(root), batch_size=batch, shuffle=True,
+                                       num_workers=workers, drop_last=True,
+                                       persistent_workers=workers > 0)
 
 
 def time_steps(batches, model, opt, steps: int, amp: bool, channels_last: bool) -> float:
@@ -52,13 +47,7 @@ def time_steps(batches, model, opt, steps: int, amp: bool, channels_last: bool) 
     start = time.perf_counter()
     for _ in range(steps):
         x, y = next(it)[:2]
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, y, amp, channels_last)
         n += len(y)
     return n / (time.perf_counter() - start)
 
@@ -84,6 +73,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--workers", default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true",
+                    help="also time bf16 + channels_last under torch.compile")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     root = Path(args.data) / "train"
@@ -103,6 +94,8 @@ def main() -> None:
         configs[f"reference fp32 (workers={w})"] = (_Cycle(lambda e, ld=loader: ld), False, False)
     configs["resnets in-memory fp32"] = (_Cycle(ours), False, False)
     configs["resnets in-memory bf16 + channels_last"] = (_Cycle(ours), True, True)
+    if args.compile:
+        configs["resnets in-memory bf16 + channels_last + compile"] = (_Cycle(ours), True, True)
 
     models = {}
     for name, (_, _, cl) in configs.items():
@@ -110,6 +103,8 @@ def main() -> None:
         m = create_model("resnet20")
         models[name] = (m.to(memory_format=torch.channels_last) if cl else m, None)
         models[name] = (models[name][0], sgd(models[name][0]))
+        if name.endswith("compile"):  # the optimizer keeps the eager module's parameters
+            models[name] = (torch.compile(models[name][0]), models[name][1])
     iters = {name: iter(c[0]) for name, c in configs.items()}
     for name, (_, amp, cl) in configs.items():  # warm-up (workers start, kernels pick)
         time_steps(_Iter(iters[name]), *models[name], 5, amp, cl)
