@@ -199,3 +199,18 @@ def test_backbone_lr_scale_applies_to_backbone_groups_only(tiny_data, tmp_path):
         assert group["lr_scale"] == (1.0 if is_head else 0.1)
         assert group["lr"] == pytest.approx(t.cfg.lr * group["lr_scale"] *
                                             lr_factor(t.cfg, 0, t.total_steps))
+
+
+def test_compiled_training_learns_and_saves_plain_weights(tiny_data, tmp_path):
+    """`--compile`: the same task is learned and the saved weights load into an uncompiled
+    model (no `_orig_mod.` prefixes). Bitwise or near equality with eager is not asserted:
+    one compiled step's gradients agree with eager to 6e-6 (relative), but after 6 steps at
+    batch 8 the weights differ by up to 6e-3, against 3e-5 between eager runs on 1 and 2
+    threads (measured 2026-11-27; a noted open question)."""
+    result = Trainer(tiny_cfg(tiny_data, tmp_path / "comp", epochs=4, compile=True),
+                     quiet=True).fit()
+    assert result["test_acc"] > 80.0
+    state, _ = read_weights(tmp_path / "comp" / "model.safetensors")
+    from resnets import create_model
+
+    create_model("resnet20", num_classes=3).load_state_dict(state)  # strict
