@@ -43,3 +43,14 @@ def test_pretrained_true_loads_the_bundled_weights(prov):
     clf = load_classifier(rec["model"], BUNDLED_DIR / rec["file"])
     for k, v in clf.model.state_dict().items():
         assert model.state_dict()[k].equal(v), k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prov", PROVENANCE, ids=[p.stem for p in PROVENANCE])
+def test_bundled_full_test_accuracy_is_recomputed(prov):
+    rec = json.loads(prov.read_text())
+    clf = load_classifier(rec["model"], BUNDLED_DIR / rec["file"])
+    report = evaluate_folder(clf, shared_path("cifar10", "test"))
+    assert report.n == 10000
+    assert report.top1 == pytest.approx(rec["test_acc"], abs=0.011)  # <= 1 image
+    assert report.top5 == pytest.approx(rec["test_top5"], abs=0.011)
