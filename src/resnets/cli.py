@@ -141,6 +141,9 @@ def train(
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile")] = None,
     val_fraction: Annotated[float | None, typer.Option()] = None,
     pretrained: Annotated[str | None, typer.Option(help="Weights to start from.")] = None,
+    teacher: Annotated[str | None, typer.Option(
+        help="Distil from this classifier (weights file or bundled model name); "
+             "--set distill_alpha=0.5 distill_temperature=4 teacher_flip=true.")] = None,
     freeze_backbone: Annotated[bool, typer.Option("--freeze-backbone")] = False,
     backbone_lr_scale: Annotated[float | None, typer.Option()] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on unreadable images.")] = False,
@@ -166,7 +169,7 @@ def train(
                  "lr": lr, "weight_decay": weight_decay, "seed": seed, "device": device,
                  "amp": amp, "compile": compile, "val_fraction": val_fraction,
                  "pretrained": pretrained, "backbone_lr_scale": backbone_lr_scale,
-                 "checkpoint_every": checkpoint_every}
+                 "checkpoint_every": checkpoint_every, "teacher": teacher}
         flags = {k: v for k, v in flags.items() if v is not None}
         if freeze_backbone:
             flags["freeze_backbone"] = True

@@ -36,6 +36,11 @@ class TrainConfig:
     grad_clip: float = 0.0             # max gradient norm, 0 = off
     accum_steps: int = 1
     ema_decay: float = 0.0             # 0 = no EMA of weights
+    # knowledge distillation (off unless a teacher is given)
+    teacher: str | None = None         # weights file or model with bundled weights
+    teacher_flip: bool = False         # teacher logits averaged with the flipped image
+    distill_alpha: float = 0.5         # weight of the soft (teacher) term
+    distill_temperature: float = 4.0
     # data and augmentation
     val_fraction: float = 0.1
     subset_per_class: int = 0          # train on this many images per class (0 = all)
@@ -94,6 +99,10 @@ class TrainConfig:
             (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (0.0 <= self.label_smoothing < 1.0,
              f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0.0 <= self.distill_alpha <= 1.0,
+             f"distill_alpha must be in [0, 1], got {self.distill_alpha}"),
+            (self.distill_temperature > 0,
+             f"distill_temperature must be > 0, got {self.distill_temperature}"),
             (self.auto_augment in ("", "trivial", "randaugment"),
              f"auto_augment must be '', trivial or randaugment, got {self.auto_augment!r}"),
         ]

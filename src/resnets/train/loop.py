@@ -30,6 +30,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .data import build_data, epoch_seed
+from .distill import distillation_loss
 from .distributed import DistInfo, init_distributed
 from .metrics_log import MetricsLog
 
@@ -188,6 +189,13 @@ class Trainer:
 
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
                                      use_buffers=True)
+        self.teacher = None
+        if cfg.teacher:
+            from .distill import load_teacher
+
+            with torch.random.fork_rng(devices=[]):  # building it must not move the RNG
+                self.teacher = load_teacher(cfg.teacher, self.classes, self.preprocess,
+                                            self.device, cfg.teacher_flip, cfg.channels_last)
         self.train_model: nn.Module = model
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -310,8 +318,13 @@ class Trainer:
                     x, target = mix(x, y)
                 with autocast(self.device, self.amp):
                     logits = model(x)
-                    loss = F.cross_entropy(logits.float(), target,
-                                           label_smoothing=cfg.label_smoothing)
+                    if self.teacher is None:
+                        loss = F.cross_entropy(logits.float(), target,
+                                               label_smoothing=cfg.label_smoothing)
+                    else:
+                        loss = distillation_loss(logits.float(), self.teacher(x), target,
+                                                 cfg.distill_alpha, cfg.distill_temperature,
+                                                 cfg.label_smoothing)
                 self.scaler.scale(loss / cfg.accum_steps).backward()
                 if (b + 1) % cfg.accum_steps == 0:
                     if cfg.grad_clip > 0:
