@@ -40,13 +40,18 @@ def main() -> None:
     full = evaluate_folder(clf, args.test)
     flip = evaluate_folder(clf, args.test, tta=True)
     subset = evaluate_folder(clf, args.test, limit_per_class=SUBSET_PER_CLASS)
+    has_val = meta_cfg["val_fraction"] > 0
+    split = (f"{meta_cfg['val_fraction']:.0%} of train held out for validation" if has_val
+             else "all 50,000 training images, no validation split: the last epoch of the "
+             "one-cycle schedule is kept")
     record = {
         "model": model, "file": dest.name,
         "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
-        "parameters": count_params(clf.model), "dataset": "cifar-10 (../shared/data/cifar10, "
-        "JPEG copy; 10% of train held out for validation)",
+        "parameters": count_params(clf.model),
+        "dataset": f"cifar-10 (../shared/data/cifar10, JPEG copy; {split})",
         "recipe": meta_cfg, "epochs": meta_cfg["epochs"], "seed": meta_cfg["seed"],
-        "best_epoch": result.get("best_epoch"), "val_acc": result.get("best_val_acc"),
+        "best_epoch": result.get("best_epoch"),
+        "val_acc": result.get("best_val_acc") if has_val else None,
         "test_acc": full.top1, "test_top5": full.top5, "test_n": full.n,
         "test_acc_flip_tta": flip.top1,
         "test_subset_acc": subset.top1, "test_subset_n": subset.n,

@@ -26,9 +26,10 @@ def test_bundled_sha256_and_subset_accuracy_match_the_record(prov):
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert digest == rec["sha256"]
     assert [r.sha256 for r in bundled_records() if r.filename == rec["file"]] == [digest]
-    for key in ("dataset", "recipe", "epochs", "seed", "val_acc", "test_acc", "parameters",
-                "command"):
+    for key in ("dataset", "recipe", "epochs", "seed", "test_acc", "parameters", "command"):
         assert rec[key] not in (None, ""), key
+    # a validation accuracy exists exactly when a validation split was held out
+    assert (rec["val_acc"] is not None) == (rec["recipe"]["val_fraction"] > 0)
     test_dir = shared_path("cifar10", "test")
     clf = load_classifier(rec["model"], path)
     report = evaluate_folder(clf, test_dir, limit_per_class=200)
@@ -54,3 +55,10 @@ def test_bundled_full_test_accuracy_is_recomputed(prov):
     assert report.n == 10000
     assert report.top1 == pytest.approx(rec["test_acc"], abs=0.011)  # <= 1 image
     assert report.top5 == pytest.approx(rec["test_top5"], abs=0.011)
+
+
+def test_bundled_resnet20_meets_the_issue_target():
+    """Issue #3: ResNet-20 >= 88.0% single view on cifar10/test (the slow test above
+    recomputes the recorded number; ResNet-56's 90.0% target is not met yet)."""
+    rec = json.loads((BUNDLED_DIR / "provenance" / "resnet20_cifar10.json").read_text())
+    assert rec["test_n"] == 10000 and rec["test_acc"] >= 88.0

@@ -372,7 +372,9 @@ class Trainer:
                            if k != "n_averaged"}
             model.load_state_dict(weights)
             result["best_epoch"] = best["epoch"]
-            result["best_val_acc"] = best["best_val"]
+            # without a validation split the checkpoint is the lowest-training-loss one
+            result["selected_on"] = "val_acc" if self.val_data is not None else "train_loss"
+            result["best_val_acc"] = best["best_val"] if self.val_data is not None else None
             if self.test_data is not None:
                 test = evaluate_batches(model, self.test_data.batches(self.cfg.seed, 0),
                                         self.device, self.amp, False)
