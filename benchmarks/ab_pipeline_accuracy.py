@@ -6,7 +6,9 @@ schedule and the same sample order (step for step), and changes only the pipelin
 * reference: torchvision ``ImageFolder`` decoding JPEGs, per-image RandomCrop(32, pad 4) /
   RandomHorizontalFlip / ToTensor / Normalize in a ``DataLoader``, eager fp32;
 * resnets: the uint8 in-memory cache with whole-batch crop/flip on the device
-  (``MemoryBatches``), channels_last and bf16 autocast, as ``resnets train`` runs.
+  (``MemoryBatches``), channels_last and bf16 autocast, as ``resnets train`` runs;
+* resnets-fp32 (with ``--pipelines reference,resnets,resnets-fp32``): the same without bf16,
+  to tell the data path's effect from the precision's.
 
 Both are then evaluated the same way (fp32, single view) on the full test split. What is
 left to differ is the random draw of crops and flips, and the arithmetic precision.
@@ -35,7 +37,8 @@ from resnets.train.loop import evaluate_batches
 def train_once(pipeline: str, seed: int, args, train_mem: MemoryBatches, ref_ds) -> tuple:
     torch.manual_seed(seed)
     model = create_model(args.model)
-    fast = pipeline == "resnets"
+    fast = pipeline.startswith("resnets")  # the in-memory cache with batched augmentation
+    bf16 = pipeline == "resnets"            # "resnets-fp32": the same data, fp32 arithmetic
     if fast:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
@@ -56,7 +59,7 @@ def train_once(pipeline: str, seed: int, args, train_mem: MemoryBatches, ref_ds)
             batches = torch.utils.data.DataLoader(ref_ds, batch_sampler=sampler,
                                                   num_workers=args.workers)
         for x, y, *_ in batches:
-            loss = train_step(model, opt, x, y, bf16=fast, channels_last=fast)
+            loss = train_step(model, opt, x, y, bf16=bf16, channels_last=fast)
             sched.step()
         print(f"  {pipeline} seed {seed} epoch {epoch + 1}/{args.epochs}: "
               f"last loss {loss.item():.3f}, {time.perf_counter() - start:.0f} s", flush=True)
@@ -72,6 +75,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.2)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--pipelines", default="reference,resnets",
+                    help="also resnets-fp32: the resnets data path without bf16")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json-out", default="")
     args = ap.parse_args()
@@ -90,18 +95,19 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         accs = {}
-        for pipeline in ("reference", "resnets"):
+        for pipeline in args.pipelines.split(","):
             model, wall = train_once(pipeline, seed, args, train_mem, ref_ds)
             acc = evaluate_batches(model, test_mem.batches(0, 0), cpu, None).top1
             accs[pipeline] = (acc, wall)
         diff = accs["resnets"][0] - accs["reference"][0]
-        rows.append({"seed": seed, "reference_acc": accs["reference"][0],
-                     "resnets_acc": accs["resnets"][0], "diff": diff,
-                     "reference_s": accs["reference"][1], "resnets_s": accs["resnets"][1]})
+        rows.append({"seed": seed, "diff": diff,
+                     **{f"{k}_acc": v[0] for k, v in accs.items()},
+                     **{f"{k}_s": v[1] for k, v in accs.items()}})
         print(f"seed {seed}: reference {accs['reference'][0]:.2f}%  resnets "
               f"{accs['resnets'][0]:.2f}%  diff {diff:+.2f} points  "
-              f"(train wall {accs['reference'][1]:.0f} s vs {accs['resnets'][1]:.0f} s)",
-              flush=True)
+              f"(train wall {accs['reference'][1]:.0f} s vs {accs['resnets'][1]:.0f} s)"
+              + "".join(f"; {k} {v[0]:.2f}%" for k, v in accs.items()
+                        if k not in ("reference", "resnets")), flush=True)
     mean = sum(r["diff"] for r in rows) / len(rows)
     print(f"{args.model}, {args.epochs} epochs, {len(rows)} seed(s): mean diff "
           f"{mean:+.2f} points (resnets - reference); within 0.3: {abs(mean) <= 0.3}")
