@@ -242,10 +242,10 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
     large ones stream from disk. Errors name what is wrong before any training starts.
     """
     train_dir, test_dir = split_dirs(cfg.data)
+    cifar = is_cifar_python(cfg.data)  # pickled CIFAR files: both splits come from cfg.data
     in_memory = use_memory(cfg, train_dir)
     if in_memory:
-        full = load_small(train_dir if not is_cifar_python(cfg.data) else cfg.data, True, None,
-                          cfg.strict)
+        full = load_small(cfg.data if cifar else train_dir, True, None, cfg.strict)
         classes = full.classes
         small = full.images.shape[-1] <= 64  # CIFAR-like: CIFAR statistics
         mean, std = (CIFAR_MEAN, CIFAR_STD) if small else (IMAGENET_MEAN, IMAGENET_STD)
@@ -270,9 +270,8 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
                                              .manual_seed(cfg.seed))[:cfg.train_eval_size]]
             train_clean = batches(full.subset(fixed.sort().values), False)
         test_data = None
-        if test_dir is not None or is_cifar_python(cfg.data):
-            test = load_small(test_dir if not is_cifar_python(cfg.data) else cfg.data, False,
-                              classes, cfg.strict)
+        if test_dir is not None or cifar:
+            test = load_small(cfg.data if cifar else test_dir, False, classes, cfg.strict)
             if cfg.test_limit and cfg.test_limit < len(test):
                 n_cls = len(classes)
                 keep = per_class_subset(test.labels, torch.arange(len(test)),
