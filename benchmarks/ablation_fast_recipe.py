@@ -27,6 +27,7 @@ from resnets.train.config import fast_recipe
 ARMS: dict[str, dict] = {
     "fast": {},
     "no-ema": {"ema_decay": 0.0},
+    "ema-no-warmup": {"ema_warmup": False},
     "no-label-smoothing": {"label_smoothing": 0.0},
     "no-nesterov": {"nesterov": False},
     "decay-bn-bias": {"no_decay_bn_bias": False},

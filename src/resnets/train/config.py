@@ -36,6 +36,7 @@ class TrainConfig:
     grad_clip: float = 0.0             # max gradient norm, 0 = off
     accum_steps: int = 1
     ema_decay: float = 0.0             # 0 = no EMA of weights
+    ema_warmup: bool = False           # decay min(ema_decay, (1+n)/(10+n)) after n updates
     # knowledge distillation (off unless a teacher is given)
     teacher: str | None = None         # weights file or model with bundled weights
     teacher_flip: bool = False         # teacher logits averaged with the flipped image
@@ -125,7 +126,8 @@ def fast_recipe(**overrides) -> TrainConfig:
     BENCHMARKS.md records the ablation behind each choice."""
     base = TrainConfig(lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
                        no_decay_bn_bias=True, batch_size=128, schedule="onecycle",
-                       warmup_epochs=0.0, label_smoothing=0.1, ema_decay=0.999, amp="auto")
+                       warmup_epochs=0.0, label_smoothing=0.1, ema_decay=0.999, ema_warmup=True,
+                       amp="auto")
     return base.replace(**overrides)
 
 

@@ -185,10 +185,9 @@ class Trainer:
         self.model = model
         self.ema = None
         if cfg.ema_decay > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            from .ema import weight_ema
 
-            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
-                                     use_buffers=True)
+            self.ema = weight_ema(model, cfg.ema_decay, cfg.ema_warmup)
         self.teacher = None
         if cfg.teacher:
             from .distill import load_teacher
