@@ -142,7 +142,8 @@ def train(
     val_fraction: Annotated[float | None, typer.Option()] = None,
     pretrained: Annotated[str | None, typer.Option(help="Weights to start from.")] = None,
     teacher: Annotated[str | None, typer.Option(
-        help="Distil from this classifier (weights file or bundled model name); "
+        help="Distil from this classifier (weights file or bundled model name; "
+             "A,B for an ensemble); "
              "--set distill_alpha=0.5 distill_temperature=4 teacher_flip=true.")] = None,
     freeze_backbone: Annotated[bool, typer.Option("--freeze-backbone")] = False,
     backbone_lr_scale: Annotated[float | None, typer.Option()] = None,

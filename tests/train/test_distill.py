@@ -79,3 +79,24 @@ def test_teacher_of_other_classes_or_missing_is_a_one_line_error(tiny_data, tmp_
         assert res.exit_code != 0
         assert message in res.output and "Traceback" not in res.output
         assert not (tmp_path / "s" / "last.pt").exists()
+
+
+def test_ensemble_teacher_averages_the_members_logits(tiny_data, teacher, tmp_path):
+    from resnets.evaluate import load_classifier
+    from resnets.train.distill import load_teacher
+
+    clf = load_classifier(weights=teacher)
+    other_run = tmp_path / "t-other"
+    cfg = tiny_cfg(tiny_data, other_run, epochs=1, seed=5)
+    Trainer(cfg, quiet=True).fit()
+    other = other_run / "model.safetensors"
+    x = torch.randn(4, 3, 16, 16)
+    args = (clf.classes, clf.preprocess, torch.device("cpu"))
+    one = load_teacher(str(teacher), *args, flip=True)
+    two = load_teacher(str(other), *args, flip=True)
+    both = load_teacher(f"{teacher},{other}", *args, flip=True)
+    torch.testing.assert_close(both(x), (one(x) + two(x)) / 2)
+    m = one.models[0]
+    torch.testing.assert_close(one(x), (m(x) + m(x.flip(-1))) / 2)
+    with pytest.raises(ValueError, match="separated by commas"):
+        load_teacher(f"{teacher},", *args)

@@ -6,8 +6,9 @@ gradients on the scale of the hard one's as ``T`` grows. Training a network with
 of its own architecture ("born-again" networks, Furlanello et al. 2018) also helps.
 
 The teacher is any classifier ``resnets train`` wrote (a ``.safetensors`` path) or a model
-name with bundled weights; it must know the same classes and expect the same input
-normalisation as the data being trained on.
+name with bundled weights, or an ensemble of them (``"a,b"``: the mean of their logits);
+each must know the same classes and expect the same input normalisation as the data being
+trained on.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, target: torc
 
 
 class Teacher(nn.Module):
-    """A frozen classifier giving logits (optionally averaged with the flipped input)."""
+    """Frozen classifiers giving logits: the mean over the models and, with ``flip``, over
+    the image and its mirror image."""
 
-    def __init__(self, model: nn.Module, flip: bool = False) -> None:
+    def __init__(self, model: nn.Module | list[nn.Module], flip: bool = False) -> None:
         super().__init__()
-        self.model = model.eval()
-        for p in self.model.parameters():
+        self.models = nn.ModuleList(model if isinstance(model, list) else [model]).eval()
+        for p in self.models.parameters():
             p.requires_grad_(False)
         self.flip = flip
 
@@ -49,17 +51,29 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(x).float()
-        if self.flip:
-            logits = (logits + self.model(x.flip(-1)).float()) / 2
-        return logits
+        views = [x, x.flip(-1)] if self.flip else [x]
+        logits = [m(v).float() for m in self.models for v in views]
+        return torch.stack(logits).mean(0)
 
 
 def load_teacher(spec: str, classes: list[str], preprocess: Preprocess,
                  device: torch.device, flip: bool = False, channels_last: bool = False
                  ) -> Teacher:
-    """The teacher named by ``spec`` (a weights file or a model with bundled weights),
-    checked against the data's classes and input normalisation."""
+    """The teacher named by ``spec``: a weights file or a model with bundled weights, or
+    several of them separated by commas (an ensemble), each checked against the data's
+    classes and input normalisation."""
+    specs = [part.strip() for part in spec.split(",")]
+    if not all(specs):
+        raise ValueError(f"teacher {spec!r}: expected weights files or model names "
+                         "separated by commas")
+    models = [_load_one(part, classes, preprocess) for part in specs]
+    models = [m.to(device) for m in models]
+    if channels_last:
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+    return Teacher(models, flip=flip)
+
+
+def _load_one(spec: str, classes: list[str], preprocess: Preprocess) -> nn.Module:
     from ..evaluate import load_classifier
 
     path = Path(spec)
@@ -78,7 +92,4 @@ def load_teacher(spec: str, classes: list[str], preprocess: Preprocess,
         raise ValueError(f"teacher {spec} expects inputs normalised with mean "
                          f"{clf.preprocess.mean} / std {clf.preprocess.std}, the data uses "
                          f"{preprocess.mean} / {preprocess.std}")
-    model = clf.model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return Teacher(model, flip=flip)
+    return clf.model
