@@ -2,7 +2,10 @@
 
 Each arm is the `fast` recipe with exactly one field changed; every (arm, seed) is a normal
 `resnets train` run in its own folder under ``--out`` (so an interrupted ablation resumes:
-finished runs are skipped, unfinished ones continue from their last checkpoint). Choices
+finished runs are skipped, unfinished ones continue from their last checkpoint). Several
+workers can share one ``--out`` (e.g. one per core): each claims a run with a lock file
+holding its PID and skips runs claimed by a live worker; the last worker to finish prints
+the full table, and running the script again prints it from the finished runs. Choices
 are judged on the held-out validation split; test accuracy (the best-val checkpoint,
 single view and flip TTA) is reported beside it, never used to choose.
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -35,17 +39,47 @@ ARMS: dict[str, dict] = {
 }
 
 
-def run_arm(arm: str, seed: int, args) -> dict:
+def _claim(out: Path) -> Path | None:
+    """Create ``out/.claimed`` with our PID; None if a live worker holds it. A lock left by
+    a dead worker is taken over."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / ".claimed"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return None  # a live worker has it
+            except (ProcessLookupError, ValueError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # its worker died; take it over
+                continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    return None
+
+
+def run_arm(arm: str, seed: int, args) -> dict | None:
+    """The run's result; None if another worker is training it."""
     out = Path(args.out) / f"{arm}-s{seed}"
     done = out / "result.json"
     if done.exists():
         return json.loads(done.read_text())
-    cfg = fast_recipe(model=args.model, data=args.data, epochs=args.epochs, seed=seed,
-                      out=str(out), **ARMS[arm])
-    start = time.perf_counter()
-    result = train(cfg, resume=(out / "last.pt").exists(), quiet=True)
-    result["wall_s_this_session"] = time.perf_counter() - start
-    return result
+    lock = _claim(out)
+    if lock is None:
+        return None
+    try:
+        if done.exists():  # finished between our check and our claim
+            return json.loads(done.read_text())
+        cfg = fast_recipe(model=args.model, data=args.data, epochs=args.epochs, seed=seed,
+                          out=str(out), **ARMS[arm])
+        start = time.perf_counter()
+        result = train(cfg, resume=(out / "last.pt").exists(), quiet=True)
+        result["wall_s_this_session"] = time.perf_counter() - start
+        return result
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -69,9 +103,21 @@ def main() -> None:
     for seed in seeds:  # seed-major, so a cut-off run has every arm at seed 0 first
         for arm in arms:
             r = run_arm(arm, seed, args)
+            if r is None:
+                print(f"{arm:20s} seed {seed}: being trained by another worker", flush=True)
+                continue
             rows.setdefault(arm, []).append(r)
             print(f"{arm:20s} seed {seed}: val {r['best_val_acc']:.2f}  "
                   f"test {r['test_acc']:.2f}  tta {r['test_acc_flip_tta']:.2f}", flush=True)
+    missing = [f"{a}-s{s}" for s in seeds for a in arms
+               if not (Path(args.out) / f"{a}-s{s}" / "result.json").exists()]
+    if missing:
+        print(f"\nnot finished yet (another worker has them): {', '.join(missing)}; "
+              "run this again when they are done for the table")
+        return
+    # every run is finished (some perhaps by another worker): the table reads them all
+    rows = {a: [json.loads((Path(args.out) / f"{a}-s{s}" / "result.json").read_text())
+                for s in seeds] for a in arms}
 
     def stats(arm, key):
         v = [r[key] for r in rows[arm]]
