@@ -28,6 +28,11 @@ def test_bundled_sha256_and_subset_accuracy_match_the_record(prov):
     assert [r.sha256 for r in bundled_records() if r.filename == rec["file"]] == [digest]
     for key in ("dataset", "recipe", "epochs", "seed", "test_acc", "parameters", "command"):
         assert rec[key] not in (None, ""), key
+    # a run that continued earlier ones lists them, and its epoch total counts them all
+    earlier = rec.get("earlier_stages", [])
+    assert all(e["command"] and e["epochs"] > 0 for e in earlier)
+    assert rec.get("total_epochs", rec["epochs"]) == rec["epochs"] + sum(
+        e["epochs"] for e in earlier)
     # a validation accuracy exists exactly when a validation split was held out
     assert (rec["val_acc"] is not None) == (rec["recipe"]["val_fraction"] > 0)
     test_dir = shared_path("cifar10", "test")
