@@ -66,11 +66,9 @@ def load_teacher(spec: str, classes: list[str], preprocess: Preprocess,
     if not all(specs):
         raise ValueError(f"teacher {spec!r}: expected weights files or model names "
                          "separated by commas")
-    models = [_load_one(part, classes, preprocess) for part in specs]
-    models = [m.to(device) for m in models]
-    if channels_last:
-        models = [m.to(memory_format=torch.channels_last) for m in models]
-    return Teacher(models, flip=flip)
+    fmt = torch.channels_last if channels_last else torch.preserve_format
+    return Teacher([_load_one(part, classes, preprocess).to(device, memory_format=fmt)
+                    for part in specs], flip=flip)
 
 
 def _load_one(spec: str, classes: list[str], preprocess: Preprocess) -> nn.Module:
