@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from resnets.data.augment import cutout, normalize, random_crop_flip
@@ -30,11 +31,16 @@ def test_flip_flips_about_half():
     assert 70 < flipped < 130
 
 
-def test_cutout_zeroes_a_square():
-    x = torch.ones(4, 3, 16, 16)
-    y = cutout(x, 4, torch.Generator().manual_seed(0))
-    zeros = (y[:, 0] == 0).sum(dim=(1, 2))
-    assert torch.all((zeros > 0) & (zeros <= 25))
+@pytest.mark.parametrize("size", [4, 5])
+def test_cutout_zeroes_a_size_by_size_square_clipped_at_the_border(size):
+    x = torch.ones(256, 3, 16, 16)
+    y = cutout(x, size, torch.Generator().manual_seed(0))
+    zero = y == 0
+    assert torch.equal(zero[:, 0], zero[:, 2])  # the same square in every channel
+    rows, cols = zero[:, 0].any(2).sum(1), zero[:, 0].any(1).sum(1)
+    assert torch.equal(zero[:, 0].sum((1, 2)), rows * cols)  # a rectangle
+    assert rows.max() == size and cols.max() == size and rows.min() >= 1
+    assert (rows * cols == size * size).float().mean() > 0.4  # most squares lie inside
 
 
 def test_normalize():

@@ -35,15 +35,16 @@ def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator,
 
 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero a ``size`` x ``size`` square at a random centre of each image."""
+    """Zero a ``size`` x ``size`` square at a random centre of each image (rows and columns
+    ``centre - size // 2`` up to, not including, ``centre - size // 2 + size``), clipped at
+    the border, as DeVries & Taylor's reference code does."""
     n, _, h, w = x.shape
     gen_device = generator.device
     cy = torch.randint(0, h, (n,), generator=generator, device=gen_device).to(x.device)
     cx = torch.randint(0, w, (n,), generator=generator, device=gen_device).to(x.device)
-    ys = torch.arange(h, device=x.device)[None, :, None]
-    xs = torch.arange(w, device=x.device)[None, None, :]
-    inside = ((ys - cy[:, None, None]).abs() <= size // 2) & \
-             ((xs - cx[:, None, None]).abs() <= size // 2)
+    dy = torch.arange(h, device=x.device)[None, :, None] - cy[:, None, None] + size // 2
+    dx = torch.arange(w, device=x.device)[None, None, :] - cx[:, None, None] + size // 2
+    inside = (dy >= 0) & (dy < size) & (dx >= 0) & (dx < size)
     return x * (~inside)[:, None].to(x.dtype)
 
 
