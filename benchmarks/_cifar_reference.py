@@ -27,7 +27,7 @@ def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, bf16: bool,
     """Forward (bf16 autocast if asked), cross-entropy, backward, optimizer step."""
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         loss = F.cross_entropy(model(x).float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()

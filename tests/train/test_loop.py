@@ -214,3 +214,16 @@ def test_compiled_training_learns_and_saves_plain_weights(tiny_data, tmp_path):
     from resnets import create_model
 
     create_model("resnet20", num_classes=3).load_state_dict(state)  # strict
+
+
+def test_without_val_split_the_lowest_training_loss_epoch_is_kept(tiny_data, tmp_path):
+    """No validation split: the checkpoint is selected on training loss. Losses above 1
+    (a short or smoothed run) must still select one; the first epoch once never did."""
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", epochs=2, val_fraction=0.0, lr=1e-5)
+    result = Trainer(cfg, quiet=True).fit()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert min(r["train_loss"] for r in rows) > 1.0  # the case that used to write nothing
+    losses = [r["train_loss"] for r in rows]
+    assert result["selected_on"] == "train_loss"
+    assert result["best_epoch"] == 1 + losses.index(min(losses))
+    assert (tmp_path / "run" / "model.safetensors").exists()

@@ -150,6 +150,8 @@ class Trainer:
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device if self.dist.world > 1 else resolve_device(cfg.device)
         self.amp = resolve_amp(cfg.amp, self.device)
+        if self.device.type == "cuda":  # fixed input shapes: let cuDNN time its kernels once
+            torch.backends.cudnn.benchmark = True
         self._build_data()
         self._build_model()
         self.log = MetricsLog(self.run_dir, enabled=self.dist.is_main)
@@ -241,7 +243,8 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------
     def fit(self) -> dict:
         cfg = self.cfg
-        start_epoch, start_step, best = 0, 0, -1.0
+        # without a validation split the score is -train_loss, which can be below -1
+        start_epoch, start_step, best = 0, 0, -math.inf
         generator = torch.Generator(device="cpu")
         if self.resume_state is not None:
             s = self.resume_state

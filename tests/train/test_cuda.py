@@ -1,0 +1,72 @@
+"""The CUDA paths of training and evaluation. Skipped without a GPU (CI has none); run on
+a GPU machine with ``pytest tests/train/test_cuda.py``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnets import create_model
+from resnets.data.augment import CIFAR_MEAN, CIFAR_STD
+from resnets.data.folder import load_folder
+from resnets.evaluate import evaluate_folder, load_classifier
+from resnets.train import Trainer
+from resnets.train.checkpoint import load_checkpoint, read_weights
+from resnets.train.data import MemoryBatches
+from tests.synthetic import make_folder
+
+from .test_loop import tiny_cfg
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-cuda")
+    make_folder(root, per_class=(24, 6))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+
+
+def test_batches_on_cuda_equal_the_cpu_batches(tiny_data, tmp_path):
+    """Same seed, same crops, flips and cutout squares on either device: the random draws
+    come from one CPU generator, only the pixels move."""
+    data = load_folder(tiny_data / "train")
+    out = {}
+    for dev in ("cpu", "cuda"):
+        mem = MemoryBatches(data, 8, torch.device(dev), CIFAR_MEAN, CIFAR_STD, True,
+                            cutout_size=4)
+        gen = torch.Generator().manual_seed(3)
+        out[dev] = [(x.cpu(), y.cpu()) for x, y, _ in mem.batches(0, 1, generator=gen)]
+    assert len(out["cpu"]) == len(out["cuda"]) > 0
+    for (xc, yc), (xg, yg) in zip(out["cpu"], out["cuda"], strict=True):
+        assert torch.equal(yc, yg)
+        torch.testing.assert_close(xg, xc, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+def test_training_on_cuda_learns_and_its_weights_load_on_cpu(tiny_data, tmp_path, amp):
+    run = tmp_path / amp
+    cfg = tiny_cfg(tiny_data, run, epochs=4, device="cuda", amp=amp, channels_last=True)
+    result = Trainer(cfg, quiet=True).fit()
+    assert result["test_acc"] > 80.0
+    ckpt = load_checkpoint(run / "last.pt")  # maps every storage to the CPU
+    if amp == "fp16":  # the scaler ran and its state was saved
+        assert ckpt["scaler"] and ckpt["scaler"]["scale"] > 0
+    state, meta = read_weights(run / "model.safetensors")
+    assert all(t.device.type == "cpu" for t in state.values())
+    create_model("resnet20", num_classes=3).load_state_dict(state)  # strict
+
+
+def test_eval_on_cuda_matches_cpu(tiny_data, tmp_path):
+    Trainer(tiny_cfg(tiny_data, tmp_path / "run", epochs=2), quiet=True).fit()
+    weights = tmp_path / "run" / "model.safetensors"
+    reports = {dev: evaluate_folder(load_classifier("resnet20", weights, device=dev),
+                                    tiny_data / "test", tta=True)
+               for dev in ("cpu", "cuda")}
+    assert reports["cuda"].n == reports["cpu"].n == 18
+    assert reports["cuda"].top1 == pytest.approx(reports["cpu"].top1)
