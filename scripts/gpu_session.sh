@@ -40,6 +40,14 @@ else
 fi
 
 step machine
+# the CLI's own pure-Python dependencies at the versions tested here (typer, rich and
+# theirs), carried as wheels in .whl; the image's are used if these do not import
+if [ -z "${DRY:-}" ] && [ -d .whl ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH
+  $PY -c "import resnets.cli" || export PYTHONPATH=$PWD/src:$PWD
+fi
+$PY -c "import typer, rich; print('typer', typer.__version__, 'rich', rich.__file__)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision',
 torchvision.__version__, 'cuda', torch.cuda.is_available(),
