@@ -91,6 +91,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--compile", action="store_true",
                     help="also time bf16 + channels_last under torch.compile")
+    ap.add_argument("--compile-modes", default="default",
+                    help="with --compile: torch.compile modes, comma-separated "
+                         "(default, reduce-overhead, max-autotune-no-cudagraphs, ...)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -113,8 +116,12 @@ def main() -> None:
         configs[f"reference fp32 (workers={w})"] = (_Cycle(lambda e, ld=loader: ld), False, False)
     configs["resnets in-memory fp32"] = (_Cycle(ours), False, False)
     configs["resnets in-memory bf16 + channels_last"] = (_Cycle(ours), True, True)
+    compile_modes = {}
     if args.compile:
-        configs["resnets in-memory bf16 + channels_last + compile"] = (_Cycle(ours), True, True)
+        for mode in args.compile_modes.split(","):
+            name = f"resnets in-memory bf16 + channels_last + compile ({mode})"
+            configs[name] = (_Cycle(ours), True, True)
+            compile_modes[name] = None if mode == "default" else mode
 
     models = {}
     for name, (_, _, cl) in configs.items():
@@ -122,8 +129,9 @@ def main() -> None:
         m = create_model(args.model).to(device)
         models[name] = (m.to(memory_format=torch.channels_last) if cl else m, None)
         models[name] = (models[name][0], sgd(models[name][0]))
-        if name.endswith("compile"):  # the optimizer keeps the eager module's parameters
-            models[name] = (torch.compile(models[name][0]), models[name][1])
+        if name in compile_modes:  # the optimizer keeps the eager module's parameters
+            models[name] = (torch.compile(models[name][0], mode=compile_modes[name]),
+                            models[name][1])
     iters = {name: iter(c[0]) for name, c in configs.items()}
     for name, (_, amp, cl) in configs.items():  # warm-up (workers start, kernels pick)
         time_steps(_Iter(iters[name]), *models[name], 5, amp, cl, device)
