@@ -5,10 +5,14 @@
 #
 #   1. unpack the CIFAR-10 JPEG tree carried in $PACK and check it byte for byte against
 #      the digest made from ../shared/data here (the device machine has no ../shared);
-#   2. a one-epoch probe run measures the epoch time on this card, and the main run gets
-#      as many epochs as fit in TRAIN_BUDGET_S (chosen before training, never on test);
+#   2. a two-epoch probe run measures the epoch time on this card (its second epoch: the
+#      first holds compilation and cuDNN's kernel timing, which made the first lease's
+#      one-epoch probe overestimate by 1.7x), and the main run gets as many epochs as fit
+#      in TRAIN_BUDGET_S (chosen before training, never on test);
 #   3. the main run: `resnets train --recipe fast` at batch 256 + cutout 16, all 50,000
-#      training images;
+#      training images, under torch.compile with CUDA graphs (`reduce-overhead`): eager
+#      steps of this small network are bound by kernel launches on the lent H200 (about
+#      7,000 images/s), CUDA graphs measured 3.9x that (BENCHMARKS.md);
 #   4. `resnets eval` of its weights on the GPU (fp32), the CUDA tests, and
 #      benchmarks/bench_train_throughput.py on the card for ResNet-20 and ResNet-56.
 #
@@ -33,9 +37,11 @@ step() { echo; echo "== $1 ($(left) s left) $(date -u +%T)"; }
 
 if [ -n "${DRY:-}" ]; then  # a few minutes on the CPU: every step, tiny sizes
   SMALL=(--set subset_per_class=40 --set test_limit=200)
+  COMPILE=()
   BENCH=(--device cpu --steps 3 --repeats 1 --workers 0 --threads 2)
 else
   SMALL=()
+  COMPILE=(--compile --set compile_mode=reduce-overhead)
   BENCH=(--device cuda --steps 40 --repeats 3 --workers 4,8 --threads 8)
 fi
 
@@ -66,17 +72,28 @@ echo "digest here: $got"; echo "digest made from ../shared/data: $want"
 # this small network costs about the same at either batch (kernel launches, not arithmetic)
 RECIPE=(--model resnet56 --recipe fast --batch-size 256 --lr 0.4 --set ema_decay=0.998
         --set cutout=16 --val-fraction 0 --seed "$SEED")
-TRAIN=(-m resnets train "${RECIPE[@]}" --data "$DATA/cifar10" --quiet "${SMALL[@]}")
+TRAIN=(-m resnets train "${RECIPE[@]}" "${COMPILE[@]}" --data "$DATA/cifar10" --quiet
+       "${SMALL[@]}")
 
-step "probe: one epoch"
+step "probe: two epochs"
 rm -rf /tmp/resnets-probe
-timeout $(( $(left) - 60 )) $PY "${TRAIN[@]}" --epochs 1 --out /tmp/resnets-probe || exit 1
+if ! timeout $(( $(left) - 300 )) $PY "${TRAIN[@]}" --epochs 2 --out /tmp/resnets-probe; then
+  echo "the probe failed under ${COMPILE[*]:-eager}: falling back to eager"
+  COMPILE=()
+  TRAIN=(-m resnets train "${RECIPE[@]}" --data "$DATA/cifar10" --quiet "${SMALL[@]}")
+  rm -rf /tmp/resnets-probe
+  timeout $(( $(left) - 60 )) $PY "${TRAIN[@]}" --epochs 2 --out /tmp/resnets-probe || exit 1
+fi
+# what is left after the probe, less the main run's start-up and compilation and its
+# final evaluation, caps the budget
+CAP=$(( $(left) - 100 )); [ "$CAP" -lt "$BUDGET" ] && BUDGET=$CAP
+echo "training budget: $BUDGET s"
 EPOCHS=$($PY - "$BUDGET" <<'EOF'
 import json, sys
 row = json.loads(open("/tmp/resnets-probe/metrics.jsonl").read().splitlines()[-1])
 budget = float(sys.argv[1])
-# the probe's epoch includes cuDNN's kernel timing, so it overestimates; +1 s per epoch
-# for the checkpoint, the metrics files and the plot
+# the second epoch, without compilation and cuDNN's kernel timing; +1 s per epoch for
+# the checkpoint, the metrics files and the plot (measured on the first lease)
 print(max(2, min(200, int(budget / (row["epoch_time_s"] + 1.0)))))
 EOF
 )
@@ -86,7 +103,7 @@ echo "main run: $EPOCHS epochs"
 
 step "train: resnet56, $EPOCHS epochs"
 rm -rf "$RUN"
-echo "command: resnets train ${RECIPE[*]} --epochs $EPOCHS --data ../shared/data/cifar10" \
+echo "command: resnets train ${RECIPE[*]} ${COMPILE[*]} --epochs $EPOCHS --data ../shared/data/cifar10" \
      "${SMALL[*]}"
 timeout $(( $(left) - 30 )) $PY "${TRAIN[@]}" --epochs "$EPOCHS" --out "$RUN"
 echo "train exit: $?"

@@ -26,6 +26,9 @@ def test_unknown_field_and_recipe_are_errors():
 def test_validate_names_the_bad_value():
     with pytest.raises(ValueError, match="schedule must be step, cosine or onecycle"):
         TrainConfig(schedule="linear").validate()
+    with pytest.raises(ValueError, match="compile_mode must be one of default, reduce-overhead"):
+        TrainConfig(compile_mode="fast").validate()
+    TrainConfig(compile_mode="reduce-overhead").validate()
     with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
         TrainConfig(epochs=0).validate()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 @dataclass
 class TrainConfig:
@@ -64,6 +66,7 @@ class TrainConfig:
     amp: str = "auto"                  # "none" | "bf16" | "fp16" | "auto" (bf16 CPU/GPU)
     channels_last: bool = True
     compile: bool = False
+    compile_mode: str = "default"      # torch.compile mode; "reduce-overhead" = CUDA graphs
     sync_bn: bool = False
     seed: int = 0
     checkpoint_every: int = 0          # also checkpoint every N steps, 0 = epoch ends only
@@ -104,6 +107,9 @@ class TrainConfig:
              f"distill_alpha must be in [0, 1], got {self.distill_alpha}"),
             (self.distill_temperature > 0,
              f"distill_temperature must be > 0, got {self.distill_temperature}"),
+            (self.compile_mode in COMPILE_MODES,
+             f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got "
+             f"{self.compile_mode!r}"),
             (self.auto_augment in ("", "trivial", "randaugment"),
              f"auto_augment must be '', trivial or randaugment, got {self.auto_augment!r}"),
         ]

@@ -202,7 +202,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if cfg.compile:
-            self.train_model = torch.compile(self.train_model)
+            mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+            self.train_model = torch.compile(self.train_model, mode=mode)
         self.optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr,
                                          momentum=cfg.momentum, nesterov=cfg.nesterov)
         self.steps_per_epoch = len(self.train_data) // cfg.accum_steps
