@@ -13,23 +13,12 @@ from resnets.evaluate import evaluate_folder, load_classifier
 from resnets.train import Trainer
 from resnets.train.checkpoint import load_checkpoint, read_weights
 from resnets.train.data import MemoryBatches
-from tests.synthetic import make_folder
 
 from .test_loop import tiny_cfg
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-cuda")
-    make_folder(root, per_class=(24, 6))
-    return root
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
 
 
 def test_batches_on_cuda_equal_the_cpu_batches(tiny_data, tmp_path):

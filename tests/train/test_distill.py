@@ -14,23 +14,19 @@ from tests.train.test_loop import tiny_cfg
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    make_folder(root, per_class=(24, 6))
-    return root
-
-
-@pytest.fixture(scope="module")
 def teacher(tiny_data, tmp_path_factory):
+    # a module fixture runs before the function-scoped autouse one that pins one thread;
+    # pin it here too, so the teacher is the same whichever tests ran before
     out = tmp_path_factory.mktemp("teacher") / "run"
-    result = Trainer(tiny_cfg(tiny_data, out, epochs=4), quiet=True).fit()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = Trainer(tiny_cfg(tiny_data, out, epochs=4), quiet=True).fit()
+    finally:
+        torch.set_num_threads(threads)
     assert result["test_acc"] > 80.0
     return out / "model.safetensors"
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
 
 
 def test_loss_blends_hard_and_soft_terms():

@@ -14,7 +14,6 @@ from resnets.cli import app
 from resnets.train import Trainer, paper_recipe
 from resnets.train.checkpoint import load_checkpoint, read_weights
 from resnets.train.loop import lr_factor
-from tests.synthetic import make_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,16 +26,6 @@ def tiny_cfg(data, out, **kw):
     return paper_recipe(**base)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    make_folder(root, per_class=(24, 6))
-    return root
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
 
 
 def test_run_folder_has_every_artifact(tiny_data, tmp_path):
