@@ -62,8 +62,10 @@ def test_bundled_full_test_accuracy_is_recomputed(prov):
     assert report.top5 == pytest.approx(rec["test_top5"], abs=0.011)
 
 
-def test_bundled_resnet20_meets_the_issue_target():
-    """Issue #3: ResNet-20 >= 88.0% single view on cifar10/test (the slow test above
-    recomputes the recorded number; ResNet-56's 90.0% target is not met yet)."""
-    rec = json.loads((BUNDLED_DIR / "provenance" / "resnet20_cifar10.json").read_text())
-    assert rec["test_n"] == 10000 and rec["test_acc"] >= 88.0
+@pytest.mark.parametrize(("model", "target"), [("resnet20", 88.0), ("resnet56", 90.0)])
+def test_bundled_weights_meet_the_issue_targets(model, target):
+    """Issue #3: ResNet-20 >= 88.0% and ResNet-56 >= 90.0% single view on the full
+    cifar10/test, as recorded by `resnets eval` (the slow test above recomputes the
+    recorded number; the 2,000-image subset test recomputes part of it in every run)."""
+    rec = json.loads((BUNDLED_DIR / "provenance" / f"{model}_cifar10.json").read_text())
+    assert rec["test_n"] == 10000 and rec["test_acc"] >= target
