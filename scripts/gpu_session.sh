@@ -17,6 +17,7 @@
 #      benchmarks/bench_train_throughput.py on the card for ResNet-20 and ResNet-56.
 #
 # Every step is bounded by what is left of DEADLINE_S, so the files come back in time.
+# Build its cargo first: bash scripts/gpu_pack.sh (.pack/ with the data, .whl/ wheels)
 # On the device:  bash scripts/gpu_session.sh            (OUT is set by the device tool)
 # Dry run here:   DRY=1 OUT=/tmp/gpu-dry PACK=.pack bash scripts/gpu_session.sh
 set -u

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Build what scripts/gpu_session.sh carries to a GPU machine (both git-ignored through
+# .git/info/exclude): .pack/ holds ../shared/data/cifar10 as one xz tar (about 19 MB: the
+# JPEGs share their headers, which xz finds) with a digest of every file's bytes, checked
+# after unpacking there; .whl/ holds the CLI's pure-Python dependencies at the versions
+# installed here (the machine's image has torch but maybe other typer/rich versions).
+#
+#   bash scripts/gpu_pack.sh      then the device tool: run "bash scripts/gpu_session.sh"
+#                                 with carry [".pack", ".whl"]
+set -eu
+DATA=${DATA:-../shared/data}
+PY=${PYTHON:-.venv/bin/python}
+for d in /.pack/ /.whl/; do
+  grep -qxF "$d" .git/info/exclude || echo "$d" >> .git/info/exclude
+done
+mkdir -p .pack
+(cd "$DATA" && tar cf - cifar10 | xz -T2 -6) > .pack/cifar10.tar.xz.tmp
+mv .pack/cifar10.tar.xz.tmp .pack/cifar10.tar.xz
+(cd "$DATA" && find cifar10 -type f | LC_ALL=C sort | xargs cat | sha256sum) > .pack/cifar10.digest
+pins=()
+for name in typer rich shellingham markdown-it-py mdurl pygments pydantic pydantic_core \
+            annotated-types typing-inspection annotated-doc typing_extensions; do
+  pins+=("$name==$($PY -m pip show "$name" | sed -n 's/^Version: //p')")
+done
+rm -rf .whl
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 -d .whl "${pins[@]}"
+du -sh .pack .whl
