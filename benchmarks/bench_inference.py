@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from resnets.bench import BenchConfig, print_report, run_bench
+from resnets.export.bench import BenchConfig, print_report, run_bench
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
@@ -63,14 +63,14 @@ def cifar_accuracy(name: str, weights: str | None, threads: int, calib: int) -> 
 
     from resnets.data.folder import scan_folder
     from resnets.data.io import read_rgb
-    from resnets.evaluate import load_classifier, prepare
     from resnets.export import load_backend
     from resnets.export.int8 import calibration_images
+    from resnets.weights import load_classifier
 
     torch.set_num_threads(threads)
-    clf = load_classifier(name, weights)
-    pre = clf.preprocess
-    size = (3, pre.size, pre.size)
+    clf = load_classifier(weights, name)
+    pre = clf.preprocessing
+    size = (3, pre.input_size, pre.input_size)
     images = calibration_images(SHARED / "train", calib, size[1:], mean=pre.mean, std=pre.std)
     backends = {
         "fp32": load_backend("torch", clf.model, input_size=size),
@@ -81,7 +81,7 @@ def cifar_accuracy(name: str, weights: str | None, threads: int, calib: int) -> 
     index = scan_folder(SHARED / "test")
     correct = dict.fromkeys(backends, 0)
     for start in range(0, len(index.paths), 1000):
-        x = prepare(torch.stack([read_rgb(p) for p in index.paths[start:start + 1000]]), pre)
+        x = pre(torch.stack([read_rgb(p) for p in index.paths[start:start + 1000]]))
         labels = torch.tensor(index.labels[start:start + 1000])
         for kind, run in backends.items():
             correct[kind] += int((run(x).argmax(1) == labels).sum())

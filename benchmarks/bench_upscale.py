@@ -1,6 +1,6 @@
 """Upscaling throughput on the CPU: megapixels of output per second.
 
-The bundled super-resolution network (through ``resnets.upscale``'s tiled path, as
+The bundled super-resolution network (through ``resnets.tasks.upscale``'s tiled path, as
 ``resnets upscale`` runs it) against Pillow's bicubic resize, the floor any learned
 upscaler is slower than. Same input image, same thread count, interleaved repeats.
 
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from resnets.models.sr import get_sr_model
-from resnets.upscale import upscale_tensor
+from resnets.tasks.upscale import upscale_tensor
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sr" / "butterfly.png"
 

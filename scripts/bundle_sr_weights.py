@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from resnets.models.sr import BUNDLED_SR_DIR, load_sr_weights
-from resnets.sr_eval import evaluate_sr
+from resnets.tasks.sr_eval import evaluate_sr
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sr" / "matlab_ref"
 # Published PSNR (Y, dB) of the bars the issue sets (shared/data/README.md).

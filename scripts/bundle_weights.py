@@ -22,9 +22,10 @@ import json
 import shutil
 from pathlib import Path
 
-from resnets.evaluate import BUNDLED_DIR, evaluate_folder, load_classifier
-from resnets.stats import count_params
-from resnets.weights.records import add_bundled_records, bundled_record
+from resnets.models.stats import count_params
+from resnets.tasks.classify import evaluate_folder
+from resnets.weights import load_classifier
+from resnets.weights.records import BUNDLED_DIR, add_bundled_records, bundled_record
 
 SUBSET_PER_CLASS = 200
 
@@ -47,7 +48,7 @@ def main() -> None:
     model = meta_cfg["model"]
     dest = BUNDLED_DIR / f"{model}_cifar10.safetensors"
     shutil.copyfile(run / "model.safetensors", dest)
-    clf = load_classifier(model, dest)
+    clf = load_classifier(dest, model)
     full = evaluate_folder(clf, args.test)
     flip = evaluate_folder(clf, args.test, tta=True)
     subset = evaluate_folder(clf, args.test, limit_per_class=SUBSET_PER_CLASS)

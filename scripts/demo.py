@@ -5,21 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from resnets.evaluate import BUNDLED_DIR, DEFAULT_PREDICT_MODELS, predict
+from resnets.tasks.classify import collect_images, predict_with
+from resnets.weights import load_classifier
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SAMPLES = EXAMPLES / "images"
 
 
 def classify() -> None:
-    shipped = [m for m in DEFAULT_PREDICT_MODELS
-               if (BUNDLED_DIR / f"{m}_cifar10.safetensors").exists()]
-    if not shipped:
-        print("no bundled classification weights in this checkout yet; see README")
+    try:
+        clf = load_classifier()
+    except ValueError as e:
+        print(f"no bundled classification weights ({e}); see README")
         return
-    preds, errors = predict(SAMPLES, top_k=2)
+    preds, errors = predict_with(clf, collect_images([SAMPLES]), top_k=2)
     correct = 0
-    print(f"{shipped[0]} (bundled CIFAR-10 weights) on {len(preds)} sample images:")
+    print(f"{clf.name} (bundled CIFAR-10 weights) on {len(preds)} sample images:")
     for p in preds:
         truth = Path(p.path).name.split("_")[0]
         (best, prob), (second, prob2) = p.top
@@ -33,11 +34,11 @@ def classify() -> None:
 def upscale_demo(scale: int = 2) -> None:
     """Shrink a photo the way the SR benchmarks do, upscale it back, compare with the
     original: the bundled network against bicubic (PSNR on Y, ``scale`` pixels shaved)."""
-    from resnets.data.degrade import downscale, modcrop, upscale
     from resnets.metrics.sr import sr_psnr_ssim
-    from resnets.models.sr import bundled_sr_weights, get_sr_model
-    from resnets.sr_eval import read_image_uint8, super_resolve
-    from resnets.upscale import Picture, save_png
+    from resnets.models.imresize import downscale, modcrop, upscale
+    from resnets.tasks.sr_eval import read_image_uint8, super_resolve
+    from resnets.tasks.upscale import Picture, save_png
+    from resnets.weights.sr import bundled_sr_weights, get_sr_model
 
     if bundled_sr_weights() is None:
         print("no bundled super-resolution weights in this checkout yet; see README")

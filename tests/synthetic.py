@@ -21,3 +21,11 @@ def make_folder(root: Path, classes=("a", "b", "c"), per_class=(24, 6), size=16,
                 arr = np.clip(rng.normal(base, 30, (size, size, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(arr).save(d / f"{i:03d}.png")
     return root
+
+
+def read_weights(path) -> tuple[dict, dict]:
+    """The tensors and metadata of a weights file (through the package's one reader)."""
+    from resnets.weights.state_dict_io import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    return checkpoint.state_dict, checkpoint.metadata

@@ -70,8 +70,8 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from .registry import get_spec, list_models
-    from .stats import model_stats, stage_rows
+    from .models.registry import get_spec, list_models
+    from .models.stats import model_stats, stage_rows
 
     console = Console()
     kwargs = {"stride_in_1x1": True} if paper_stride else {}
@@ -190,7 +190,9 @@ def train(
 def eval_(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="Model name; default from the weights.")] = None,
-    weights: Annotated[str | None, typer.Option(help="safetensors file; default: bundled.")] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="Weights: a file (resnets, torchvision, timm, akamaster ...), a tag or a URL; "
+             "default: the model's own (bundled) weights.")] = None,
     data: Annotated[str, typer.Option(help="ImageFolder root (or its parent with test/).")] = "",
     tta: Annotated[bool, typer.Option("--tta", help="Average with the flipped image.")] = False,
     batch_size: Annotated[int, typer.Option()] = 256,
@@ -201,16 +203,18 @@ def eval_(
     """Top-1/top-5, per-class accuracy and a confusion matrix on an image folder."""
     import json
 
-    from .evaluate import evaluate_folder, load_classifier, write_confusion
+    from .tasks.classify import evaluate_folder, folder_classes, write_confusion
+    from .weights.classifier import load_classifier
 
     if not data:
         raise ValueError("no dataset given: pass --data DIR (an ImageFolder tree)")
-    clf = load_classifier(model, weights, device)
+    clf = load_classifier(weights, model, device=device, class_hint=folder_classes(data))
+    _notes(clf.notes)
     report = evaluate_folder(clf, data, batch_size=batch_size, tta=tta)
     out_dir = out or f"runs/eval-{clf.name}"
     csv_path, png_path = write_confusion(report, out_dir)
     if json_:
-        typer.echo(json.dumps({"model": clf.name, "weights": clf.weights, "tta": tta,
+        typer.echo(json.dumps({"model": clf.name, "weights": clf.source, "tta": tta,
                                **report.to_dict(), "confusion_csv": str(csv_path)}))
         return
     from rich.console import Console
@@ -227,45 +231,49 @@ def eval_(
                   f"confusion matrix: {csv_path}, {png_path}")
 
 
+def _notes(notes: list[str]) -> None:
+    """What the loader assumed, one line each on stderr."""
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+
+
 @app.command()
 @friendly_errors
 def predict(
     ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(help="Image files or folders.")],
-    model: Annotated[str | None, typer.Option(help="Default: the bundled ResNet-56.")] = None,
-    weights: Annotated[str | None, typer.Option(help="safetensors file from `train`.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name; default: the bundled "
+                                                   "ResNet-56, or the weights' own.")] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="Weights: a file (resnets, torchvision, timm, akamaster ...), a tag or a URL; "
+             "default: the model's own (bundled or published) weights.")] = None,
     top_k: Annotated[int, typer.Option()] = 5,
     device: Annotated[str, typer.Option()] = "cpu",
     json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     csv_: Annotated[str | None, typer.Option("--csv", help="Also write a CSV file.")] = None,
     backend: Annotated[str, typer.Option(help="torch, onnxruntime or int8.")] = "torch",
     calibration: Annotated[str | None, typer.Option(
-        help="int8: a folder of training images to calibrate on.")] = None,
+        help="int8: a folder of training images to calibrate on; default: the inputs.")] = None,
 ) -> None:
     """Classify images; unreadable files are reported and the rest still classified."""
     import json
 
-    from .evaluate import predict as run_predict
+    from .tasks.classify import collect_images, predict_with, write_predictions_csv
+    from .weights.classifier import load_classifier
 
     if backend not in ("torch", "onnxruntime", "int8"):
         raise ValueError(f"--backend must be torch, onnxruntime or int8, got {backend!r}")
-    preds, errors = run_predict(inputs, model=model, weights=weights, top_k=top_k,
-                                device=device, backend=backend, calibration=calibration)
+    paths = collect_images(inputs)
+    if not paths:
+        raise ValueError("no images given (expected image files or folders of images)")
+    clf = load_classifier(weights, model, device=device)
+    _notes(clf.notes)
+    preds, errors = predict_with(clf, paths, top_k=top_k, backend=backend,
+                                 calibration=calibration)
     for err in errors:
         typer.echo(f"error: {err}", err=True)
     if csv_:
-        import csv
-        import io
-
-        from .train.checkpoint import atomic_write
-
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["path", "rank", "class", "probability"])
-        for p in preds:
-            for rank, (c, prob) in enumerate(p.top, 1):
-                w.writerow([p.path, rank, c, f"{prob:.6f}"])
-        atomic_write(csv_, lambda path: path.write_text(buf.getvalue()))
+        write_predictions_csv(preds, csv_)
     if json_:
         for p in preds:
             typer.echo(json.dumps({"path": p.path, "top": [{"class": c, "probability": v}
@@ -325,7 +333,7 @@ def weights_download(
     tags: Annotated[list[str], typer.Argument(help="Tags or model names (their defaults).")],
 ) -> None:
     """Fetch weights into torch hub's cache now, e.g. before going offline."""
-    from .weights.pretrained import record_path
+    from .weights.loading import record_path
     from .weights.records import get_weights
 
     for tag in tags:
@@ -343,7 +351,7 @@ def weights_convert(
                                                    "model.")] = None,
 ) -> None:
     """Write any loadable checkpoint as a clean safetensors file with metadata."""
-    from .weights.pretrained import convert
+    from .weights.loading import convert
 
     typer.echo(f"wrote {convert(source, out, model_name=model)}")
 
@@ -438,7 +446,7 @@ def bench(
     min_time: Annotated[float, typer.Option(help="Seconds per case and round.")] = 0.5,
     weights: Annotated[str | None, typer.Option(help="Weights file.")] = None,
     calib_dir: Annotated[str | None, typer.Option(
-        help="Images to calibrate int8 on; default: CIFAR-10 train beside the checkout.")] = None,
+        help="Images to calibrate int8 on (needed for int8 cases).")] = None,
     calib_images: Annotated[int, typer.Option(help="How many of them.")] = 128,
     image_size: Annotated[int | None, typer.Option(help="Square input side.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -446,7 +454,7 @@ def bench(
     """Time inference backends against torchvision and onnxruntime, in one process and run."""
     import json
 
-    from .bench import BenchConfig, parse_batches, parse_list, print_report, run_bench
+    from .export.bench import BenchConfig, parse_batches, parse_list, print_report, run_bench
 
     cfg = BenchConfig(model=model, batches=parse_batches(batch),
                       backends=parse_list(backend, "backends"),
@@ -476,8 +484,8 @@ def sr_eval(
     """PSNR/SSIM (Y, scale px shaved) per image and mean, beside bicubic and published numbers."""
     import json
 
-    from .models.sr import get_sr_model
-    from .sr_eval import evaluate_sr, print_evaluation
+    from .tasks.sr_eval import evaluate_sr, print_evaluation
+    from .weights.sr import get_sr_model
 
     sr_model, label = get_sr_model(model, weights, device)
     result = evaluate_sr(sr_model, data, scale, label)
@@ -502,8 +510,9 @@ def upscale(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Super-resolve images to NAME_xS.png; a bad file is reported, the others still written."""
-    from .models.sr import check_scale, get_sr_model
-    from .upscale import upscale_files
+    from .models.sr import check_scale
+    from .tasks.upscale import upscale_files
+    from .weights.sr import get_sr_model
 
     sr_model, _ = get_sr_model(model, weights, device)
     check_scale(sr_model, scale)

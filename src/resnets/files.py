@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -49,3 +49,10 @@ def atomic_output(path: str | Path, make_parents: bool = False, fsync: bool = Fa
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp_path)``, flush the file to disk, then move it over ``path``; the
+    folder is created when missing (run folders, result files)."""
+    with atomic_output(path, make_parents=True, fsync=True) as tmp:
+        write(tmp)

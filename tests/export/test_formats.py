@@ -4,8 +4,9 @@ from typer.testing import CliRunner
 
 import resnets
 from resnets.cli import app
-from resnets.export import export_model, load_model
+from resnets.export import export_model
 from resnets.models.cifar import cifar_resnet
+from resnets.weights.classifier import load_model
 from tests.export.conftest import CIFAR_SIZE, randomize_bn
 
 runner = CliRunner()

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 import resnets
 from resnets.export import load_backend, quantize_onnx
-from resnets.export.int8 import calibration_images, preprocess
+from resnets.export.int8 import calibration_images
 from resnets.export.onnx import OrtRunner, ort_session
 from tests.conftest import shared_path
 
@@ -40,20 +40,6 @@ def test_int8_graph_is_quantized_with_per_channel_weights(int8_runner):
     assert scales[conv_w_scale[0]].dims[0] == 16  # one scale per output channel
 
 
-def test_preprocess_upscales_cifar_to_imagenet_size_and_normalizes():
-    image = torch.full((3, 32, 32), 255, dtype=torch.uint8)
-    x = preprocess(image, (224, 224))
-    assert x.shape == (3, 224, 224)
-    expected = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
-    assert torch.allclose(x[:, 100, 100], expected, atol=1e-5)
-
-
-def test_image_with_wrong_channel_count_is_a_one_line_error():
-    with pytest.raises(ValueError, match=r"expected a 3-channel \(C, H, W\) image, got shape "
-                                         r"\(4, 32, 32\)"):
-        preprocess(torch.zeros(4, 32, 32, dtype=torch.uint8), (32, 32))
-
-
 def test_calibration_folder_errors_name_the_folder(tmp_path):
     with pytest.raises(NotADirectoryError, match="calibration folder not found"):
         calibration_images(tmp_path / "nope", 8, (32, 32))
@@ -65,12 +51,12 @@ def test_int8_backend_without_calibration_images_says_what_to_pass(monkeypatch):
     import resnets.export.int8 as int8
 
     monkeypatch.setattr(int8, "default_calibration_dir", lambda: None)
-    with pytest.raises(ValueError, match="int8 needs calibration images: pass a folder"):
+    with pytest.raises(ValueError, match="int8 needs calibration images: give a folder"):
         load_backend("int8", resnets.create_model("resnet20"), input_size=(3, 32, 32))
 
 
 def _bundled_classifier(name: str):
-    from resnets.evaluate import load_classifier
+    from resnets.weights import load_classifier
 
     try:
         return load_classifier(name)
@@ -84,11 +70,10 @@ def test_int8_accuracy_on_cifar10_test_within_half_a_point_of_fp32(name):
     """The issue's target: calibrate on training images only, score the full test set."""
     from resnets.data.folder import scan_folder
     from resnets.data.io import read_rgb
-    from resnets.evaluate import prepare
 
     clf = _bundled_classifier(name)
-    pre = clf.preprocess
-    size = (3, pre.size, pre.size)
+    pre = clf.preprocessing
+    size = (3, pre.input_size, pre.input_size)
     calib = calibration_images(shared_path("cifar10", "train"), 512, size[1:], seed=0,
                                mean=pre.mean, std=pre.std)
     int8 = load_backend("int8", clf.model, input_size=size, calibration=calib)
@@ -97,7 +82,7 @@ def test_int8_accuracy_on_cifar10_test_within_half_a_point_of_fp32(name):
     for start in range(0, len(index.paths), 500):
         paths = index.paths[start:start + 500]
         labels = torch.tensor(index.labels[start:start + 500])
-        x = prepare(torch.stack([read_rgb(p) for p in paths]), pre)
+        x = pre(torch.stack([read_rgb(p) for p in paths]))
         with torch.no_grad():
             correct["fp32"] += int((clf.model(x).argmax(1) == labels).sum())
         correct["int8"] += int((int8(x).argmax(1) == labels).sum())

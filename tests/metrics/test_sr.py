@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from resnets.data.degrade import to_uint8, upscale
 from resnets.metrics.sr import psnr, rgb_to_y, shave, sr_psnr_ssim, ssim
+from resnets.models.imresize import to_uint8, upscale
 from tests.conftest import shared_path
 
 # ../shared/data/README.md, "Published PSNR / SSIM": the Bicubic column.

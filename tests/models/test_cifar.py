@@ -6,7 +6,7 @@ from torch import nn
 
 import resnets
 from resnets.models.blocks import BasicBlock, ShortcutA
-from resnets.stats import model_stats
+from resnets.models.stats import model_stats
 
 # He et al. 2016 Table 6 (0.27M .. 19.4M), exact counts with option A shortcuts.
 PARAMS = {"resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586, "resnet56": 853_018,

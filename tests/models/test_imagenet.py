@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 import resnets
-from resnets.stats import model_stats
+from resnets.models.stats import model_stats
 
 # torchvision's parameter counts (its weight docs) and He et al. 2016 Table 1.
 PARAMS = {

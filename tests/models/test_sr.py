@@ -6,17 +6,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 import resnets
-from resnets.data.degrade import upscale
+from resnets.models.imresize import upscale
 from resnets.models.sr import (
     EDSR,
     VDSR,
     ResBlock,
     create_sr_model,
-    get_sr_model,
     list_sr_models,
-    load_sr_weights,
-    save_sr_weights,
 )
+from resnets.weights.sr import get_sr_model, load_sr_weights, save_sr_weights
 
 
 def _params(model: nn.Module) -> int:
@@ -141,7 +139,7 @@ def test_weights_without_metadata_need_a_name_and_lose_prefixes(tmp_path):
     model = create_sr_model("edsr_tiny", scales=(3,))
     path = tmp_path / "plain.safetensors"
     save_file({f"module.{k}": v for k, v in model.state_dict().items()}, str(path))
-    with pytest.raises(ValueError, match="no 'resnets.sr' metadata .* pass the model name"):
+    with pytest.raises(ValueError, match="no .resnets.sr. metadata .* give the model name"):
         load_sr_weights(path)
     loaded = load_sr_weights(path, "edsr_tiny")
     assert loaded.scales == (3,)  # read from the upsampler keys
@@ -168,7 +166,7 @@ def test_weights_errors(tmp_path):
 
 
 def test_get_sr_model_without_bundled_weights(tmp_path, monkeypatch):
-    monkeypatch.setattr("resnets.models.sr.BUNDLED_SR_DIR", tmp_path)
+    monkeypatch.setattr("resnets.weights.sr.BUNDLED_SR_DIR", tmp_path)
     with pytest.raises(ValueError, match="no bundled super-resolution weights yet"):
         get_sr_model()
     with pytest.raises(ValueError, match="no bundled super-resolution weights for "

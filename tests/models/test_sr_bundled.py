@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from resnets.models.sr import BUNDLED_SR_DIR, get_sr_model
-from resnets.sr_eval import evaluate_sr
+from resnets.tasks.sr_eval import evaluate_sr
+from resnets.weights.sr import BUNDLED_SR_DIR, get_sr_model
 from tests.conftest import shared_path
 
 RECORDS = sorted(BUNDLED_SR_DIR.glob("*.json")) if BUNDLED_SR_DIR.is_dir() else []

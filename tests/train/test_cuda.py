@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from resnets import create_model
-from resnets.data.augment import CIFAR_MEAN, CIFAR_STD
 from resnets.data.folder import load_folder
-from resnets.evaluate import evaluate_folder, load_classifier
+from resnets.tasks.classify import evaluate_folder
 from resnets.train import Trainer
-from resnets.train.checkpoint import load_checkpoint, read_weights
 from resnets.train.data import MemoryBatches
+from resnets.train.run_folder import load_training_state as load_checkpoint
+from resnets.weights import load_classifier
+from resnets.weights.preprocessing import CIFAR_MEAN, CIFAR_STD
+from tests.synthetic import read_weights
 
 from .test_loop import tiny_cfg
 
@@ -54,7 +56,7 @@ def test_training_on_cuda_learns_and_its_weights_load_on_cpu(tiny_data, tmp_path
 def test_eval_on_cuda_matches_cpu(tiny_data, tmp_path):
     Trainer(tiny_cfg(tiny_data, tmp_path / "run", epochs=2), quiet=True).fit()
     weights = tmp_path / "run" / "model.safetensors"
-    reports = {dev: evaluate_folder(load_classifier("resnet20", weights, device=dev),
+    reports = {dev: evaluate_folder(load_classifier(weights, "resnet20", device=dev),
                                     tiny_data / "test", tta=True)
                for dev in ("cpu", "cuda")}
     assert reports["cuda"].n == reports["cpu"].n == 18

@@ -7,9 +7,8 @@ from typer.testing import CliRunner
 
 from resnets.cli import app
 from resnets.train import Trainer
-from resnets.train.checkpoint import read_weights
 from resnets.train.distill import distillation_loss
-from tests.synthetic import make_folder
+from tests.synthetic import make_folder, read_weights
 from tests.train.test_loop import tiny_cfg
 
 
@@ -78,16 +77,16 @@ def test_teacher_of_other_classes_or_missing_is_a_one_line_error(tiny_data, tmp_
 
 
 def test_ensemble_teacher_averages_the_members_logits(tiny_data, teacher, tmp_path):
-    from resnets.evaluate import load_classifier
     from resnets.train.distill import load_teacher
+    from resnets.weights import load_classifier
 
-    clf = load_classifier(weights=teacher)
+    clf = load_classifier(teacher)
     other_run = tmp_path / "t-other"
     cfg = tiny_cfg(tiny_data, other_run, epochs=1, seed=5)
     Trainer(cfg, quiet=True).fit()
     other = other_run / "model.safetensors"
     x = torch.randn(4, 3, 16, 16)
-    args = (clf.classes, clf.preprocess, torch.device("cpu"))
+    args = (clf.classes, clf.preprocessing, torch.device("cpu"))
     one = load_teacher(str(teacher), *args, flip=True)
     two = load_teacher(str(other), *args, flip=True)
     both = load_teacher(f"{teacher},{other}", *args, flip=True)

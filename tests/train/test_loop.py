@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from resnets.cli import app
 from resnets.train import Trainer, paper_recipe
-from resnets.train.checkpoint import load_checkpoint, read_weights
 from resnets.train.loop import lr_factor
+from resnets.train.run_folder import load_training_state as load_checkpoint
+from tests.synthetic import read_weights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,7 +109,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tiny_data, tmp_path):
 
 KILL_IN_SAVE = """
 import os, signal, sys, torch
-import resnets.train.checkpoint as ck
+import resnets.train.run_folder as ck
 real_save = torch.save
 calls = {"n": 0}
 def dying_save(obj, f, *a, **k):

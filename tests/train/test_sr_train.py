@@ -11,11 +11,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from resnets.cli import app
-from resnets.data.degrade import downscale
 from resnets.data.sr import PatchSampler, dihedral, holdout, load_sr_images, patch_size_for
-from resnets.models.sr import EDSR, load_sr_weights
-from resnets.train.checkpoint import load_checkpoint
+from resnets.models.imresize import downscale
+from resnets.models.sr import EDSR
+from resnets.train.run_folder import load_training_state as load_checkpoint
 from resnets.train.sr import SRTrainConfig, SRTrainer, cosine_factor
+from resnets.weights.sr import load_sr_weights
 from tests.conftest import shared_path
 
 runner = CliRunner()

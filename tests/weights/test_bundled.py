@@ -6,8 +6,9 @@ import json
 import pytest
 
 import resnets
-from resnets.evaluate import BUNDLED_DIR, evaluate_folder, load_classifier
-from resnets.weights.records import bundled_records
+from resnets.tasks.classify import evaluate_folder
+from resnets.weights import load_classifier
+from resnets.weights.records import BUNDLED_DIR, bundled_records
 from tests.conftest import shared_path
 
 PROVENANCE = sorted((BUNDLED_DIR / "provenance").glob("*.json"))
@@ -36,7 +37,7 @@ def test_bundled_sha256_and_subset_accuracy_match_the_record(prov):
     # a validation accuracy exists exactly when a validation split was held out
     assert (rec["val_acc"] is not None) == (rec["recipe"]["val_fraction"] > 0)
     test_dir = shared_path("cifar10", "test")
-    clf = load_classifier(rec["model"], path)
+    clf = load_classifier(path, rec["model"])
     report = evaluate_folder(clf, test_dir, limit_per_class=200)
     assert report.n == rec["test_subset_n"] == 2000
     assert report.top1 == pytest.approx(rec["test_subset_acc"], abs=0.051)  # <= 1 image
@@ -46,7 +47,7 @@ def test_bundled_sha256_and_subset_accuracy_match_the_record(prov):
 def test_pretrained_true_loads_the_bundled_weights(prov):
     rec = json.loads(prov.read_text())
     model = resnets.create_model(rec["model"], pretrained=True)
-    clf = load_classifier(rec["model"], BUNDLED_DIR / rec["file"])
+    clf = load_classifier(BUNDLED_DIR / rec["file"], rec["model"])
     for k, v in clf.model.state_dict().items():
         assert model.state_dict()[k].equal(v), k
 
@@ -55,7 +56,7 @@ def test_pretrained_true_loads_the_bundled_weights(prov):
 @pytest.mark.parametrize("prov", PROVENANCE, ids=[p.stem for p in PROVENANCE])
 def test_bundled_full_test_accuracy_is_recomputed(prov):
     rec = json.loads(prov.read_text())
-    clf = load_classifier(rec["model"], BUNDLED_DIR / rec["file"])
+    clf = load_classifier(BUNDLED_DIR / rec["file"], rec["model"])
     report = evaluate_folder(clf, shared_path("cifar10", "test"))
     assert report.n == 10000
     assert report.top1 == pytest.approx(rec["test_acc"], abs=0.011)  # <= 1 image

@@ -6,10 +6,8 @@ import pytest
 
 import resnets
 from resnets.weights import records
+from resnets.weights.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from resnets.weights.records import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Preprocessing,
     WeightRecord,
     all_records,
     default_record,

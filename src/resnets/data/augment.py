@@ -10,9 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
-
 
 def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator,
                      flip: bool = True) -> torch.Tensor:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .degrade import downscale
+from ..models.imresize import downscale
 from .io import is_image_file, read_rgb
 
 TRAIN_SETS = ("T91", "BSD200")  # VDSR's "291" (Kim et al. 2016, Sec. 4.1)
@@ -42,8 +42,7 @@ def list_sr_images(root: str | Path, sets: Sequence[str] = TRAIN_SETS) -> list[P
     """The image files of ``root/SET`` for every set, sorted by set then name."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"expected a folder holding {', '.join(sets)} (e.g. "
-                                f"../shared/data/sr), got {root}"
+        raise FileNotFoundError(f"expected a folder holding {', '.join(sets)}, got {root}"
                                 + ("" if root.exists() else " (it does not exist)"))
     files: list[Path] = []
     for name in sets:
@@ -104,8 +103,8 @@ class PatchSampler:
         self.names = [n for n, ok in zip(data.names, fits, strict=True) if ok]
         self.images = [img for img, ok in zip(data.images, fits, strict=True) if ok]
         if not self.images:
-            raise ValueError(f"no training image is at least {need}x{need} pixels: lower "
-                             f"--patch-size (got {patch_size})")
+            raise ValueError(f"no training image is at least {need}x{need} pixels: use a "
+                             f"smaller patch size (got {patch_size})")
         self.weights = torch.tensor([img.shape[-2] * img.shape[-1] for img in self.images],
                                     dtype=torch.float64)
 

@@ -19,15 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import autocast
+from ..files import atomic_write
 from ..models.blocks import BasicBlock, Bottleneck
-from ..train.checkpoint import atomic_write
 from ..train.config import TrainConfig, paper_recipe
-from ..train.loop import Trainer, autocast
+from ..train.loop import Trainer
 
 
 @dataclass
 class DegradationConfig:
-    data: str = "../shared/data/cifar10"
+    data: str = ""                 # CIFAR-10 as an ImageFolder tree (train/, test/)
     out: str = "runs/degradation"
     depths: tuple[int, ...] = (20, 56)
     seeds: tuple[int, ...] = (0, 1)

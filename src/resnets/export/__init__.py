@@ -8,7 +8,6 @@
 """
 
 from .backends import BACKENDS, Backend, load_backend
-from .checkpoint import load_model, read_state_dict
 from .formats import FORMATS, ExportReport, export_model, export_named
 from .int8 import Int8Report, quantize_model, quantize_onnx
 from .onnx import MissingExtraError, export_onnx, ort_session
@@ -16,5 +15,4 @@ from .optimize import InferenceModule, fold_batchnorm, optimize
 
 __all__ = ["BACKENDS", "FORMATS", "Backend", "ExportReport", "InferenceModule", "Int8Report",
            "MissingExtraError", "export_model", "export_named", "export_onnx", "fold_batchnorm",
-           "load_backend", "load_model", "optimize", "ort_session", "quantize_model",
-           "quantize_onnx", "read_state_dict"]
+           "load_backend", "optimize", "ort_session", "quantize_model", "quantize_onnx"]

@@ -15,11 +15,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.registry import build_model, get_spec
+from ..weights.classifier import load_classifier
 from .onnx import OrtRunner, export_onnx, ort_session
 from .optimize import optimize
 
 BACKENDS = ("torch", "optimized", "compiled", "bf16", "onnxruntime", "int8")
 _ALIASES = {"eager": "torch"}
+
+
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
 
 
 class Backend:
@@ -42,46 +47,47 @@ class Backend:
 
 def _resolve_model(model: nn.Module | str, weights: str | Path | None,
                    input_size: tuple[int, int, int] | None
-                   ) -> tuple[nn.Module, tuple[int, int, int]]:
+                   ) -> tuple[nn.Module, tuple[int, int, int], Normalization | None]:
+    """The module, its input size and the normalisation its weights record (if any)."""
+    recorded = None
     if isinstance(model, str):
-        from ..registry import get_spec
-        from .checkpoint import load_model
-
         name = model
-        model = load_model(name, weights)
+        if weights is None:
+            model = build_model(name)
+        else:
+            clf = load_classifier(weights, name)
+            model = clf.model
+            recorded = (clf.preprocessing.mean, clf.preprocessing.std)
         if input_size is None:
             _, h, w = get_spec(name).input_size
             input_size = (getattr(model, "in_chans", 3), h, w)
     elif weights is not None:
         raise ValueError("weights are only used with a model name; load them into the module "
-                         "yourself (resnets.export.load_model)")
+                         "yourself (resnets.load_classifier)")
     if input_size is None:
         raise ValueError("input_size is needed for a model module, e.g. (3, 224, 224); or pass "
                          "the model by its registry name")
-    return model.eval(), input_size
+    return model.eval(), input_size, recorded
 
 
-Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
-
-
-def _calibration(model: nn.Module, calibration: str | Path | torch.Tensor | None, count: int,
+def _calibration(model: nn.Module, calibration: str | Path | list[Path] | torch.Tensor | None,
+                 count: int,
                  input_size: tuple[int, int, int], normalization: Normalization | None
                  ) -> torch.Tensor:
-    from .int8 import calibration_images, default_calibration_dir, normalization_of
+    from .int8 import calibration_images, normalization_of
 
     if isinstance(calibration, torch.Tensor):
         return calibration
-    folder = calibration if calibration is not None else default_calibration_dir()
-    if folder is None:
-        raise ValueError("int8 needs calibration images: pass a folder of training images "
-                         "(--calib-dir DIR); a few hundred are enough")
+    if calibration is None:
+        raise ValueError("int8 needs calibration images: give a folder of images (or a list "
+                         "of image files); a few hundred training images are enough")
     mean, std = normalization or normalization_of(model)
-    return calibration_images(folder, count, input_size[1:], mean=mean, std=std)
+    return calibration_images(calibration, count, input_size[1:], mean=mean, std=std)
 
 
 def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | None = None,
                  input_size: tuple[int, int, int] | None = None, threads: int | None = None,
-                 calibration: str | Path | torch.Tensor | None = None,
+                 calibration: str | Path | list[Path] | torch.Tensor | None = None,
                  calibration_count: int = 128,
                  normalization: Normalization | None = None) -> Backend:
     """``model`` (a module, or a registry name with optional ``weights``) run by ``kind``.
@@ -89,7 +95,7 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
     Kinds: ``torch`` (eager, alias ``eager``), ``optimized`` (BN folded, channels-last),
     ``compiled`` (the same through ``torch.compile``), ``bf16``, ``onnxruntime`` (fp32) and
     ``int8`` (onnxruntime static quantization calibrated on ``calibration``: a folder of
-    images, a preprocessed tensor, or by default CIFAR-10's training images in a checkout).
+    images, a list of image files or a preprocessed tensor).
     Calibration images are normalized with ``normalization`` (mean, std), by default the
     one the weights record (``resnets train`` metadata, a pretrained record) or ImageNet's.
     ``threads`` pins onnxruntime's intra-op threads (PyTorch's are global:
@@ -99,7 +105,7 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
     if kind not in BACKENDS:
         raise ValueError(f"unknown backend {kind!r}: expected one of "
                          f"{', '.join(('eager',) + BACKENDS)}")
-    model, input_size = _resolve_model(model, weights, input_size)
+    model, input_size, recorded = _resolve_model(model, weights, input_size)
     if kind == "torch":
         return Backend(kind, model, input_size)
     if kind in ("optimized", "compiled", "bf16"):
@@ -107,10 +113,7 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
                        input_size)
     images = None
     if kind == "int8":
-        if normalization is None and weights is not None:
-            from .checkpoint import file_normalization
-
-            normalization = file_normalization(weights)
+        normalization = normalization or recorded
         images = _calibration(model, calibration, calibration_count, input_size, normalization)
     details = {}
     with tempfile.TemporaryDirectory() as work:

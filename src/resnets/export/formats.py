@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from .. import __version__
-from .files import atomic_output
+from ..files import atomic_output
+from ..models.registry import get_spec
+from ..weights.classifier import load_model
 from .onnx import export_onnx
 from .shapes import check_inputs, dynamic_shapes, quiet, sample_input
 
@@ -127,14 +129,11 @@ def export_named(name: str, path: str | Path, fmt: str | None = None,
                  weights: str | Path | None = None) -> ExportReport:
     """Build registry model ``name`` (with ``weights``) and export it; the format defaults to
     the one the file suffix names (``.onnx``, ``.pt2``, ``.pt``, ``.safetensors``)."""
-    from ..registry import get_spec
-    from .checkpoint import load_model
-
     path = Path(path)
     if fmt is None:
         by_suffix = {s: f for f, s in SUFFIXES.items()}
         if path.suffix not in by_suffix:
-            raise ValueError(f"cannot tell the format from {path.name!r}: pass --format "
+            raise ValueError(f"cannot tell the format from {path.name!r}: name the format "
                              f"({', '.join(FORMATS)}) or use a suffix "
                              f"{', '.join(SUFFIXES.values())}")
         fmt = by_suffix[path.suffix]

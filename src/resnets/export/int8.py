@@ -24,18 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.io import is_image_file, read_rgb
-from .files import atomic_output
+from ..files import atomic_output
+from ..weights.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .onnx import OrtRunner, export_onnx, ort_session, require_onnxruntime
 
-# torchvision's ImageNet normalization, also used by the common CIFAR ResNet recipes
-# (akamaster/pytorch_resnet_cifar10).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-
-# The shared data beside a development checkout: src/resnets/export -> ../shared/data.
-_SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 
 
 @dataclass(frozen=True)
@@ -46,12 +39,6 @@ class Int8Report:
     calibration_images: int
     top1_agreement: float  # fraction of images where int8 and fp32 pick the same class
     min_cosine: float  # lowest cosine similarity of int8 and fp32 logits
-
-
-def default_calibration_dir() -> Path | None:
-    """CIFAR-10's training images beside a development checkout, when present."""
-    path = _SHARED_DATA / "cifar10" / "train"
-    return path if path.is_dir() else None
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -65,30 +52,6 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def preprocess(image: torch.Tensor, size: tuple[int, int],
-               mean: tuple[float, ...] = IMAGENET_MEAN,
-               std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
-    """A ``(3, H, W)`` uint8 image to a normalized float ``(3, h, w)``.
-
-    The shorter side is scaled to fit (up or down), then the centre is cropped; so CIFAR's
-    32x32 images become 224x224 for an ImageNet model.
-    """
-    if image.dim() != 3 or image.shape[0] != len(mean):
-        raise ValueError(f"expected a {len(mean)}-channel (C, H, W) image, got shape "
-                         f"{tuple(image.shape)}")
-    h, w = size
-    x = image.float().unsqueeze(0) / 255.0
-    scale = max(h / x.shape[-2], w / x.shape[-1])
-    if scale != 1.0:
-        new = (max(h, round(x.shape[-2] * scale)), max(w, round(x.shape[-1] * scale)))
-        x = F.interpolate(x, size=new, mode="bilinear", align_corners=False, antialias=True)
-    top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
-    x = x[..., top:top + h, left:left + w]
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    return ((x - m) / s)[0]
-
-
 def normalization_of(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The (mean, std) the model's weights expect: their record's when the model was built
     with ``pretrained=...``, else ImageNet's."""
@@ -98,13 +61,18 @@ def normalization_of(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, 
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def calibration_images(folder: str | Path, count: int, size: tuple[int, int], seed: int = 0,
-                       mean: tuple[float, ...] = IMAGENET_MEAN,
+def calibration_images(folder: str | Path | list[Path], count: int, size: tuple[int, int],
+                       seed: int = 0, mean: tuple[float, ...] = IMAGENET_MEAN,
                        std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
-    """``count`` images drawn at random (fixed seed) from ``folder``, preprocessed."""
-    files = list_images(folder)
+    """``count`` images drawn at random (fixed seed) from ``folder`` (or from a list of
+    files), resized and centre-cropped to ``size`` and normalised."""
+    files = list_images(folder) if isinstance(folder, (str, Path)) else list(folder)
     picked = random.Random(seed).sample(files, min(count, len(files)))
-    return torch.stack([preprocess(read_rgb(f), size, mean, std) for f in picked])
+    h, w = size
+    if h != w:
+        raise ValueError(f"calibration images are square crops, got size {h}x{w}")
+    pre = Preprocessing(resize=h, crop=h, mean=mean, std=std)
+    return torch.stack([pre(read_rgb(f)) for f in picked])
 
 
 def cpu_has_vnni() -> bool:

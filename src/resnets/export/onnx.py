@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .files import atomic_output
+from ..files import atomic_output
 from .optimize import fold_batchnorm
 from .shapes import check_inputs, quiet, sample_input
 
@@ -212,7 +212,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int, 
                 failures.append(f"{name} exporter: {_first_line(e)}")
         else:
             raise ValueError(f"cannot export {type(model).__name__} to ONNX ("
-                             f"{'; '.join(failures)}); try --format torch-export")
+                             f"{'; '.join(failures)}); try the torch-export format")
         diff, tolerance = (verify_onnx(tmp, model, check_inputs(input_size), atol)
                            if verify else (float("nan"), atol))
         if verify and not diff <= tolerance:

@@ -9,8 +9,8 @@ layers. Shortcut option A (zero padding, no parameters) as in the paper. Paramet
 
 from __future__ import annotations
 
-from ..registry import register_model
 from .blocks import BasicBlock
+from .registry import register_model
 from .resnet import ResNet, build_resnet
 
 _CIFAR10 = {"family": "cifar", "input_size": (3, 32, 32), "num_classes": 10}

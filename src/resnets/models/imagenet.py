@@ -7,8 +7,8 @@ Table 2 or 3; ResNet-34 with option B shortcuts), Xie2017 = the ResNeXt paper (2
 
 from __future__ import annotations
 
-from ..registry import register_model
 from .blocks import BasicBlock, Bottleneck
+from .registry import register_model
 from .resnet import ResNet, build_resnet
 
 _IN1K = {"family": "imagenet", "input_size": (3, 224, 224), "num_classes": 1000}

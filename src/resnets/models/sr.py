@@ -8,7 +8,7 @@ no batch norm) inside a long skip, then a pixel-shuffle upsampler per scale.
 
 Images are float ``(N, C, H, W)`` in [0, 1] with C = 1 or 3; ``model(x, scale)`` returns
 ``(N, C, scale * H, scale * W)``, not clipped. Weight files are safetensors with the
-architecture in their metadata (``save_sr_weights`` / ``load_sr_weights``).
+architecture in their metadata (``resnets.weights.sr``).
 
 These classes are separate from the classification registry on purpose: ``resnets info``
 and ``list_models()`` stay classification-only. ``create_sr_model(name)`` builds one of
@@ -18,16 +18,13 @@ and ``list_models()`` stay classification-only. ``create_sr_model(name)`` builds
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
-from ..data.degrade import upscale
-from ..files import atomic_output
+from .imresize import upscale
 
 SUPPORTED_SCALES = (2, 3, 4)
 METADATA_KEY = "resnets.sr"  # safetensors metadata entry: {"arch": ..., "config": {...}}
@@ -220,7 +217,8 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
 }
 
 
-def _build(arch: str, base: dict, overrides: dict) -> nn.Module:
+def build_sr(arch: str, base: dict, overrides: dict) -> nn.Module:
+    """An ``arch`` network (a key of ``ARCHITECTURES``) from ``base`` settings and overrides."""
     cls, config_cls = ARCHITECTURES[arch]
     known = {f.name for f in fields(config_cls)}
     unknown = sorted(set(overrides) - known)
@@ -235,33 +233,33 @@ def _build(arch: str, base: dict, overrides: dict) -> nn.Module:
 
 def bicubic(**kwargs) -> nn.Module:
     """MATLAB-style bicubic upscaling (the baseline)."""
-    return _build("bicubic", {}, kwargs)
+    return build_sr("bicubic", {}, kwargs)
 
 
 def vdsr(**kwargs) -> nn.Module:
     """VDSR as published: 20 layers, 64 channels (668,227 parameters on RGB)."""
-    return _build("vdsr", {}, kwargs)
+    return build_sr("vdsr", {}, kwargs)
 
 
 def vdsr_tiny(**kwargs) -> nn.Module:
     """A CPU-friendly VDSR: 8 layers of 32 channels (57,251 parameters on RGB)."""
-    return _build("vdsr", {"depth": 8, "width": 32}, kwargs)
+    return build_sr("vdsr", {"depth": 8, "width": 32}, kwargs)
 
 
 def edsr_tiny(**kwargs) -> nn.Module:
     """4 blocks of 16 channels, light upsampler (23,068 parameters at x2, RGB)."""
-    return _build("edsr", {"num_blocks": 4, "width": 16, "upsampler": "light"}, kwargs)
+    return build_sr("edsr", {"num_blocks": 4, "width": 16, "upsampler": "light"}, kwargs)
 
 
 def edsr_small(**kwargs) -> nn.Module:
     """8 blocks of 32 channels, light upsampler: 161,580 parameters at x2, the "162k"
     network issue 5 calibrated on this CPU (36.76 dB on Set5 x2 after 30 minutes)."""
-    return _build("edsr", {"num_blocks": 8, "width": 32, "upsampler": "light"}, kwargs)
+    return build_sr("edsr", {"num_blocks": 8, "width": 32, "upsampler": "light"}, kwargs)
 
 
 def edsr_baseline(**kwargs) -> nn.Module:
     """EDSR-baseline (Lim et al. 2017): 16 blocks of 64 channels, conv upsampler."""
-    return _build("edsr", {"num_blocks": 16, "width": 64, "upsampler": "conv"}, kwargs)
+    return build_sr("edsr", {"num_blocks": 16, "width": 64, "upsampler": "conv"}, kwargs)
 
 
 SR_MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -293,134 +291,8 @@ def architecture_of(model: nn.Module) -> str:
     raise ValueError(f"expected a resnets super-resolution model, got {type(model).__name__}")
 
 
-def save_sr_weights(model: nn.Module, path: str | Path,
-                    metadata: dict[str, str] | None = None) -> None:
-    """Write the model's state_dict as safetensors with its architecture and config,
-    atomically (temporary file in the same folder, then ``os.replace``)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    record = {"arch": architecture_of(model), "config": asdict(model.config)}
-    meta = {**(metadata or {}), METADATA_KEY: json.dumps(record)}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-
-
-def _clean_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the prefixes DataParallel/DDP (``module.``) and torch.compile (``_orig_mod.``) add."""
-    out = {}
-    for key, value in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
-
-
-def _scales_in(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
-    """The scales an EDSR state_dict has upsamplers for (keys ``tail.x{s}.*``)."""
-    found = {int(k.split(".")[1][1:]) for k in state if k.startswith("tail.x")}
-    return tuple(sorted(found))
-
-
-def load_sr_weights(path: str | Path, name: str | None = None, device: str | torch.device = "cpu"
-                    ) -> nn.Module:
-    """A model with weights from a safetensors file, in eval mode.
-
-    The architecture comes from the file's metadata (written by ``save_sr_weights``); a file
-    without it needs ``name`` (one of ``list_sr_models()``), and an EDSR's scales are then
-    read from its upsampler keys.
-    """
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = _clean_keys(load_file(str(path)))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"cannot read {path} as safetensors: {e}") from None
-    if METADATA_KEY in meta:
-        record = json.loads(meta[METADATA_KEY])
-        arch = record.get("arch")
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"{path}: unknown architecture {arch!r} in its metadata; expected "
-                             f"one of {list(ARCHITECTURES)}")
-        if name is not None and architecture_of(create_sr_model(name)) != arch:
-            raise ValueError(f"{path} holds a {arch} network, not {name!r}: drop --model or "
-                             f"pass a {arch} model")
-        model = _build(arch, {}, record.get("config", {}))
-    elif name is None:
-        raise ValueError(f"{path} has no {METADATA_KEY!r} metadata naming its architecture: "
-                         f"pass the model name (one of {', '.join(SR_MODELS)})")
-    else:
-        kwargs = {"scales": _scales_in(state)} if any(k.startswith("tail.x") for k in state) \
-            else {}
-        model = create_sr_model(name, **kwargs)
-    missing, unexpected = _mismatch(model, state)
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit {type(model).__name__}: {len(missing)} missing "
-                         f"keys (e.g. {missing[:2]}), {len(unexpected)} unexpected "
-                         f"(e.g. {unexpected[:2]})")
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
-def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    """Keys missing from ``state`` and keys it has that the model lacks, or whose shape differs."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own or state[k].shape != own[k].shape]
-    return missing, unexpected
-
-
 def check_scale(model: nn.Module, scale: int) -> None:
     """Refuse a scale the model was not built or trained for."""
     scales = getattr(model, "scales", None)
     if scales is not None and scale not in scales:
         raise ValueError(f"this model serves scales {list(scales)}, got scale {scale}")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"``: the GPU when there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-BUNDLED_SR_DIR = Path(__file__).resolve().parents[1] / "weights" / "bundled" / "sr"
-
-
-def bundled_sr_weights(name: str | None = None) -> Path | None:
-    """The bundled weights file of ``name`` (or the default bundled network), if shipped.
-
-    Files are named ``<model>_x<scales>.safetensors`` beside a provenance JSON record.
-    """
-    files = sorted(BUNDLED_SR_DIR.glob("*.safetensors"))
-    if name is not None:
-        files = [f for f in files if f.stem.rsplit("_x", 1)[0] == name]
-    return files[0] if files else None
-
-
-def get_sr_model(name: str | None = None, weights: str | Path | None = None,
-                 device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """The model a command runs, with a label: a weights file, the bundled network (no
-    ``name`` or a bundled model's name), or the bicubic baseline (``"bicubic"``)."""
-    device = resolve_device(device)
-    if weights is not None:
-        model = load_sr_weights(weights, name, device)
-        return model, name or Path(weights).stem
-    if name == "bicubic":
-        return create_sr_model(name).to(device).eval(), name
-    if name is not None:
-        create_sr_model(name)  # an unknown name fails here with the list of known ones
-    bundled = bundled_sr_weights(name)
-    if bundled is None:
-        what = f"for {name!r} " if name else ""
-        raise ValueError(f"no bundled super-resolution weights {what}yet: pass --model "
-                         "bicubic, or --model NAME --weights FILE.safetensors")
-    return load_sr_weights(bundled, None, device), f"{bundled.stem} (bundled)"

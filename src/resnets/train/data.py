@@ -16,33 +16,20 @@ from pathlib import Path
 
 import torch
 
-from ..data.augment import CIFAR_MEAN, CIFAR_STD, cutout, normalize, random_crop_flip
+from ..data.augment import cutout, normalize, random_crop_flip
 from ..data.cifar import is_cifar_python, load_cifar_python
 from ..data.folder import TensorImages, load_folder, scan_folder
 from ..data.split import stratified_split
+from ..weights.preprocessing import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessing,
+)
 from .config import TrainConfig
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IN_MEMORY_MAX_IMAGES = 200_000  # "auto": trees with more files stream from disk
-
-
-@dataclass
-class Preprocess:
-    """What a model's input expects; saved with weights so eval/predict match training."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    size: int        # eval input size (square)
-    resize: int      # resize shorter side before the centre crop (== size: no crop)
-
-    def to_dict(self) -> dict:
-        return {"mean": list(self.mean), "std": list(self.std), "size": self.size,
-                "resize": self.resize}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Preprocess:
-        return cls(tuple(d["mean"]), tuple(d["std"]), int(d["size"]), int(d["resize"]))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -163,6 +150,13 @@ def _collate(items):
     return (x, y, idx), skipped
 
 
+def stream_preprocessing(cfg: TrainConfig) -> Preprocessing:
+    """Evaluation preprocessing of streamed (ImageNet-style) data: resize to image_size /
+    0.875, centre-crop image_size, ImageNet statistics."""
+    return Preprocessing(resize=int(round(cfg.image_size / 0.875)), crop=cfg.image_size,
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
 def stream_transforms(cfg: TrainConfig, train: bool):
     """torchvision transforms v2 for large datasets (ImageNet-style)."""
     from torchvision.transforms import v2
@@ -174,10 +168,9 @@ def stream_transforms(cfg: TrainConfig, train: bool):
         elif cfg.auto_augment == "randaugment":
             ops.append(v2.RandAugment())
     else:
-        resize = int(round(cfg.image_size / 0.875))
-        ops = [v2.Resize(resize, antialias=True), v2.CenterCrop(cfg.image_size)]
+        return stream_preprocessing(cfg).transforms()
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    if train and cfg.random_erasing > 0:
+    if cfg.random_erasing > 0:
         ops.append(v2.RandomErasing(cfg.random_erasing))
     return v2.Compose(ops)
 
@@ -225,7 +218,7 @@ class TrainData:
     """Everything the loop reads data from, built once from the config."""
 
     classes: list[str]
-    preprocess: Preprocess
+    preprocessing: Preprocessing
     in_memory: bool
     skipped: int                      # unreadable training images left out
     train: MemoryBatches | StreamBatches
@@ -250,7 +243,7 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
         small = full.images.shape[-1] <= 64  # CIFAR-like: CIFAR statistics
         mean, std = (CIFAR_MEAN, CIFAR_STD) if small else (IMAGENET_MEAN, IMAGENET_STD)
         size = full.images.shape[-1]
-        preprocess = Preprocess(mean, std, size, size)
+        preprocessing = Preprocessing(resize=size, crop=size, mean=mean, std=std)
         train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, cfg.seed)
         skipped = len(full.skipped)
 
@@ -284,8 +277,7 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
         skipped = 0
         labels = torch.tensor(index.labels)
         train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed)
-        resize = int(round(cfg.image_size / 0.875))
-        preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD, cfg.image_size, resize)
+        preprocessing = stream_preprocessing(cfg)
 
         def stream(idx, is_train):
             return StreamBatches([index.paths[i] for i in idx],
@@ -304,8 +296,8 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
                                       device)
     if len(train) == 0:
         raise ValueError(f"training set of {cfg.data} is smaller than one batch of "
-                         f"{cfg.batch_size}: lower --batch-size")
-    return TrainData(classes, preprocess, in_memory, skipped, train, val, train_clean,
+                         f"{cfg.batch_size}: use a smaller batch size")
+    return TrainData(classes, preprocessing, in_memory, skipped, train, val, train_clean,
                      test_data)
 
 

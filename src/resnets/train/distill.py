@@ -13,13 +13,12 @@ trained on.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Preprocess
+from ..weights.classifier import load_classifier
+from ..weights.preprocessing import Preprocessing
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
@@ -56,7 +55,7 @@ class Teacher(nn.Module):
         return torch.stack(logits).mean(0)
 
 
-def load_teacher(spec: str, classes: list[str], preprocess: Preprocess,
+def load_teacher(spec: str, classes: list[str], preprocess: Preprocessing,
                  device: torch.device, flip: bool = False, channels_last: bool = False
                  ) -> Teacher:
     """The teacher named by ``spec``: a weights file or a model with bundled weights, or
@@ -71,23 +70,15 @@ def load_teacher(spec: str, classes: list[str], preprocess: Preprocess,
                     for part in specs], flip=flip)
 
 
-def _load_one(spec: str, classes: list[str], preprocess: Preprocess) -> nn.Module:
-    from ..evaluate import load_classifier
-
-    path = Path(spec)
-    if path.suffix == ".safetensors" or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"teacher weights not found: {spec}")
-        clf = load_classifier(weights=path)
-    else:
-        clf = load_classifier(model=spec)
+def _load_one(spec: str, classes: list[str], preprocess: Preprocessing) -> nn.Module:
+    clf = load_classifier(spec)
     if clf.classes != list(classes):
         raise ValueError(f"teacher {spec} knows classes {clf.classes[:5]}... but the data has "
                          f"{list(classes)[:5]}...: a teacher must be trained on the same "
                          "classes, in the same order")
-    if (tuple(clf.preprocess.mean), tuple(clf.preprocess.std)) != \
+    if (tuple(clf.preprocessing.mean), tuple(clf.preprocessing.std)) != \
             (tuple(preprocess.mean), tuple(preprocess.std)):
         raise ValueError(f"teacher {spec} expects inputs normalised with mean "
-                         f"{clf.preprocess.mean} / std {clf.preprocess.std}, the data uses "
+                         f"{clf.preprocessing.mean} / std {clf.preprocessing.std}, the data uses "
                          f"{preprocess.mean} / {preprocess.std}")
     return clf.model

@@ -7,10 +7,9 @@ epoch), ``curves.png``, ``last.pt`` and ``best.pt`` (full training state) and, a
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,48 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import create_model
-from .checkpoint import (
-    atomic_write,
-    load_checkpoint,
-    open_run,
-    rng_states,
-    save_checkpoint,
-    save_weights,
-    set_rng_states,
-)
+from ..devices import autocast, resolve_amp, resolve_device
+from ..models.registry import build_model
+from ..weights.loading import load_state_dict_into
+from ..weights.state_dict_io import save_safetensors
 from .config import TrainConfig
 from .data import build_data, epoch_seed
 from .distill import distillation_loss
 from .distributed import DistInfo, init_distributed
-from .metrics_log import MetricsLog
+from .metrics_log import MetricsLog, progress_bar
+from .run_folder import RunFolder, rng_states, set_rng_states
 
 CHECKPOINT_VERSION = 1
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "auto":
-        amp = "bf16"
-    if amp == "none":
-        return None
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 autocast needs a CUDA device; use --amp bf16 on CPU")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
@@ -139,10 +108,12 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> None:
         cfg.validate()
         if not cfg.data:
-            raise ValueError("no dataset given: pass --data DIR (an ImageFolder tree or CIFAR "
-                             "python files)")
+            raise ValueError("no dataset given: expected a data folder (an ImageFolder tree "
+                             "or CIFAR python files)")
         self.run_dir = Path(cfg.out)
-        self.resume_state = open_run(self.run_dir, resume)
+        # only rank 0 writes (torchrun sets RANK; a single process is rank 0)
+        self.run = RunFolder(self.run_dir, resume, enabled=os.environ.get("RANK", "0") == "0")
+        self.resume_state = self.run.resume_state
         if self.resume_state is not None:  # the run continues with its own settings
             cfg = TrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
         self.cfg = cfg
@@ -159,7 +130,7 @@ class Trainer:
     # -- setup -------------------------------------------------------------------------
     def _build_data(self) -> None:
         data = build_data(self.cfg, self.device, self.dist.rank, self.dist.world)
-        self.classes, self.preprocess = data.classes, data.preprocess
+        self.classes, self.preprocessing = data.classes, data.preprocessing
         self.in_memory, self.skipped = data.in_memory, data.skipped
         self.train_data, self.val_data = data.train, data.val
         self.train_clean_data, self.test_data = data.train_clean, data.test
@@ -168,10 +139,10 @@ class Trainer:
         cfg = self.cfg
         num_classes = cfg.num_classes or len(self.classes)
         if cfg.num_classes and cfg.num_classes != len(self.classes):
-            raise ValueError(f"--num-classes {cfg.num_classes} does not match the "
+            raise ValueError(f"num_classes {cfg.num_classes} does not match the "
                              f"{len(self.classes)} class folders of {cfg.data}")
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+        model = build_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
         if cfg.pretrained and self.resume_state is None:
             from .finetune import load_pretrained_backbone
 
@@ -195,7 +166,7 @@ class Trainer:
             from .distill import load_teacher
 
             with torch.random.fork_rng(devices=[]):  # building it must not move the RNG
-                self.teacher = load_teacher(cfg.teacher, self.classes, self.preprocess,
+                self.teacher = load_teacher(cfg.teacher, self.classes, self.preprocessing,
                                             self.device, cfg.teacher_flip, cfg.channels_last)
         self.train_model: nn.Module = model
         if self.dist.world > 1:
@@ -231,12 +202,8 @@ class Trainer:
             "rng": rng_states(),
             "best_val": best,
             "classes": self.classes,
-            "preprocess": self.preprocess.to_dict(),
+            "preprocess": self.preprocessing.to_metadata(),
         }
-
-    def _save(self, name: str, state: dict) -> None:
-        if self.dist.is_main:
-            save_checkpoint(self.run_dir / name, state)
 
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -249,7 +216,8 @@ class Trainer:
         generator = torch.Generator(device="cpu")
         if self.resume_state is not None:
             s = self.resume_state
-            self.model.load_state_dict(s["model"])
+            load_state_dict_into(self.model, s["model"], label=f"{self.run_dir}/last.pt",
+                                 model_name=self.cfg.model, keep_head=True)
             if self.ema is not None and s["ema"] is not None:
                 self.ema.load_state_dict(s["ema"])
             self.optimizer.load_state_dict(s["optimizer"])
@@ -259,10 +227,8 @@ class Trainer:
             generator.set_state(s["generator"])
             set_rng_states(s["rng"])
             self.log.truncate(start_epoch)
-        elif self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.run_dir / "config.json",
-                         lambda p: p.write_text(json.dumps(cfg.to_dict(), indent=2)))
+        else:
+            self.run.start(cfg.to_dict())
         if not self.quiet and self.dist.is_main:
             _print_config(cfg, self)
 
@@ -291,8 +257,8 @@ class Trainer:
             best = max(best, score)
             state = self._state(epoch + 1, 0, generator, best)
             if improved:
-                self._save("best.pt", state)
-            self._save("last.pt", state)
+                self.run.save("best.pt", state)
+            self.run.save("last.pt", state)
             self.log.append(row)
         return self._finish()
 
@@ -307,7 +273,7 @@ class Trainer:
         seen = 0
         start = time.perf_counter()
         mix = _batch_mixer(cfg, len(self.classes))
-        progress = _progress(self.quiet or not self.dist.is_main, f"epoch {epoch + 1}", total)
+        progress = progress_bar(self.quiet or not self.dist.is_main)
         self.optimizer.zero_grad(set_to_none=True)
         with progress as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=total,
@@ -349,7 +315,7 @@ class Trainer:
                         f"acc {100 * correct.item() / seen:.1f}% {ips:.0f} img/s"))
                 if cfg.checkpoint_every and (b + 1) % cfg.checkpoint_every == 0 \
                         and b + 1 < total:
-                    self._save("last.pt", self._state(epoch, b + 1, generator, best))
+                    self.run.save("last.pt", self._state(epoch, b + 1, generator, best))
         elapsed = time.perf_counter() - start
         stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
         if self.dist.world > 1:
@@ -366,14 +332,15 @@ class Trainer:
                   "skipped_images": self.skipped}
         best_path = self.run_dir / "best.pt"
         if self.dist.is_main and best_path.exists():
-            best = load_checkpoint(best_path)
-            model = create_model(self.cfg.model, num_classes=len(self.classes),
+            best = self.run.load("best.pt")
+            model = build_model(self.cfg.model, num_classes=len(self.classes),
                                  **self.cfg.model_kwargs).to(self.device)
             weights = best["ema"] if best["ema"] is not None else best["model"]
             if best["ema"] is not None:
                 weights = {k.removeprefix("module."): v for k, v in weights.items()
                            if k != "n_averaged"}
-            model.load_state_dict(weights)
+            load_state_dict_into(model, weights, label=f"{self.run_dir}/best.pt",
+                                 model_name=self.cfg.model, keep_head=True)
             result["best_epoch"] = best["epoch"]
             # without a validation split the checkpoint is the lowest-training-loss one
             result["selected_on"] = "val_acc" if self.val_data is not None else "train_loss"
@@ -385,12 +352,11 @@ class Trainer:
                 tta = evaluate_batches(model, self.test_data.batches(self.cfg.seed, 0),
                                        self.device, self.amp, True)
                 result["test_acc_flip_tta"] = tta.top1
-            save_weights(model, self.run_dir / "model.safetensors", {
+            save_safetensors(model.state_dict(), self.run_dir / "model.safetensors", {
                 "model": self.cfg.model, "classes": self.classes,
-                "preprocess": self.preprocess.to_dict(), "config": self.cfg.to_dict(),
+                "preprocess": self.preprocessing.to_metadata(), "config": self.cfg.to_dict(),
                 "result": {k: v for k, v in result.items() if k != "classes"}})
-            atomic_write(self.run_dir / "result.json",
-                         lambda p: p.write_text(json.dumps(result, indent=2)))
+            self.run.write_json("result.json", result)
         if self.dist.world > 1:
             torch.distributed.barrier()
         return result
@@ -407,13 +373,6 @@ def _batch_mixer(cfg: TrainConfig, num_classes: int):
     if cfg.cutmix > 0:
         ops.append(v2.CutMix(alpha=cfg.cutmix, num_classes=num_classes))
     return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
-
-
-def _progress(disabled: bool, _desc: str, _total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), disable=disabled, transient=False)
 
 
 def _print_config(cfg: TrainConfig, trainer: Trainer) -> None:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from ..files import atomic_write
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "train_clean_loss", "train_clean_acc", "lr", "images_per_s", "epoch_time_s")
@@ -78,3 +78,11 @@ class MetricsLog:
             ax_loss.set_xlim(min(epochs) - 0.5 if len(epochs) == 1 else min(epochs), max(epochs))
         fig.tight_layout()
         return fig
+
+
+def progress_bar(disabled: bool):
+    """The live progress bar of a training epoch (``rich``), off when ``disabled``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), disable=disabled, transient=False)

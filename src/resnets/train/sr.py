@@ -25,21 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.degrade import downscale, modcrop, to_float
 from ..data.sr import TRAIN_SETS, PatchSampler, SRImages, holdout, load_sr_images
+from ..devices import autocast, resolve_amp, resolve_device
 from ..metrics.sr import psnr, rgb_to_y, shave, sr_psnr_ssim
-from ..models.sr import SUPPORTED_SCALES, create_sr_model, save_sr_weights
-from ..sr_eval import evaluate_sr, super_resolve
-from .checkpoint import (
-    atomic_write,
-    load_checkpoint,
-    open_run,
-    rng_states,
-    save_checkpoint,
-    set_rng_states,
-)
-from .loop import _progress, autocast, resolve_amp, resolve_device
-from .metrics_log import MetricsLog
+from ..models.imresize import downscale, modcrop, to_float
+from ..models.sr import SUPPORTED_SCALES, create_sr_model
+from ..tasks.sr_eval import evaluate_sr, super_resolve
+from ..weights.loading import load_state_dict_into
+from ..weights.sr import save_sr_weights
+from .metrics_log import MetricsLog, progress_bar
+from .run_folder import RunFolder, rng_states, set_rng_states
 
 CHECKPOINT_VERSION = 1
 TRAIN_METADATA_KEY = "resnets.sr.train"  # safetensors metadata: how the weights were trained
@@ -50,7 +45,7 @@ class SRTrainConfig:
     # what to train, on what
     model: str = "edsr_small"          # one of resnets.models.sr.list_sr_models()
     model_kwargs: dict = field(default_factory=dict)
-    data: str = "../shared/data/sr"    # folder holding the training sets
+    data: str = ""                     # folder holding the training sets (T91/, BSD200/)
     train_sets: tuple[str, ...] = TRAIN_SETS
     out: str = "runs/sr"               # run folder
     scales: tuple[int, ...] = SUPPORTED_SCALES  # one network serves all; batches cycle them
@@ -105,6 +100,8 @@ class SRTrainConfig:
 
     def validate(self) -> None:
         checks = [
+            (bool(self.data), "no training data given: expected a folder holding "
+                              f"{', '.join(self.train_sets)}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got "
                                         f"{self.steps_per_epoch}"),
@@ -123,7 +120,7 @@ class SRTrainConfig:
             (self.val_count >= 1 or bool(self.val_images),
              f"need at least one validation image (val_count >= 1), got {self.val_count}"),
             ("scales" not in self.model_kwargs,
-             "pass the scales with --scales, not in model_kwargs"),
+             "give the scales as the config's scales, not in model_kwargs"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -182,7 +179,8 @@ class SRTrainer:
 
     def __init__(self, cfg: SRTrainConfig, resume: bool = False, quiet: bool = False) -> None:
         self.run_dir = Path(cfg.out)
-        self.resume_state = open_run(self.run_dir, resume)
+        self.run = RunFolder(self.run_dir, resume)
+        self.resume_state = self.run.resume_state
         if self.resume_state is not None:
             cfg = SRTrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
         cfg.validate()
@@ -204,7 +202,7 @@ class SRTrainer:
             folder = cfg.report_root() / name
             if not folder.is_dir():
                 raise FileNotFoundError(f"report set {name} not found: expected {folder} "
-                                        f"(set --report '' to skip the benchmark report)")
+                                        "(report no benchmark sets to skip the report)")
         val_names = list(cfg.val_images) or holdout(data.names, cfg.val_count, cfg.seed)
         unknown = sorted(set(val_names) - set(data.names))
         if unknown:
@@ -213,8 +211,8 @@ class SRTrainer:
         held = set(val_names)
         train_names = [n for n in data.names if n not in held]
         if not train_names:
-            raise ValueError(f"all {len(data)} images are held out for validation: lower "
-                             f"--val-count")
+            raise ValueError(f"all {len(data)} images are held out for validation: hold "
+                             "out fewer")
         self.val = data.subset(val_names)
         self.sampler = PatchSampler(data.subset(train_names), cfg.patch_size, cfg.scales)
         self.val_pairs = validation_pairs(self.val, cfg.scales)
@@ -265,7 +263,8 @@ class SRTrainer:
         generator = torch.Generator().manual_seed(cfg.seed)
         if self.resume_state is not None:
             s = self.resume_state
-            self.model.load_state_dict(s["model"])
+            load_state_dict_into(self.model, s["model"], label=f"{self.run_dir}/last.pt",
+                                 model_name=cfg.model, keep_head=True)
             self.optimizer.load_state_dict(s["optimizer"])
             self.scheduler.load_state_dict(s["scheduler"])
             start_epoch, start_step = s["epoch"], s["step_in_epoch"]
@@ -274,9 +273,7 @@ class SRTrainer:
             set_rng_states(s["rng"])
             self.log.truncate(start_epoch)
         else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.run_dir / "config.json",
-                         lambda p: p.write_text(json.dumps(cfg.to_dict(), indent=2)))
+            self.run.start(cfg.to_dict())
         self.bicubic = validation_scores(create_sr_model("bicubic"), self.val_pairs)
         if not self.quiet:
             self._print_start()
@@ -292,10 +289,10 @@ class SRTrainer:
             if row["val_psnr"] > best:
                 best, best_epoch = row["val_psnr"], epoch + 1
                 state = self._state(epoch + 1, 0, generator, best, best_epoch)
-                save_checkpoint(self.run_dir / "best.pt", state)
+                self.run.save("best.pt", state)
             else:
                 state = self._state(epoch + 1, 0, generator, best, best_epoch)
-            save_checkpoint(self.run_dir / "last.pt", state)
+            self.run.save("last.pt", state)
             self.log.append(row)
             if not self.quiet:
                 self._print_epoch(row)
@@ -309,7 +306,7 @@ class SRTrainer:
         spe = cfg.steps_per_epoch
         loss_sum = torch.tensor(loss_carried, dtype=torch.float64, device=self.device)
         start = time.perf_counter()
-        with _progress(self.quiet, "", spe) as bar:
+        with progress_bar(self.quiet) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=spe,
                                 completed=first_step)
             for b in range(first_step, spe):
@@ -333,7 +330,7 @@ class SRTrainer:
                         f"epoch {epoch + 1}/{cfg.epochs} {cfg.loss} "
                         f"{loss_sum.item() / (b + 1):.4f} {rate:.2f} steps/s"))
                 if cfg.checkpoint_every and (b + 1) % cfg.checkpoint_every == 0 and b + 1 < spe:
-                    save_checkpoint(self.run_dir / "last.pt", self._state(
+                    self.run.save("last.pt", self._state(
                         epoch, b + 1, generator, best, best_epoch, loss_sum.item()))
         elapsed = time.perf_counter() - start
         return {"epoch": epoch + 1, "step": (epoch + 1) * spe,
@@ -344,9 +341,10 @@ class SRTrainer:
     def _finish(self) -> dict:
         """The best checkpoint's weights: scored on validation and the report sets, saved."""
         cfg = self.cfg
-        best = load_checkpoint(self.run_dir / "best.pt")
+        best = self.run.load("best.pt")
         model = create_sr_model(cfg.model, scales=cfg.scales, **cfg.model_kwargs)
-        model.load_state_dict(best["model"])
+        load_state_dict_into(model, best["model"], label=f"{self.run_dir}/best.pt",
+                             model_name=cfg.model, keep_head=True)
         model = model.to(self.device).eval()
         val = validation_scores(model, self.val_pairs, with_ssim=True)
         bicubic = validation_scores(create_sr_model("bicubic"), self.val_pairs, with_ssim=True)
@@ -373,8 +371,7 @@ class SRTrainer:
                 report[name][f"x{s}"] = {"psnr": p, "ssim": q, "bicubic_psnr": bp,
                                          "bicubic_ssim": bq}
         result["report"] = report
-        atomic_write(self.run_dir / "result.json",
-                     lambda p: p.write_text(json.dumps(result, indent=2)))
+        self.run.write_json("result.json", result)
         return result
 
     # -- console -----------------------------------------------------------------------

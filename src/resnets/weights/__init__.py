@@ -1,8 +1,10 @@
-"""Pretrained weights: records, safe download and cache, checkpoint loading and cleaning.
+"""Weights: records, safe download and cache, reading files, putting tensors into models.
 
-``records`` (what exists), ``hub`` (download and cache), ``checkpoint`` (reading files
-without running their code), ``pretrained`` (putting weights into a model). Importing this
-package is cheap: torch loads with the first function that needs it.
+``records`` (what exists), ``preprocessing`` (what the weights expect of an image), ``hub``
+(download and cache), ``state_dict_io`` (reading files without running their code),
+``loading`` (putting weights into a model), ``classifier`` (the one loader of a ready
+classifier), ``sr`` (super-resolution weights). Importing this package is cheap: torch
+loads with the first function that needs it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 _LAZY = {
     "WeightRecord": "records",
-    "Preprocessing": "records",
+    "Preprocessing": "preprocessing",
     "get_weights": "records",
     "list_weights": "records",
     "records_for": "records",
@@ -20,25 +22,27 @@ _LAZY = {
     "fetch": "hub",
     "cache_dir": "hub",
     "DownloadError": "hub",
-    "load_checkpoint": "checkpoint",
-    "clean_state_dict": "checkpoint",
-    "load_pretrained": "pretrained",
-    "load_state_dict_into": "pretrained",
-    "get_transforms": "pretrained",
-    "convert": "pretrained",
+    "load_checkpoint": "state_dict_io",
+    "clean_state_dict": "state_dict_io",
+    "load_pretrained": "loading",
+    "load_state_dict_into": "loading",
+    "get_transforms": "loading",
+    "convert": "loading",
+    "Classifier": "classifier",
+    "load_classifier": "classifier",
 }
 
-__all__ = ["DownloadError", "Preprocessing", "WeightRecord", "cache_dir", "clean_state_dict",
-           "convert", "default_record", "fetch", "get_transforms", "get_weights",
-           "imagenet_classes", "list_weights", "load_checkpoint", "load_pretrained",
-           "load_state_dict_into", "records_for"]
+__all__ = ["Classifier", "DownloadError", "Preprocessing", "WeightRecord", "cache_dir",
+           "clean_state_dict", "convert", "default_record", "fetch", "get_transforms",
+           "get_weights", "imagenet_classes", "list_weights", "load_checkpoint",
+           "load_classifier", "load_pretrained", "load_state_dict_into", "records_for"]
 
 if TYPE_CHECKING:
-    from .checkpoint import clean_state_dict, load_checkpoint
+    from .classifier import Classifier, load_classifier
     from .hub import DownloadError, cache_dir, fetch
-    from .pretrained import convert, get_transforms, load_pretrained, load_state_dict_into
+    from .loading import convert, get_transforms, load_pretrained, load_state_dict_into
+    from .preprocessing import Preprocessing
     from .records import (
-        Preprocessing,
         WeightRecord,
         default_record,
         get_weights,
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
         list_weights,
         records_for,
     )
+    from .state_dict_io import clean_state_dict, load_checkpoint
 
 
 def __getattr__(name: str) -> Any:

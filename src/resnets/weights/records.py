@@ -23,9 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+from .preprocessing import Preprocessing
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
@@ -35,39 +33,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 _PACKAGE = "resnets.weights"
 IMAGENET_CLASSES_FILE = "imagenet1k_classes.txt"
 BUNDLED_DIR = Path(__file__).parent / "bundled"
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes the network's input: resize the shorter side, centre-crop,
-    scale to [0, 1] and normalise per channel."""
-
-    resize: int | None  # shorter side in pixels; None keeps the image size
-    crop: int | None  # side of the square centre crop; None: no crop
-    interpolation: str = "bilinear"
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-
-    def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
-                             f"got {self.interpolation!r}")
-        if len(self.mean) != len(self.std):
-            raise ValueError(f"mean and std need one value per channel, got {len(self.mean)} "
-                             f"and {len(self.std)}")
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-
-    def describe(self) -> str:
-        steps = []
-        if self.resize:
-            steps.append(f"resize {self.resize} ({self.interpolation})")
-        if self.crop:
-            steps.append(f"centre crop {self.crop}")
-        mean = ", ".join(f"{m:g}" for m in self.mean)
-        std = ", ".join(f"{s:g}" for s in self.std)
-        steps.append(f"normalise mean ({mean}) std ({std})")
-        return ", ".join(steps)
 
 
 @dataclass(frozen=True)
@@ -115,7 +80,7 @@ class WeightRecord:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; standard class names are left out (the dataset names them)."""
         d = asdict(self)
-        d["preprocessing"] = asdict(self.preprocessing)
+        d["preprocessing"] = self.preprocessing.to_dict()
         d["class_names"] = list(self.class_names)
         if not d["class_names"]:
             del d["class_names"]
@@ -124,7 +89,7 @@ class WeightRecord:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WeightRecord:
         d = dict(d)
-        d["preprocessing"] = Preprocessing(**d["preprocessing"])
+        d["preprocessing"] = Preprocessing.from_dict(d["preprocessing"])
         d["class_names"] = tuple(d.get("class_names", ()))
         return cls(**d)
 
@@ -279,24 +244,6 @@ def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
     return meta
 
 
-def preprocessing_from_run(pre: dict[str, Any]) -> Preprocessing:
-    """The ``preprocess`` metadata ``resnets train`` saves (``mean``, ``std``, ``size``,
-    ``resize``: resize the shorter side, then centre-crop ``size``) as a Preprocessing."""
-    try:
-        return Preprocessing(resize=int(pre["resize"]), crop=int(pre["size"]),
-                             mean=tuple(pre["mean"]), std=tuple(pre["std"]))
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"expected preprocess metadata with mean, std, size and resize, "
-                         f"got {pre!r} ({e})") from None
-
-
-def run_preprocess(pre: Preprocessing, input_size: int) -> dict[str, Any]:
-    """The inverse of :func:`preprocessing_from_run`, for files ``resnets eval`` reads."""
-    size = pre.crop or input_size
-    return {"mean": list(pre.mean), "std": list(pre.std), "size": size,
-            "resize": pre.resize or size}
-
-
 def bundled_record(path: str | Path, *, tag: str, top1: float | None, accuracy_source: str,
                    license: str = "BSD-3-Clause", dataset: str = "cifar-10",
                    top5: float | None = None, default: bool = True) -> WeightRecord:
@@ -316,7 +263,7 @@ def bundled_record(path: str | Path, *, tag: str, top1: float | None, accuracy_s
     return WeightRecord(
         model=meta["model"], tag=tag, url=f"bundled:{path.name}",
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(), license=license,
-        dataset=dataset, preprocessing=preprocessing_from_run(meta["preprocess"]), top1=top1,
+        dataset=dataset, preprocessing=Preprocessing.from_dict(meta["preprocess"]), top1=top1,
         top5=top5, accuracy_source=accuracy_source, file_size=path.stat().st_size,
         default=default, class_names=classes)
 

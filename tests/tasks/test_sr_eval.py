@@ -6,8 +6,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from resnets.cli import app
-from resnets.models.sr import create_sr_model, save_sr_weights
-from resnets.sr_eval import PUBLISHED, benchmark_name, evaluate_sr, load_pairs
+from resnets.models.sr import create_sr_model
+from resnets.tasks.sr_eval import PUBLISHED, benchmark_name, evaluate_sr, load_pairs
+from resnets.weights.sr import save_sr_weights
 from tests.conftest import shared_path
 
 runner = CliRunner()
@@ -90,7 +91,7 @@ def test_hr_lr_folder_checks_counts_and_sizes(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr("resnets.models.sr.BUNDLED_SR_DIR", tmp_path / "none")
+    monkeypatch.setattr("resnets.weights.sr.BUNDLED_SR_DIR", tmp_path / "none")
     cases = [
         (["sr-eval", "--data", str(tmp_path)], "no bundled super-resolution weights yet"),
         (["sr-eval", "--data", str(tmp_path / "missing"), "--model", "bicubic"],

@@ -27,6 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.registry import build_model, get_spec
+from ..weights.classifier import load_classifier
+from ..weights.loading import load_state_dict_into
+from .int8 import calibration_images, normalization_of
+
 BACKENDS = ("eager", "optimized", "compiled", "bf16", "onnxruntime", "int8")
 PEERS = ("torchvision", "onnxruntime", "int8")
 _PEER_ALIASES = {"onnxruntime-int8": "int8", "eager": "torchvision"}
@@ -49,7 +54,7 @@ class BenchConfig:
     max_calls: int = 50
     weights: str | None = None
     image_size: int | None = None  # square input side; None: the model's own
-    calib_dir: str | None = None  # None: CIFAR-10 train images of a checkout
+    calib_dir: str | None = None  # images to calibrate int8 on (needed for int8 cases)
     calib_images: int = 128
     exporter: str = "auto"  # ONNX exporter: auto, dynamo or legacy
     seed: int = 0
@@ -63,7 +68,7 @@ class BenchConfig:
             raise ValueError(f"unknown backend {bad[0]!r}: expected some of {', '.join(BACKENDS)}")
         bad = [p for p in self.compare if p not in PEERS]
         if bad:
-            raise ValueError(f"unknown peer {bad[0]!r} in --compare: expected some of "
+            raise ValueError(f"unknown peer {bad[0]!r}: expected some of "
                              f"{', '.join(PEERS)}")
         if not self.batches or min(self.batches) < 1:
             raise ValueError(f"batch sizes must be >= 1, got {list(self.batches)}")
@@ -139,8 +144,9 @@ def torchvision_twin(name: str, model: nn.Module) -> nn.Module | None:
         return None
     twin = builder(weights=None, num_classes=getattr(model, "num_classes", 1000))
     try:
-        twin.load_state_dict(model.state_dict())
-    except RuntimeError:  # built with options torchvision does not have
+        load_state_dict_into(twin, model.state_dict(), label=f"resnets {name}",
+                             model_name=f"torchvision {name}", keep_head=True)
+    except (RuntimeError, ValueError):  # built with options torchvision does not have
         return None
     return twin.eval()
 
@@ -157,33 +163,27 @@ class _Builder:
     """Makes the callables of one run, sharing ONNX files and calibration images."""
 
     def __init__(self, cfg: BenchConfig, model: nn.Module, reference: nn.Module,
-                 input_size: tuple[int, int, int], work: Path, notes: list[str]) -> None:
+                 input_size: tuple[int, int, int], work: Path, notes: list[str],
+                 normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+                 ) -> None:
         self.cfg, self.model, self.reference = cfg, model, reference
+        self.normalization = normalization
         self.input_size, self.work, self.notes = input_size, work, notes
         self._images: torch.Tensor | None = None
 
     def images(self) -> torch.Tensor:
-        from .export.int8 import calibration_images, default_calibration_dir, normalization_of
-
         if self._images is None:
-            folder = self.cfg.calib_dir or default_calibration_dir()
-            if folder is None:
-                raise ValueError("int8 needs calibration images: pass --calib-dir DIR")
             if self.cfg.calib_dir is None:
-                self.notes.append(f"int8 calibrated on {self.cfg.calib_images} CIFAR-10 train "
-                                  f"images resized to {self.input_size[1]}x"
-                                  f"{self.input_size[2]} (no --calib-dir given)")
-            from .export.checkpoint import file_normalization
-
-            recorded = file_normalization(self.cfg.weights) if self.cfg.weights else None
-            mean, std = recorded or normalization_of(self.model)
-            self._images = calibration_images(folder, self.cfg.calib_images,
+                raise ValueError("int8 needs calibration images: give a folder of images "
+                                 "(calib_dir); a few hundred training images are enough")
+            mean, std = self.normalization or normalization_of(self.model)
+            self._images = calibration_images(self.cfg.calib_dir, self.cfg.calib_images,
                                               self.input_size[1:], self.cfg.seed, mean, std)
         return self._images
 
     def onnx_file(self, which: str) -> Path:
         """``resnets``: our model, BN folded. ``peer``: the reference model as exported."""
-        from .export.onnx import export_onnx
+        from .onnx import export_onnx
 
         path = self.work / f"{which}.onnx"
         if not path.exists():
@@ -193,7 +193,7 @@ class _Builder:
         return path
 
     def int8_file(self, which: str) -> Path:
-        from .export.int8 import quantize_onnx
+        from .int8 import quantize_onnx
 
         path = self.work / f"{which}-int8.onnx"
         if not path.exists():
@@ -202,12 +202,12 @@ class _Builder:
         return path
 
     def ort_fn(self, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-        from .export.onnx import OrtRunner, ort_session
+        from .onnx import OrtRunner, ort_session
 
         return OrtRunner(ort_session(path, self.cfg.threads), in_chans=self.input_size[0])
 
     def ours(self, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
-        from .export.optimize import optimize
+        from .optimize import optimize
 
         if backend == "eager":
             return _torch_fn(self.model)
@@ -275,15 +275,18 @@ def _result(case: _Case, baseline: _Case, diff: float, agree: float) -> dict[str
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the benchmark of ``cfg``; returns the report ``resnets bench --json`` prints."""
-    from .export.checkpoint import load_model
-    from .registry import get_spec
-
     log = log or (lambda message: None)
     threads = cfg.threads or os.cpu_count() or 1
     cfg = replace(cfg, threads=threads)
     torch.set_num_threads(threads)
     spec = get_spec(cfg.model)
-    model = load_model(cfg.model, cfg.weights)
+    normalization = None
+    if cfg.weights is not None:
+        clf = load_classifier(cfg.weights, cfg.model)
+        model, pre = clf.model, clf.preprocessing
+        normalization = (pre.mean, pre.std)
+    else:
+        model = build_model(cfg.model).eval()
     _, h, w = spec.input_size
     if cfg.image_size:
         h = w = cfg.image_size
@@ -299,7 +302,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
 
     skipped: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        build = _Builder(cfg, model, reference, input_size, Path(tmp), notes)
+        build = _Builder(cfg, model, reference, input_size, Path(tmp), notes, normalization)
         fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
             f"{prefix}:eager": build.peer("torchvision")}
         # without a twin, resnets:eager would time the baseline's very model a second time

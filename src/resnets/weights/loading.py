@@ -1,8 +1,12 @@
-"""Putting weights into a model: ``create_model(name, pretrained=...)`` lands here.
+"""Putting weights into a model: the one path every command and library caller takes.
+
+``create_model(name, pretrained=...)``, :func:`resnets.load_classifier`, the SR loader,
+``export``, ``bench`` and ``train --pretrained/--teacher`` all read a source through
+:func:`read_source` and put its tensors into a model with :func:`load_state_dict_into`.
 
 A source is ``True`` (the model's default weights), a tag (``"resnet50.tv_in1k"``, or just
 ``"tv_in1k"``), a record, a file path or a URL. The checkpoint is read safely and cleaned
-(:mod:`.checkpoint`), peer key names are mapped (akamaster's ``linear`` head is our
+(:mod:`.state_dict_io`), peer key names are mapped (akamaster's ``linear`` head is our
 ``fc``), the first conv is adapted when ``in_chans`` differs from the weights', and a head
 of another size is left freshly initialised, with a message (timm's behaviour). Anything
 else that does not fit is an error listing the keys, grouped by module.
@@ -14,7 +18,6 @@ import logging
 import os
 import urllib.parse
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,24 +27,24 @@ from torch import nn
 if TYPE_CHECKING:
     from torchvision.transforms import v2
 
+from ..models.registry import build_model, get_spec, list_models
 from . import hub
-from .checkpoint import (
-    SAFETENSORS_SUFFIX,
-    TORCH_SUFFIXES,
-    Checkpoint,
-    load_checkpoint,
-    save_safetensors,
-)
+from .preprocessing import Preprocessing
 from .records import (
-    Preprocessing,
     WeightRecord,
     all_records,
     bundled_path,
     default_record,
     get_weights,
-    preprocessing_from_run,
     records_for,
-    run_preprocess,
+)
+from .state_dict_io import (
+    SAFETENSORS_SUFFIX,
+    TORCH_SUFFIXES,
+    Checkpoint,
+    load_checkpoint,
+    nonfinite_tensors,
+    save_safetensors,
 )
 
 Source = bool | str | os.PathLike[str] | WeightRecord
@@ -132,25 +135,55 @@ def record_path(record: WeightRecord, progress: bool = True) -> Path:
                      progress=progress)
 
 
-def load_pretrained(model: nn.Module, source: Source, model_name: str | None = None,
-                    progress: bool = True) -> WeightRecord | None:
-    """Load ``source`` into ``model`` in place; returns (and attaches as
-    ``model.pretrained_record``) the record of the weights when one is known."""
+def read_source(source: Source, model_name: str | None = None, progress: bool = True,
+                model: nn.Module | None = None
+                ) -> tuple[Checkpoint, Path, WeightRecord | None, bool]:
+    """Resolve ``source``, read its file safely and clean its keys: ``(checkpoint, path,
+    record, renamed)``; ``renamed`` says a peer's key names were mapped to ours (then the
+    file is akamaster's layout)."""
     path, record = resolve(source, model_name, progress)
     checkpoint = load_checkpoint(path)
+    if model is None and model_name is not None:
+        with torch.device("meta"):
+            model = build_model(model_name)
+    renamed = map_peer_keys(checkpoint.state_dict, model) if model is not None else False
+    return checkpoint, path, record, renamed
+
+
+def load_pretrained(model: nn.Module, source: Source, model_name: str | None = None,
+                    progress: bool = True, allow_nonfinite: bool = False
+                    ) -> WeightRecord | None:
+    """Load ``source`` into ``model`` in place; returns (and attaches as
+    ``model.pretrained_record``) the record of the weights when one is known."""
+    checkpoint, path, record, renamed = read_source(source, model_name, progress, model)
     label = record.tag if record else path.name
-    renamed = map_peer_keys(checkpoint.state_dict, model)
-    load_state_dict_into(model, checkpoint.state_dict, label=label, model_name=model_name)
+    load_state_dict_into(model, checkpoint.state_dict, label=label, model_name=model_name,
+                         allow_nonfinite=allow_nonfinite)
     if record is None:
         record = _record_from_checkpoint(checkpoint, path, model_name, renamed)
     model.pretrained_record = record
     return record
 
 
+def create_model(name: str, pretrained: bool | str | os.PathLike[str] | WeightRecord = False,
+                 **kwargs: Any) -> nn.Module:
+    """Build a registered model; keyword arguments go to the model class.
+
+    ``pretrained`` loads weights: ``True`` (the model's default weights), a tag
+    (``"resnet50.tv_in1k"``), a file path or a URL.
+
+    >>> model = create_model("resnet50", num_classes=10)
+    """
+    model = build_model(name, **kwargs)
+    if pretrained is not False and pretrained is not None:
+        load_pretrained(model, pretrained, model_name=name)
+    return model
+
+
 def map_peer_keys(state_dict: dict[str, torch.Tensor], model: nn.Module) -> bool:
     """Rename a peer's module names to ours in place (only when ours are absent); True if
     any key changed."""
-    own = model.state_dict()
+    own = model.state_dict()  # on the meta device this allocates nothing
     changed = False
     for theirs, ours in PEER_RENAMES.items():
         has_theirs = any(k.startswith(theirs) for k in state_dict)
@@ -177,7 +210,7 @@ def _record_from_checkpoint(checkpoint: Checkpoint, path: Path, model_name: str 
     pre = meta.get("preprocess")
     if isinstance(pre, dict) and meta.get("classes"):
         try:
-            preprocessing = preprocessing_from_run(pre)
+            preprocessing = Preprocessing.from_dict(pre)
         except ValueError:
             return None
         return WeightRecord(model=name, tag=f"{name}.{path.stem}", url=path.resolve().as_uri(),
@@ -190,21 +223,31 @@ def _record_from_checkpoint(checkpoint: Checkpoint, path: Path, model_name: str 
 
 
 def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor],
-                         label: str = "checkpoint", model_name: str | None = None) -> None:
-    """Load a cleaned state dict: adapt the first conv to ``in_chans``, skip a head that
-    does not fit (the model keeps a fresh one), and fail on any other mismatch."""
+                         label: str = "checkpoint", model_name: str | None = None,
+                         allow_nonfinite: bool = False, keep_head: bool = False) -> None:
+    """The package's one way to put tensors into a model: adapt the first conv to
+    ``in_chans``, skip a head that does not fit (the model keeps a fresh one; with
+    ``keep_head`` that is an error instead), refuse NaN/inf tensors unless
+    ``allow_nonfinite``, and fail on any other mismatch, naming the keys."""
     what = model_name or type(model).__name__
+    if not allow_nonfinite:
+        bad = nonfinite_tensors(state_dict)
+        if bad:
+            raise ValueError(f"weights {label} hold NaN or infinite values in {len(bad)} "
+                             f"tensors (e.g. {', '.join(bad[:3])}): the run that wrote them "
+                             "diverged; load them with allow_nonfinite to inspect")
     own = model.state_dict()
     state_dict = dict(state_dict)
     _adapt_first_conv(model, own, state_dict, label)
-    fresh = _drop_unfit_head(model, own, state_dict, label, what)
+    fresh = frozenset() if keep_head else _drop_unfit_head(model, own, state_dict, label, what)
     _check_keys(own, state_dict, label, what, fresh)
     wrong_shape = [f"{k} {list(state_dict[k].shape)} vs {list(own[k].shape)}"
                    for k in state_dict if state_dict[k].shape != own[k].shape]
     if wrong_shape:
         raise ValueError(f"weights {label} do not fit {what}: {len(wrong_shape)} tensors "
                          f"differ in shape (weights vs model): {'; '.join(wrong_shape[:5])}"
-                         f"{'; ...' if len(wrong_shape) > 5 else ''}")
+                         f"{'; ...' if len(wrong_shape) > 5 else ''}"
+                         f"{_guess_hint(state_dict, what)}")
     model.load_state_dict(state_dict, strict=False)
 
 
@@ -219,8 +262,34 @@ def _check_keys(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor
     if missing or unexpected:
         found = "; ".join(_grouped(kind, keys) for kind, keys in
                           (("missing", missing), ("unexpected", unexpected)) if keys)
-        raise ValueError(f"weights {label} do not fit {what}: {found} (are they for another "
-                         "model, or built with other options?)")
+        raise ValueError(f"weights {label} do not fit {what}: {found}"
+                         f"{_guess_hint(state_dict, what)}")
+
+
+def _guess_hint(state_dict: dict[str, torch.Tensor], what: str) -> str:
+    guess = guess_architecture(state_dict) if "conv1.weight" in state_dict else None
+    if guess and guess != what:
+        return f" (the weights look like {guess})"
+    return " (are they for another model, or built with other options?)"
+
+
+def guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
+    """The registered model whose parameter names and shapes match ``state``, ignoring the
+    classifier (weights fine-tuned to other class counts still match); built on the meta
+    device, so the search allocates nothing."""
+    want = {k: tuple(v.shape) for k, v in state.items() if not k.startswith(HEAD + ".")}
+    stem = want.get("conv1.weight", ())
+    family = "cifar" if len(stem) == 4 and stem[-1] == 3 else "imagenet"  # 3x3 or 7x7 stem
+    for name in list_models():
+        if get_spec(name).family != family:
+            continue
+        with torch.device("meta"):
+            model = build_model(name)
+        have = {k: tuple(v.shape) for k, v in model.state_dict().items()
+                if not k.startswith(HEAD + ".")}
+        if have == want:
+            return name
+    return None
 
 
 def _grouped(kind: str, keys: list[str]) -> str:
@@ -320,24 +389,7 @@ def preprocessing_of(source: Any) -> Preprocessing:
 def get_transforms(model_or_tag: Any) -> v2.Compose:
     """The evaluation transforms (torchvision ``transforms.v2``) that go with some weights:
     PIL image or uint8 tensor in, normalised float tensor out."""
-    return build_transforms(preprocessing_of(model_or_tag))
-
-
-def build_transforms(pre: Preprocessing) -> v2.Compose:
-    """Resize, centre-crop, to float in [0, 1], normalise: what ``pre`` describes."""
-    from torchvision.transforms import InterpolationMode, v2
-
-    # Resize and crop before ToImage: a PIL image is then resized by PIL, as torchvision's
-    # presets (and the published accuracies) do.
-    steps: list[Any] = []
-    if pre.resize:
-        steps.append(v2.Resize(pre.resize, interpolation=InterpolationMode(pre.interpolation),
-                               antialias=True))
-    if pre.crop:
-        steps.append(v2.CenterCrop(pre.crop))
-    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-              v2.Normalize(mean=list(pre.mean), std=list(pre.std))]
-    return v2.Compose(steps)
+    return preprocessing_of(model_or_tag).transforms()
 
 
 # --- conversion ----------------------------------------------------------------------------
@@ -356,10 +408,8 @@ def convert(source: Source, out: str | os.PathLike[str], model_name: str | None 
     checkpoint = load_checkpoint(path)
     state_dict = checkpoint.state_dict
     if model_name is not None:
-        from ..registry import create_model
-
         with torch.device("meta"):
-            model = create_model(model_name)
+            model = build_model(model_name)
         renamed = map_peer_keys(state_dict, model)
         _check_keys(model.state_dict(), state_dict, record.tag if record else path.name,
                     model_name)
@@ -371,16 +421,23 @@ def convert(source: Source, out: str | os.PathLike[str], model_name: str | None 
     if model_name or record:
         metadata["model"] = model_name or record.model
     if record is not None:
-        from ..registry import get_spec
-
         # "classes" and "preprocess" in the layout `resnets train` writes: `resnets eval`
         # and `predict` read converted files as they read trained ones.
         metadata.update(tag=record.tag, dataset=record.dataset,
-                        preprocessing=asdict(record.preprocessing),
+                        preprocessing=record.preprocessing.to_dict(),
                         classes=list(record.classes),
-                        preprocess=run_preprocess(record.preprocessing,
-                                                  get_spec(record.model).input_size[-1]))
+                        preprocess=_file_preprocess(record.preprocessing, record.model))
     for key, value in checkpoint.metadata.items():  # e.g. best_prec1, or a run's classes
         metadata.setdefault(key, value)
     return save_safetensors(state_dict, out, metadata)
 
+
+
+def _file_preprocess(pre: Preprocessing, model_name: str) -> dict[str, Any]:
+    """``pre`` in the weights-file layout; a record without sizes (akamaster's: images as
+    they are) gets the architecture's input size."""
+    if pre.input_size is None:
+        side = get_spec(model_name).input_size[-1]
+        pre = Preprocessing(resize=side, crop=side, interpolation=pre.interpolation,
+                            mean=pre.mean, std=pre.std)
+    return pre.to_metadata()

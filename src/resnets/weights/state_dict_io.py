@@ -155,6 +155,12 @@ def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
+def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or infinity (a diverged run's weights)."""
+    return [k for k, v in state_dict.items()
+            if v.is_floating_point() and v.device.type != "meta" and not torch.isfinite(v).all()]
+
+
 def load_checkpoint(path: str | os.PathLike[str], ema: bool = False) -> Checkpoint:
     """Read a checkpoint file safely and return its cleaned state dict."""
     raw, meta = read_raw(path)

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .registry import create_model, get_spec
+from .blocks import BasicBlock, Bottleneck
+from .registry import build_model, get_spec
+from .resnet import ResNet
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def model_stats(name: str, input_size: tuple[int, int, int] | None = None,
     spec = get_spec(name)
     size = input_size or spec.input_size
     with torch.device("meta"):
-        model = create_model(name, **kwargs)
+        model = build_model(name, **kwargs)
     return ModelStats(name, count_params(model), count_macs(model, size), size,
                       count_depth(model), stride_placement(model),
                       model.shortcut if getattr(model, "residual", False) else "none")
@@ -59,8 +61,6 @@ def model_stats(name: str, input_size: tuple[int, int, int] | None = None,
 
 def count_depth(model: nn.Module) -> int:
     """Weighted layers on the main path (convs and fc), the number in a ResNet's name."""
-    from .models.blocks import BasicBlock, Bottleneck
-
     stem = model.conv1
     depth = len([m for m in stem.modules() if isinstance(m, nn.Conv2d)])
     for m in model.modules():
@@ -73,8 +73,6 @@ def count_depth(model: nn.Module) -> int:
 
 def stride_placement(model: nn.Module) -> str:
     """Where a Bottleneck model strides: ``"3x3"`` (torchvision v1.5) or ``"1x1"`` (paper)."""
-    from .models.resnet import ResNet
-
     if not isinstance(model, ResNet) or model.layer1[0].__class__.__name__ != "Bottleneck":
         return "-"
     return "1x1 (paper)" if model.stride_in_1x1 else "3x3 (v1.5)"
@@ -94,7 +92,7 @@ def stage_rows(name: str, input_size: tuple[int, int, int] | None = None,
     spec = get_spec(name)
     size = input_size or spec.input_size
     with torch.device("meta"):
-        model = create_model(name, **kwargs).eval()
+        model = build_model(name, **kwargs).eval()
         shapes: dict[str, tuple[int, ...]] = {}
         hooks = [child.register_forward_hook(
                      lambda _m, _i, out, key=key: shapes.__setitem__(key, tuple(out.shape)))

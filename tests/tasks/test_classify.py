@@ -4,8 +4,9 @@ import pytest
 from typer.testing import CliRunner
 
 from resnets.cli import app
-from resnets.evaluate import evaluate_folder, load_classifier, predict
+from resnets.tasks.classify import evaluate_folder, predict
 from resnets.train import Trainer, paper_recipe
+from resnets.weights import load_classifier
 from tests.synthetic import make_folder
 
 runner = CliRunner()
@@ -39,7 +40,7 @@ def test_eval_json_has_top1_top5_n_per_class(trained, tmp_path):
 
 def test_eval_matches_training_result(trained):
     root, weights = trained
-    clf = load_classifier(weights=weights)
+    clf = load_classifier(weights)
     report = evaluate_folder(clf, root)
     result = json.loads((weights.parent / "result.json").read_text())
     assert report.top1 == pytest.approx(result["test_acc"], abs=1e-6)
@@ -50,9 +51,9 @@ def test_eval_class_mismatch_and_wrong_architecture(trained, tmp_path):
     root, weights = trained
     other = make_folder(tmp_path / "other", classes=("x", "y", "z"), per_class=(1, 1))
     with pytest.raises(ValueError, match="do not match the model's classes"):
-        evaluate_folder(load_classifier(weights=weights), other / "test")
+        evaluate_folder(load_classifier(weights), other / "test")
     with pytest.raises(ValueError, match="do not fit resnet56"):
-        load_classifier("resnet56", weights)
+        load_classifier(weights, "resnet56")
 
 
 def test_predict_walks_folders_and_reports_bad_files(trained, tmp_path):

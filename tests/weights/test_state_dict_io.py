@@ -6,7 +6,7 @@ import torch
 import torch.serialization
 from safetensors.torch import save_file
 
-from resnets.weights.checkpoint import (
+from resnets.weights.state_dict_io import (
     clean_state_dict,
     extract_state_dict,
     load_checkpoint,

@@ -5,9 +5,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from resnets.cli import app
-from resnets.data.degrade import to_uint8, upscale
-from resnets.models.sr import create_sr_model, save_sr_weights
-from resnets.upscale import (
+from resnets.models.imresize import to_uint8, upscale
+from resnets.models.sr import create_sr_model
+from resnets.tasks.upscale import (
     Picture,
     _tile_starts,
     load_picture,
@@ -16,6 +16,7 @@ from resnets.upscale import (
     upscale_files,
     upscale_tensor,
 )
+from resnets.weights.sr import save_sr_weights
 
 runner = CliRunner()
 
@@ -185,7 +186,7 @@ def test_cli_upscale_writes_and_reports(tmp_path):
 
 
 def test_cli_upscale_without_weights_is_a_one_line_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("resnets.models.sr.BUNDLED_SR_DIR", tmp_path / "none")
+    monkeypatch.setattr("resnets.weights.sr.BUNDLED_SR_DIR", tmp_path / "none")
     Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "p.png")
     result = runner.invoke(app, ["upscale", str(tmp_path / "p.png")])
     assert result.exit_code == 1

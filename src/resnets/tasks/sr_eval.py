@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data.degrade import downscale, modcrop, to_float, to_uint8
-from .data.io import is_image_file
-from .metrics.sr import sr_psnr_ssim
-from .models.sr import Bicubic, check_scale, create_sr_model
+from ..data.io import is_image_file
+from ..metrics.sr import sr_psnr_ssim
+from ..models.imresize import downscale, modcrop, to_float, to_uint8
+from ..models.sr import Bicubic, check_scale, create_sr_model
 from .upscale import load_picture, run_sr
 
 # ../shared/data/README.md, "Published PSNR / SSIM (Y channel)": (PSNR, SSIM) per method.
@@ -189,7 +189,7 @@ def print_evaluation(result: SREvaluation) -> None:
     if published is None:
         return
     ref = Table(title=f"published, {result.benchmark} x{result.scale} "
-                      f"(../shared/data/README.md)")
+                      f"(Y channel, as each paper reports)")
     for col in ("method", "PSNR", "SSIM"):
         ref.add_column(col, justify="left" if col == "method" else "right")
     for method, (mp, ms) in published.items():

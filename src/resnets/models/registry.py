@@ -1,14 +1,16 @@
-"""The model registry: ``create_model(name)`` and ``list_models(pattern)``.
+"""The model registry: ``build_model(name)`` and ``list_models(pattern)``.
 
 Builders register themselves with :func:`register_model`, together with the facts that
-``resnets info`` reports (input size, the error the paper reported and where).
+``resnets info`` reports (input size, the error the paper reported and where). Importing
+this module imports the ``resnets.models`` package first, which registers every builder.
+Building with pretrained weights is :func:`resnets.create_model` (in ``weights``, which
+sits above the models).
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,44 +48,25 @@ def register_model(family: str, input_size: tuple[int, int, int], num_classes: i
     return add
 
 
-def _load_builtin_models() -> None:
-    from . import models  # noqa: F401  (registers the builders on import)
-
-
 def get_spec(name: str) -> ModelSpec:
     """The registry entry of ``name``; an unknown name lists the closest known ones."""
-    _load_builtin_models()
     if name not in _REGISTRY:
         prefixed = [n for n in _REGISTRY if n.startswith(name)]
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         close = list(dict.fromkeys(prefixed + close))[:5]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (see `resnets info` or "
-                         f"resnets.list_models())")
+        raise ValueError(f"unknown model {name!r}{hint} (resnets.list_models() lists them)")
     return _REGISTRY[name]
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, in registration order, optionally filtered by a glob pattern."""
-    _load_builtin_models()
     names = list(_REGISTRY)
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
     return names
 
 
-def create_model(name: str, pretrained: bool | str | os.PathLike[str] = False,
-                 **kwargs) -> nn.Module:
-    """Build a registered model; keyword arguments go to the model class.
-
-    ``pretrained`` loads weights: ``True`` (the model's default weights), a tag
-    (``"resnet50.tv_in1k"``), a file path or a URL; see :mod:`resnets.weights`.
-
-    >>> model = create_model("resnet50", num_classes=10)
-    """
-    model = get_spec(name).builder(**kwargs)
-    if pretrained is not False and pretrained is not None:
-        from .weights.pretrained import load_pretrained
-
-        load_pretrained(model, pretrained, model_name=name)
-    return model
+def build_model(name: str, **kwargs) -> nn.Module:
+    """A registered model with fresh weights; keyword arguments go to the model class."""
+    return get_spec(name).builder(**kwargs)

@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .data.degrade import to_uint8, upscale
-from .data.io import open_image
-from .files import atomic_output
+from ..data.io import open_image
+from ..files import atomic_output
+from ..models.imresize import to_uint8, upscale
 
 DEFAULT_TILE = 256  # low-resolution pixels per tile side
 DEFAULT_OVERLAP = 16  # pixels two neighbouring tiles share, blended

@@ -1,7 +1,4 @@
-"""Evaluate and predict with a trained classifier.
-
-A classifier is a model plus its class names and preprocessing, read from the metadata of
-a safetensors file that ``resnets train`` wrote (or from the bundled weights).
+"""Evaluate and predict with a classifier (any source :func:`resnets.load_classifier` takes).
 """
 
 from __future__ import annotations
@@ -12,83 +9,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from .data.io import ImageReadError, is_image_file, read_rgb
-from .registry import create_model
-from .train.data import Preprocess
-
-BUNDLED_DIR = Path(__file__).parent / "weights" / "bundled"
-# `resnets predict` with no model uses the bundled ResNet-56; until it is shipped, the
-# best bundled model that is (the order below).
-DEFAULT_PREDICT_MODELS = ("resnet56", "resnet20")
+from ..data.folder import scan_folder
+from ..data.io import ImageReadError, is_image_file, read_rgb
+from ..files import atomic_output
+from ..weights.classifier import Classifier, load_classifier
 
 
-@dataclass
-class Classifier:
-    model: nn.Module
-    name: str
-    classes: list[str]
-    preprocess: Preprocess
-    weights: str
+def test_root(data: str | Path) -> Path:
+    """The folder of class folders to evaluate on: ``data/test`` when ``data`` holds a
+    ``test`` split, else ``data`` itself."""
+    root = Path(data)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset not found: {root} (expected a folder of class "
+                                "folders, or one holding test/)")
+    subfolders = {p.name for p in root.iterdir() if p.is_dir()}
+    if "test" in subfolders and subfolders <= {"train", "val", "test"}:
+        return root / "test"
+    return root
 
 
-def bundled_weights_path(model: str) -> Path:
-    """The bundled CIFAR-10 weights of ``model``; a clear error when none are shipped."""
-    path = BUNDLED_DIR / f"{model}_cifar10.safetensors"
-    if not path.exists():
-        shipped = sorted(p.name.split("_cifar10")[0] for p in BUNDLED_DIR.glob("*.safetensors"))
-        raise FileNotFoundError(f"no bundled weights for {model!r} (bundled: "
-                                f"{', '.join(shipped) or 'none yet'}); pass --weights FILE")
-    return path
-
-
-def load_classifier(model: str | None = None, weights: str | Path | None = None,
-                    device: str | torch.device = "cpu") -> Classifier:
-    """A model with its weights, classes and preprocessing.
-
-    ``weights`` is a safetensors file written by ``resnets train`` (its metadata names the
-    model); without it the bundled weights of ``model`` (default ResNet-56) are used.
-    """
-    from .train.checkpoint import read_weights
-
-    if weights is None:
-        if model is None:
-            shipped = [m for m in DEFAULT_PREDICT_MODELS
-                       if (BUNDLED_DIR / f"{m}_cifar10.safetensors").exists()]
-            model = shipped[0] if shipped else DEFAULT_PREDICT_MODELS[0]
-        weights = bundled_weights_path(model)
-    state, meta = read_weights(weights)
-    name = model or meta.get("model")
-    if not name:
-        raise ValueError(f"{weights} does not name its model: pass --model")
-    classes = meta.get("classes")
-    if not classes:
-        raise ValueError(f"{weights} has no class names in its metadata (expected a file "
-                         "written by `resnets train` or `resnets weights convert`)")
-    pre = meta.get("preprocess")
-    if pre is None:
-        raise ValueError(f"{weights} has no preprocessing record in its metadata")
-    net = create_model(name, num_classes=len(classes))
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"weights {weights} do not fit {name}: missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]} (weights for another architecture?)")
-    net = net.to(device).eval()
-    return Classifier(net, name, list(classes), Preprocess.from_dict(pre), str(weights))
-
-
-def prepare(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
-    """uint8 ``(N, 3, H, W)`` (or ``(3, H, W)``) to the model's normalised input."""
-    from torchvision.transforms.v2 import functional as TF
-
-    from .data.augment import normalize
-
-    if images.dim() == 3:
-        images = images[None]
-    if images.shape[-2:] != (pre.size, pre.size):
-        images = TF.center_crop(TF.resize(images, pre.resize, antialias=True), pre.size)
-    return normalize(images, pre.mean, pre.std)
+def folder_classes(data: str | Path) -> list[str]:
+    """The class names (sorted folder names) of an ImageFolder tree."""
+    return scan_folder(test_root(data)).classes
 
 
 @dataclass
@@ -111,11 +54,7 @@ def evaluate_folder(clf: Classifier, data: str | Path, batch_size: int = 256,
                     tta: bool = False, limit_per_class: int | None = None,
                     strict: bool = False) -> EvalReport:
     """Top-1/top-5, per-class accuracy and the confusion matrix on an ImageFolder tree."""
-    from .data.folder import scan_folder
-
-    root = Path(data)
-    if (root / "test").is_dir() and not (root / clf.classes[0]).is_dir():
-        root = root / "test"
+    root = test_root(data)
     index = scan_folder(root)
     if index.classes != clf.classes:
         raise ValueError(f"class folders of {root} ({', '.join(index.classes[:5])}...) do not "
@@ -142,7 +81,7 @@ def evaluate_folder(clf: Classifier, data: str | Path, batch_size: int = 256,
                     raise
                 skipped.append(str(p))
                 continue
-            imgs.append(prepare(img, clf.preprocess)[0])
+            imgs.append(clf.preprocessing(img))
             ys.append(y)
         if not imgs:
             continue
@@ -171,8 +110,6 @@ def evaluate_folder(clf: Classifier, data: str | Path, batch_size: int = 256,
 
 def write_confusion(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path]:
     """The confusion matrix as CSV and PNG (rows: true class, columns: predicted)."""
-    from .train.checkpoint import atomic_write
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
@@ -181,7 +118,8 @@ def write_confusion(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path
     for c, row in zip(report.classes, report.confusion.tolist(), strict=True):
         w.writerow([c, *row])
     csv_path, png_path = out / "confusion.csv", out / "confusion.png"
-    atomic_write(csv_path, lambda p: p.write_text(buf.getvalue()))
+    with atomic_output(csv_path) as tmp:
+        tmp.write_text(buf.getvalue())
 
     import matplotlib
 
@@ -200,7 +138,8 @@ def write_confusion(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path
                 ax.text(j, i, str(report.confusion[i, j].item()), ha="center", va="center",
                         fontsize=7)
     fig.tight_layout()
-    atomic_write(png_path, lambda p: fig.savefig(p, format="png", dpi=90))
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
     return csv_path, png_path
 
@@ -224,32 +163,45 @@ class Prediction:
 
 
 @torch.no_grad()
-def predict(images: list[str | Path] | str | Path, model: str | None = None,
-            weights: str | Path | None = None, top_k: int = 5, device: str = "cpu",
+def predict(images: list[str | Path] | str | Path, source: str | Path | None = None,
+            model: str | None = None, top_k: int = 5, device: str = "cpu",
             batch_size: int = 64, backend: str = "torch",
             calibration: str | Path | None = None) -> tuple[list[Prediction], list[str]]:
     """Class probabilities for image files or folders: ``(predictions, errors)``.
 
-    Unreadable files become one error line each; the others are still predicted.
-    ``backend`` runs the same model in PyTorch (``torch``), onnxruntime fp32
-    (``onnxruntime``) or onnxruntime int8 (``int8``, calibrated on ``calibration``: a folder
-    of training images), always with the weights' own preprocessing.
+    ``source`` and ``model`` are what :func:`resnets.load_classifier` takes (default: the
+    bundled ResNet-56). Unreadable files become one error line each; the others are still
+    predicted. ``backend`` runs the same model in PyTorch (``torch``), onnxruntime fp32
+    (``onnxruntime``) or onnxruntime int8 (``int8``, calibrated on ``calibration``, a folder
+    of training images, or else on the images being predicted), always with the weights'
+    own preprocessing.
     """
     if isinstance(images, (str, Path)):
         images = [images]
-    clf = load_classifier(model, weights, device)
-    run = clf.model
-    if backend != "torch":
-        if device != "cpu":
-            raise ValueError(f"backend {backend!r} runs on the CPU; drop --device {device}")
-        from .export.backends import load_backend
-
-        pre = clf.preprocess
-        run = load_backend(backend, clf.model, input_size=(3, pre.size, pre.size),
-                           calibration=calibration, normalization=(pre.mean, pre.std))
     paths = collect_images(list(images))
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")
+    clf = load_classifier(source, model, device=device)
+    return predict_with(clf, paths, top_k, batch_size, backend, calibration)
+
+
+@torch.no_grad()
+def predict_with(clf: Classifier, paths: list[Path], top_k: int = 5, batch_size: int = 64,
+                 backend: str = "torch", calibration: str | Path | None = None
+                 ) -> tuple[list[Prediction], list[str]]:
+    """:func:`predict` with a loaded classifier and a list of image files."""
+    run = clf.model
+    device = next(clf.model.parameters()).device
+    pre = clf.preprocessing
+    if backend != "torch":
+        if device.type != "cpu":
+            raise ValueError(f"backend {backend!r} runs on the CPU, not on {device}")
+        from ..export.backends import load_backend
+
+        side = pre.input_size
+        run = load_backend(backend, clf.model, input_size=(3, side, side),
+                           calibration=calibration if calibration is not None else paths,
+                           normalization=(pre.mean, pre.std))
     k = max(1, min(top_k, len(clf.classes)))
     preds: list[Prediction] = []
     errors: list[str] = []
@@ -257,7 +209,7 @@ def predict(images: list[str | Path] | str | Path, model: str | None = None,
         batch, names = [], []
         for p in paths[start:start + batch_size]:
             try:
-                batch.append(prepare(read_rgb(p), clf.preprocess)[0])
+                batch.append(pre(read_rgb(p)))
                 names.append(str(p))
             except (ImageReadError, FileNotFoundError) as e:
                 errors.append(str(e))
@@ -269,3 +221,16 @@ def predict(images: list[str | Path] | str | Path, model: str | None = None,
             preds.append(Prediction(name, [(clf.classes[c], p) for c, p in zip(i, v,
                                                                                 strict=True)]))
     return preds, errors
+
+
+def write_predictions_csv(preds: list[Prediction], path: str | Path) -> Path:
+    """One row per (image, rank): path, rank, class, probability; written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "rank", "class", "probability"])
+    for p in preds:
+        for rank, (c, prob) in enumerate(p.top, 1):
+            w.writerow([p.path, rank, c, f"{prob:.6f}"])
+    with atomic_output(path) as tmp:
+        tmp.write_text(buf.getvalue())
+    return Path(path)

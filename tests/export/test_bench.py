@@ -3,8 +3,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from resnets.bench import BenchConfig, parse_batches, run_bench
 from resnets.cli import app
+from resnets.export.bench import BenchConfig, parse_batches, run_bench
 from tests.conftest import shared_path
 
 runner = CliRunner()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resnets.data.degrade import (
+from resnets.models.imresize import (
     _cubic,
     downscale,
     imresize,

@@ -12,11 +12,11 @@ from torch import nn
 
 import resnets
 from resnets.weights import get_transforms, load_checkpoint
-from resnets.weights.pretrained import convert
+from resnets.weights.loading import convert
 from resnets.weights.records import CIFAR10_CLASSES
 
 from .conftest import checkpoint_bytes, hashed_name, record_dict
-from .test_checkpoint import save_as_if_from_cuda
+from .test_state_dict_io import save_as_if_from_cuda
 
 
 def randomise_bn(model: nn.Module) -> nn.Module:

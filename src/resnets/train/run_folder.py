@@ -1,0 +1,100 @@
+"""A training run's folder, shared by both trainers (classification and super-resolution).
+
+A run folder holds ``config.json`` (the resolved config), ``last.pt`` and ``best.pt`` (the
+full training state for a bitwise-exact resume), the metrics log, and at the end
+``model.safetensors`` with ``result.json``. Every file is written atomically (temporary
+file in the folder, flushed, renamed), so a crash mid-write leaves the previous file intact.
+Our training states contain only tensors and plain containers, so they load with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..files import atomic_write
+
+
+def rng_states() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_states(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(path: str | Path, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_training_state(path: str | Path) -> dict:
+    """A ``last.pt`` / ``best.pt`` written by a trainer."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"cannot load checkpoint {path}: the file is empty (a write was cut "
+                         "off)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the unpickler reports damage with assorted error types
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load checkpoint {path}: damaged or not a resnets training "
+                         f"checkpoint ({reason})") from None
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise ValueError(f"cannot load checkpoint {path}: not a resnets training checkpoint "
+                         "(no config and model state)")
+    return state
+
+
+class RunFolder:
+    """One run's folder. A new run must not overwrite an existing one; resuming needs a
+    ``last.pt``. ``enabled=False`` (DDP ranks other than 0) reads but never writes."""
+
+    def __init__(self, path: str | Path, resume: bool, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+        self.resume_state: dict | None = None
+        last = self.path / "last.pt"
+        if resume:
+            if not last.exists():
+                raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+            if enabled:
+                for stale in self.path.glob(".*.tmp*"):  # a killed write's leftovers
+                    stale.unlink(missing_ok=True)
+            self.resume_state = load_training_state(last)
+        elif last.exists():
+            raise FileExistsError(f"{self.path} already holds a run: resume it, or choose "
+                                  "another run folder")
+
+    def start(self, config: dict[str, Any]) -> None:
+        """Create the folder of a new run and write its ``config.json``."""
+        if self.enabled and self.resume_state is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.write_json("config.json", config)
+
+    def save(self, name: str, state: dict) -> None:
+        """A training state (``last.pt``, ``best.pt``), atomically."""
+        if self.enabled:
+            save_training_state(self.path / name, state)
+
+    def load(self, name: str) -> dict:
+        return load_training_state(self.path / name)
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        path = self.path / name
+        if self.enabled:
+            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))
+        return path

@@ -1,0 +1,60 @@
+"""One preprocessing type: validation, both metadata layouts, and one implementation for PIL
+images, single tensors and batches."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnets.weights.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+
+def test_upscales_a_cifar_image_to_imagenet_size_and_normalizes():
+    pre = Preprocessing(resize=224, crop=224)
+    x = pre(torch.full((3, 32, 32), 255, dtype=torch.uint8))
+    assert x.shape == (3, 224, 224) and type(x) is torch.Tensor
+    expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(x[:, 100, 100], expected, atol=1e-5)
+
+
+def test_batch_tensor_and_pil_image_agree():
+    pre = Preprocessing(resize=36, crop=32)
+    arr = np.random.default_rng(0).integers(0, 256, (48, 40, 3), np.uint8)
+    tensor = torch.from_numpy(arr).permute(2, 0, 1)
+    one, batch = pre(tensor), pre(torch.stack([tensor, tensor]))
+    assert one.shape == (3, 32, 32) and batch.shape == (2, 3, 32, 32)
+    assert torch.equal(batch[0], one)
+    from_pil = pre(Image.fromarray(arr))  # resized by PIL, as torchvision's presets do
+    assert (from_pil - one).abs().mean() < 0.05
+
+
+def test_image_with_wrong_channel_count_is_a_one_line_error():
+    with pytest.raises(ValueError, match=r"expected a 3-channel image \(C, H, W\) or batch "
+                                         r"\(N, C, H, W\), got shape \(4, 32, 32\)"):
+        Preprocessing(resize=32, crop=32)(torch.zeros(4, 32, 32, dtype=torch.uint8))
+
+
+def test_both_metadata_layouts_read_back():
+    pre = Preprocessing(resize=36, crop=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
+    assert Preprocessing.from_dict(pre.to_dict()) == pre
+    assert Preprocessing.from_dict(json.loads(json.dumps(pre.to_metadata()))) == pre
+    # what `resnets train` wrote before there was an interpolation field
+    old = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2], "size": 32, "resize": 36}
+    assert Preprocessing.from_dict(old) == pre
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"mean": [0.5] * 3, "std": [0.2] * 3, "size": 100000, "resize": 100000},
+     "crop must be a whole number of pixels from 1 to 4096"),
+    ({"mean": [0.5] * 3, "std": [0, 0.2, 0.2], "size": 32}, "std must be positive"),
+    ({"mean": "abc", "std": [0.2] * 3, "size": 32}, "mean must be a list of numbers"),
+    ({"mean": [0.5] * 3, "std": [float("nan")] * 3, "size": 32}, "std must be finite"),
+    ({"mean": [0.5] * 3, "std": [0.2] * 2, "size": 32}, "one value per channel, got 3 and 2"),
+    ("not a mapping", "expected preprocessing as a mapping"),
+    ({"size": 32}, "expected preprocessing with mean, std and size"),
+])
+def test_hostile_metadata_is_one_line_error(data, message):
+    with pytest.raises(ValueError, match=message):
+        Preprocessing.from_dict(data)
