@@ -108,6 +108,8 @@ LAYERS = [("resnets.models", 0), ("resnets.weights", 1), ("resnets.data", 2),
 
 
 def layer(name: str) -> int | None:
+    if name.endswith(".__main__"):  # entry points (python -m ...) are command lines
+        return None
     for prefix, level in LAYERS:
         if name == prefix or name.startswith(prefix + "."):
             return level

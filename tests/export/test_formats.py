@@ -72,7 +72,7 @@ def test_cli_export_bad_inputs_are_one_line_errors(tmp_path):
         (["-o", str(tmp_path / "m.bin")], "cannot tell the format from 'm.bin'"),
         (["-o", str(tmp_path / "missing" / "m.onnx")], "does not exist"),
         (["-o", str(tmp_path / "m.pt2"), "--weights", str(tmp_path / "nope.safetensors")],
-         "checkpoint not found"),
+         "weights file not found"),
     ]:
         result = runner.invoke(app, ["export", "--model", "resnet20", *args])
         lines = [ln for ln in result.output.splitlines() if ln.strip()]

@@ -47,10 +47,7 @@ def test_calibration_folder_errors_name_the_folder(tmp_path):
         calibration_images(tmp_path, 8, (32, 32))
 
 
-def test_int8_backend_without_calibration_images_says_what_to_pass(monkeypatch):
-    import resnets.export.int8 as int8
-
-    monkeypatch.setattr(int8, "default_calibration_dir", lambda: None)
+def test_int8_backend_without_calibration_images_says_what_to_pass():
     with pytest.raises(ValueError, match="int8 needs calibration images: give a folder"):
         load_backend("int8", resnets.create_model("resnet20"), input_size=(3, 32, 32))
 

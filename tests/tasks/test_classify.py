@@ -60,7 +60,7 @@ def test_predict_walks_folders_and_reports_bad_files(trained, tmp_path):
     root, weights = trained
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG garbage")
-    preds, errors = predict([root / "test" / "a", bad], weights=weights, top_k=2)
+    preds, errors = predict([root / "test" / "a", bad], weights, top_k=2)
     assert len(preds) == 6 and all(len(p.top) == 2 for p in preds)
     assert abs(sum(v for _, v in preds[0].top) - 1.0) < 1.0  # probabilities, not logits
     assert len(errors) == 1 and "broken.png" in errors[0]
@@ -85,8 +85,8 @@ def test_predict_cli_exit_code_and_csv(trained, tmp_path):
 def test_predict_backends_agree_with_torch(trained, backend):
     root, weights = trained
     files = sorted((root / "test").rglob("*.png"))
-    ref, _ = predict(files, weights=weights, top_k=1)
-    other, errors = predict(files, weights=weights, top_k=1, backend=backend,
+    ref, _ = predict(files, weights, top_k=1)
+    other, errors = predict(files, weights, top_k=1, backend=backend,
                             calibration=root / "train")
     assert errors == [] and [p.path for p in other] == [p.path for p in ref]
     agree = sum(a.top[0][0] == b.top[0][0] for a, b in zip(ref, other, strict=True))

@@ -97,7 +97,8 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
         (["sr-eval", "--data", str(tmp_path / "missing"), "--model", "bicubic"],
          "does not exist"),
         (["sr-eval", "--data", str(tmp_path), "--model", "bicubic"], "no images in"),
-        (["sr-eval", "--data", str(tmp_path), "--model", "vdsr"], "--weights"),
+        (["sr-eval", "--data", str(tmp_path), "--model", "vdsr"],
+         "a model name with a weights file"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)

@@ -67,7 +67,7 @@ def test_teacher_of_other_classes_or_missing_is_a_one_line_error(tiny_data, tmp_
     Trainer(tiny_cfg(other, tmp_path / "t2", epochs=1), quiet=True).fit()
     runner = CliRunner()
     for spec, message in ((tmp_path / "t2" / "model.safetensors", "same classes"),
-                          (tmp_path / "nope.safetensors", "teacher weights not found")):
+                          (tmp_path / "nope.safetensors", "weights file not found")):
         res = runner.invoke(app, ["train", "--data", str(tiny_data), "--out",
                                   str(tmp_path / "s"), "--teacher", str(spec), "--epochs", "1",
                                   "--batch-size", "8"])

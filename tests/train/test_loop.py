@@ -54,7 +54,7 @@ def test_run_folder_has_every_artifact(tiny_data, tmp_path):
 
 def test_existing_run_is_not_overwritten(tiny_data, tmp_path):
     Trainer(tiny_cfg(tiny_data, tmp_path / "run", epochs=1), quiet=True).fit()
-    with pytest.raises(FileExistsError, match="already holds a run: pass --resume"):
+    with pytest.raises(FileExistsError, match="already holds a run: resume it"):
         Trainer(tiny_cfg(tiny_data, tmp_path / "run", epochs=1), quiet=True)
 
 

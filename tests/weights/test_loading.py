@@ -384,7 +384,7 @@ def test_convert_writes_clean_safetensors_with_metadata(tmp_path):
     # classes and preprocessing as `resnets train` writes them, for `resnets eval`/`predict`
     assert meta["classes"][:2] == ["airplane", "automobile"] and len(meta["classes"]) == 10
     assert meta["preprocess"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                                  "size": 32, "resize": 32}
+                                  "size": 32, "resize": 32, "interpolation": "bilinear"}
     model = resnets.create_model("resnet20", pretrained=out).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -47,7 +47,7 @@ def test_both_metadata_layouts_read_back():
 
 @pytest.mark.parametrize(("data", "message"), [
     ({"mean": [0.5] * 3, "std": [0.2] * 3, "size": 100000, "resize": 100000},
-     "crop must be a whole number of pixels from 1 to 4096"),
+     "resize must be a whole number of pixels from 1 to 4096"),
     ({"mean": [0.5] * 3, "std": [0, 0.2, 0.2], "size": 32}, "std must be positive"),
     ({"mean": "abc", "std": [0.2] * 3, "size": 32}, "mean must be a list of numbers"),
     ({"mean": [0.5] * 3, "std": [float("nan")] * 3, "size": 32}, "std must be finite"),

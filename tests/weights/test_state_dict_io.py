@@ -144,7 +144,7 @@ def test_unknown_suffix_and_missing_file(tmp_path):
     (tmp_path / "w.npz").write_bytes(b"x")
     with pytest.raises(ValueError, match=r"unknown checkpoint format 'w.npz': expected .pth"):
         read_raw(tmp_path / "w.npz")
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
         read_raw(tmp_path / "none.pth")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_output
 from .io import ImageReadError, is_image_file, read_rgb
 
 
@@ -129,9 +130,7 @@ def load_folder(root: str | Path, classes: list[str] | None = None, strict: bool
             pass
     data = decode_folder(index, strict=strict, image_size=image_size)
     if not data.skipped:  # a cache must reflect the folder; partial decodes are not cached
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"images": data.images.contiguous(), "labels": data.labels,
-                   "classes": torch.arange(len(data.classes))}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_output(path, make_parents=True) as tmp:
+            save_file({"images": data.images.contiguous(), "labels": data.labels,
+                       "classes": torch.arange(len(data.classes))}, str(tmp))
     return data

@@ -23,8 +23,7 @@ def test_root(data: str | Path) -> Path:
     if not root.is_dir():
         raise FileNotFoundError(f"dataset not found: {root} (expected a folder of class "
                                 "folders, or one holding test/)")
-    subfolders = {p.name for p in root.iterdir() if p.is_dir()}
-    if "test" in subfolders and subfolders <= {"train", "val", "test"}:
+    if (root / "test").is_dir() and ((root / "train").is_dir() or (root / "val").is_dir()):
         return root / "test"
     return root
 

@@ -210,6 +210,14 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------
     def fit(self) -> dict:
+        """Train to the end (or from where the run stopped); the run folder's lock is
+        released however it ends."""
+        try:
+            return self._fit()
+        finally:
+            self.run.close()
+
+    def _fit(self) -> dict:
         cfg = self.cfg
         # without a validation split the score is -train_loss, which can be below -1
         start_epoch, start_step, best = 0, 0, -math.inf

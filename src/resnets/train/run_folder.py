@@ -10,14 +10,22 @@ Our training states contain only tensors and plain containers, so they load with
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
+import os
 import random
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..files import atomic_write
+
+LOCK_NAME = "run.lock"
+_log = logging.getLogger(__name__)
 
 
 def rng_states() -> dict:
@@ -59,31 +67,112 @@ def load_training_state(path: str | Path) -> dict:
     return state
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+class RunLock:
+    """``run.lock`` in a run folder: the pid and host of the one process writing it. A
+    second process is refused with the holder named; the lock of a process that is gone
+    (same host) is taken over with a message."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._check_holder()
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            atexit.register(self.release)
+            return
+        raise FileExistsError(f"cannot take the lock {self.path}: it keeps changing hands")
+
+    def _check_holder(self) -> None:
+        """Raise if a live process holds the lock; remove it if its holder is gone."""
+        try:
+            holder = json.loads(self.path.read_text())
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        except (ValueError, KeyError, TypeError, OSError):
+            holder, pid, host = {}, -1, "?"
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("since", 0)))
+        if host == socket.gethostname() and pid > 0 and not _alive(pid):
+            _log.warning("%s: recovered the lock of process %d, which is gone (since %s)",
+                         self.path.parent, pid, since)
+            self.path.unlink(missing_ok=True)
+            return
+        if pid < 0:
+            raise FileExistsError(f"{self.path} exists but cannot be read: if no training "
+                                  "runs in this folder, delete it")
+        where = "" if host == socket.gethostname() else f" on {host}"
+        hint = "" if not where else f"; if that process is gone, delete {self.path}"
+        raise FileExistsError(f"{self.path.parent} is in use by process {pid}{where} "
+                              f"(since {since}): wait for it, or choose another run "
+                              f"folder{hint}")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
 class RunFolder:
     """One run's folder. A new run must not overwrite an existing one; resuming needs a
-    ``last.pt``. ``enabled=False`` (DDP ranks other than 0) reads but never writes."""
+    ``last.pt``; one process at a time writes it (``run.lock``). ``enabled=False`` (DDP
+    ranks other than 0) reads but never writes."""
 
     def __init__(self, path: str | Path, resume: bool, enabled: bool = True) -> None:
         self.path = Path(path)
         self.enabled = enabled
         self.resume_state: dict | None = None
+        self.lock = RunLock(self.path)
         last = self.path / "last.pt"
         if resume:
             if not last.exists():
                 raise FileNotFoundError(f"nothing to resume: {last} does not exist")
             if enabled:
+                self.lock.acquire()
                 for stale in self.path.glob(".*.tmp*"):  # a killed write's leftovers
                     stale.unlink(missing_ok=True)
-            self.resume_state = load_training_state(last)
+            try:
+                self.resume_state = load_training_state(last)
+            except BaseException:
+                self.close()
+                raise
         elif last.exists():
             raise FileExistsError(f"{self.path} already holds a run: resume it, or choose "
                                   "another run folder")
 
     def start(self, config: dict[str, Any]) -> None:
-        """Create the folder of a new run and write its ``config.json``."""
+        """Create the folder of a new run, take its lock and write its ``config.json``."""
         if self.enabled and self.resume_state is None:
             self.path.mkdir(parents=True, exist_ok=True)
+            if not self.lock.held:
+                self.lock.acquire()
+            if (self.path / "last.pt").exists():  # another run finished here meanwhile
+                self.close()
+                raise FileExistsError(f"{self.path} already holds a run: resume it, or "
+                                      "choose another run folder")
             self.write_json("config.json", config)
+
+    def close(self) -> None:
+        """Release the lock (at the end of a run; also done at exit)."""
+        self.lock.release()
 
     def save(self, name: str, state: dict) -> None:
         """A training state (``last.pt``, ``best.pt``), atomically."""

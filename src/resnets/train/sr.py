@@ -257,6 +257,14 @@ class SRTrainer:
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self) -> dict:
+        """Train to the end (or from where the run stopped); the run folder's lock is
+        released however it ends."""
+        try:
+            return self._fit()
+        finally:
+            self.run.close()
+
+    def _fit(self) -> dict:
         cfg = self.cfg
         start_epoch, start_step, loss_sum = 0, 0, 0.0
         best, best_epoch = -math.inf, 0

@@ -277,7 +277,8 @@ def guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
     """The registered model whose parameter names and shapes match ``state``, ignoring the
     classifier (weights fine-tuned to other class counts still match); built on the meta
     device, so the search allocates nothing."""
-    want = {k: tuple(v.shape) for k, v in state.items() if not k.startswith(HEAD + ".")}
+    heads = (HEAD + ".", *PEER_RENAMES)  # a peer's classifier too (akamaster's linear.)
+    want = {k: tuple(v.shape) for k, v in state.items() if not k.startswith(heads)}
     stem = want.get("conv1.weight", ())
     family = "cifar" if len(stem) == 4 and stem[-1] == 3 else "imagenet"  # 3x3 or 7x7 stem
     for name in list_models():

@@ -44,7 +44,7 @@ def read_raw(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     """The file's content (safely) and, for safetensors, its metadata (JSON decoded)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"weights file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == SAFETENSORS_SUFFIX:
         return _read_safetensors(path)

@@ -1,0 +1,72 @@
+"""One run, one folder: the lock, stale-lock recovery, and training states read with clear
+errors."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from resnets.train.run_folder import RunFolder, load_training_state
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_second_writer_is_refused_naming_the_holder(tmp_path):
+    first = RunFolder(tmp_path / "run", resume=False)
+    first.start({"a": 1})
+    second = RunFolder(tmp_path / "run", resume=False)
+    with pytest.raises(FileExistsError, match=rf"run is in use by process {os.getpid()} "
+                                              r"\(since .*\): wait for it"):
+        second.start({"a": 2})
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"a": 1}
+    first.close()
+    assert not (tmp_path / "run" / "run.lock").exists()
+
+
+def test_lock_of_a_dead_process_is_recovered_with_a_message(tmp_path, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.lock").write_text(json.dumps({"pid": _dead_pid(),
+                                              "host": socket.gethostname(),
+                                              "since": time.time()}))
+    folder = RunFolder(run, resume=False)
+    with caplog.at_level("WARNING"):
+        folder.start({})
+    assert "recovered the lock of process" in caplog.text
+    assert json.loads((run / "run.lock").read_text())["pid"] == os.getpid()
+    folder.close()
+
+
+def test_lock_held_on_another_host_says_how_to_clear_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": 0}))
+    with pytest.raises(FileExistsError, match="in use by process 1 on elsewhere .* if that "
+                                              "process is gone, delete"):
+        RunFolder(run, resume=False).start({})
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "the file is empty"),
+    (os.urandom(200), "damaged or not a resnets training checkpoint"),
+])
+def test_damaged_training_state_names_file_and_reason(tmp_path, content, message):
+    path = tmp_path / "last.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"cannot load checkpoint {path}: .*{message}"):
+        load_training_state(path)
+
+
+def test_a_state_without_config_is_not_a_training_checkpoint(tmp_path):
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="not a resnets training checkpoint"):
+        load_training_state(tmp_path / "last.pt")
