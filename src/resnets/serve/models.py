@@ -1,0 +1,95 @@
+"""What a server serves: a classifier (with its backend) and a super-resolution model.
+
+:func:`open_classifier` is this branch's one call of the classifier loader; when the
+one-loader API (``resnets.load_classifier(source)``) lands, only it changes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ..cam import grad_cam, heatmap_rgba
+from ..evaluate import Classifier, prepare
+from ..models.sr import check_scale, get_sr_model
+from ..upscale import picture_from_image, to_pil, upscale_picture
+from .config import ServeConfig
+
+
+def open_classifier(model: str | None = None, weights: str | None = None,
+                    device: str = "cpu") -> Classifier:
+    """The classifier by name and/or weights file (default: the bundled ResNet-56)."""
+    from ..evaluate import load_classifier
+
+    return load_classifier(model, weights, device)
+
+
+@dataclass
+class ServedModels:
+    """The loaded models and how the classifier is run."""
+
+    classifier: Classifier
+    run: Callable[[torch.Tensor], torch.Tensor]  # normalised batch -> logits
+    backend: str
+    sr_model: nn.Module
+    sr_label: str
+    device: str = "cpu"
+
+    @property
+    def scales(self) -> list[int]:
+        return list(getattr(self.sr_model, "scales", None) or (2, 3, 4))
+
+    def describe(self) -> dict:
+        """The ``/v1/models`` answer."""
+        clf = self.classifier
+        return {"classifier": {"name": clf.name, "weights": clf.weights, "backend": self.backend,
+                               "classes": clf.classes, "preprocess": clf.preprocess.to_dict()},
+                "upscaler": {"name": self.sr_label, "scales": self.scales}}
+
+    def classify(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Class probabilities of uint8 ``(3, H, W)`` images, run as one batch."""
+        x = torch.stack([prepare(img, self.classifier.preprocess)[0] for img in images])
+        with torch.inference_mode():
+            probs = self.run(x.to(self.device)).float().softmax(1).cpu()
+        return list(probs)
+
+    def cam_png(self, image: torch.Tensor) -> tuple[bytes, int]:
+        """Grad-CAM of the top-1 class as an RGBA PNG the size of ``image``, and that class."""
+        clf = self.classifier
+        x = prepare(image, clf.preprocess).to(self.device)
+        result = grad_cam(clf.model, x)
+        h, w = image.shape[-2:]
+        return png_bytes(heatmap_rgba(result.maps[0], h, w, clf.preprocess)), result.targets[0]
+
+    def upscale_png(self, img: Image.Image, scale: int, tile: int) -> bytes:
+        """``img`` upscaled ``scale`` times (tiled) as PNG bytes."""
+        check_scale(self.sr_model, scale)
+        up = upscale_picture(self.sr_model, picture_from_image(img), scale, tile=tile)
+        return png_bytes(to_pil(up))
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def load_models(config: ServeConfig) -> ServedModels:
+    """Load what ``config`` names; errors are for people (unknown model, missing file)."""
+    clf = open_classifier(config.model, config.weights, config.device)
+    run: Callable[[torch.Tensor], torch.Tensor] = clf.model
+    if config.backend != "torch":
+        if config.device != "cpu":
+            raise ValueError(f"backend {config.backend!r} runs on the CPU, not {config.device}")
+        from ..export.backends import load_backend
+
+        pre = clf.preprocess
+        run = load_backend(config.backend, clf.model, input_size=(3, pre.size, pre.size),
+                           normalization=(pre.mean, pre.std))
+    sr_model, sr_label = get_sr_model(config.sr_model, config.sr_weights, config.device)
+    return ServedModels(clf, run, config.backend, sr_model, sr_label, config.device)
