@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from resnets.serve.config import ServeConfig
-from resnets.serve.models import ServedModels, load_models
 from resnets.serve.metrics import parse_samples
+from resnets.serve.models import ServedModels, load_models
 
 from .conftest import example, png
 
