@@ -236,3 +236,17 @@ def test_a_full_queue_answers_503_with_retry_after(models):
                for r in refused)
     # 1 running + 2 waiting at most get through the burst before the rest are refused
     assert codes.count(200) <= 4
+
+
+def test_the_onnxruntime_backend_serves_the_same_probabilities(models):
+    from .conftest import require
+
+    require("onnxruntime")
+    from resnets.data.io import read_rgb
+    from tests.serve.conftest import EXAMPLES
+
+    onnx = load_models(ServeConfig(backend="onnxruntime"))
+    images = [read_rgb(p) for p in sorted(EXAMPLES.glob("*.jpg"))[:4]]
+    ours, theirs = torch.stack(onnx.classify(images)), torch.stack(models.classify(images))
+    assert onnx.describe()["classifier"]["backend"] == "onnxruntime"
+    assert (ours - theirs).abs().max() < 1e-4
