@@ -87,7 +87,7 @@ def test_batched_probabilities_equal_unbatched(models):
     from resnets.data.io import read_rgb
     from tests.serve.conftest import EXAMPLES
 
-    images = [read_rgb(p) for p in sorted(EXAMPLES.glob("*.jpg"))]
+    images = [models.prepare(read_rgb(p)) for p in sorted(EXAMPLES.glob("*.jpg"))]
     batched = torch.stack(models.classify(images))
     alone = torch.stack([models.classify([img])[0] for img in images])
     assert batched.shape == (10, 10)
@@ -246,7 +246,7 @@ def test_the_onnxruntime_backend_serves_the_same_probabilities(models):
     from tests.serve.conftest import EXAMPLES
 
     onnx = load_models(ServeConfig(backend="onnxruntime"))
-    images = [read_rgb(p) for p in sorted(EXAMPLES.glob("*.jpg"))[:4]]
+    images = [models.prepare(read_rgb(p)) for p in sorted(EXAMPLES.glob("*.jpg"))[:4]]
     ours, theirs = torch.stack(onnx.classify(images)), torch.stack(models.classify(images))
     assert onnx.describe()["classifier"]["backend"] == "onnxruntime"
     assert (ours - theirs).abs().max() < 1e-4

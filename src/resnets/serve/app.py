@@ -128,9 +128,10 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
     async def classify(request: Request, top_k: int | None = Query(None, ge=1)) -> dict:
         upload = await read_upload(request, config.max_upload_bytes)
         k = top_k if top_k is not None else _form_int(upload.fields, "top_k", 5)
-        image = await run_in_threadpool(_decode_rgb, upload.file, config.max_pixels)
         served: ServedModels = request.app.state.models
-        probs = await request.app.state.lanes.classify.run(image)
+        image = await run_in_threadpool(_decode_rgb, upload.file, config.max_pixels)
+        x = await run_in_threadpool(served.prepare, image)
+        probs = await request.app.state.lanes.classify.run(x)
         values, idx = probs.topk(min(k, len(served.classifier.classes)))
         top = [{"class": served.classifier.classes[i], "probability": v}
                for i, v in zip(idx.tolist(), values.tolist(), strict=True)]
@@ -139,9 +140,12 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
     @app.post("/v1/cam")
     async def cam(request: Request) -> Response:
         upload = await read_upload(request, config.max_upload_bytes)
-        image = await run_in_threadpool(_decode_rgb, upload.file, config.max_pixels)
         served: ServedModels = request.app.state.models
-        png, target = await request.app.state.lanes.cam.run(lambda: served.cam_png(image))
+        image = await run_in_threadpool(_decode_rgb, upload.file, config.max_pixels)
+        x, (height, width) = await run_in_threadpool(served.prepare, image), image.shape[-2:]
+        del image  # the queue holds the small input only
+        png, target = await request.app.state.lanes.cam.run(
+            lambda: served.cam_png(x, height, width))
         return Response(png, media_type="image/png",
                         headers={"X-Class": served.classifier.classes[target]})
 

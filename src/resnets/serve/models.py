@@ -51,20 +51,25 @@ class ServedModels:
                                "classes": clf.classes, "preprocess": clf.preprocess.to_dict()},
                 "upscaler": {"name": self.sr_label, "scales": self.scales}}
 
-    def classify(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Class probabilities of uint8 ``(3, H, W)`` images, run as one batch."""
-        x = torch.stack([prepare(img, self.classifier.preprocess)[0] for img in images])
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        """A uint8 ``(3, H, W)`` picture as the model's ``(3, size, size)`` input. Done before
+        queueing, so a queue of large uploads holds small tensors, not full pictures."""
+        return prepare(image, self.classifier.preprocess)[0]
+
+    def classify(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Class probabilities of prepared inputs (:meth:`prepare`), run as one batch."""
+        x = torch.stack(list(inputs))
         with torch.inference_mode():
             probs = self.run(x.to(self.device)).float().softmax(1).cpu()
         return list(probs)
 
-    def cam_png(self, image: torch.Tensor) -> tuple[bytes, int]:
-        """Grad-CAM of the top-1 class as an RGBA PNG the size of ``image``, and that class."""
+    def cam_png(self, x: torch.Tensor, height: int, width: int) -> tuple[bytes, int]:
+        """Grad-CAM of the top-1 class of a prepared input as an RGBA PNG over a
+        ``height x width`` picture, and that class."""
         clf = self.classifier
-        x = prepare(image, clf.preprocess).to(self.device)
-        result = grad_cam(clf.model, x)
-        h, w = image.shape[-2:]
-        return png_bytes(heatmap_rgba(result.maps[0], h, w, clf.preprocess)), result.targets[0]
+        result = grad_cam(clf.model, x[None].to(self.device))
+        heat = heatmap_rgba(result.maps[0], height, width, clf.preprocess)
+        return png_bytes(heat), result.targets[0]
 
     def upscale_png(self, img: Image.Image, scale: int, tile: int) -> bytes:
         """``img`` upscaled ``scale`` times (tiled) as PNG bytes."""
