@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # that also runs on CPU); override with `make TORCH_SPEC=... test`.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-slow lint clean
+.PHONY: demo test test-slow lint clean chromium
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -15,7 +15,7 @@ $(PY):
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip >/dev/null
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[dev,onnx]'
+	$(PIP) install -q -e '.[dev,onnx,serve,browser]'
 	touch $@
 
 demo: $(VENV)/.installed-dev
@@ -25,10 +25,25 @@ demo: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 
-test: lint
+# The browser test drives Debian's chromium (Playwright's own browser download is not
+# reachable on the project's machines). Installed when missing (as root, or with sudo);
+# without it the test skips locally, and under CI (CI set) this target fails.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	    sudo apt-get install -y -q chromium >/dev/null; \
+	  fi; \
+	  command -v chromium >/dev/null || { \
+	    echo "chromium is missing: apt-get install -y chromium (the browser test needs it)"; \
+	    [ -z "$$CI" ]; }; }
+
+test: lint chromium
 	$(PY) -m pytest -q
 
-test-slow: $(VENV)/.installed-dev
+test-slow: $(VENV)/.installed-dev chromium
 	$(PY) -m pytest -q -m slow
 
 clean:

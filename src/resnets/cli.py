@@ -254,6 +254,8 @@ def predict(
     backend: Annotated[str, typer.Option(help="torch, onnxruntime or int8.")] = "torch",
     calibration: Annotated[str | None, typer.Option(
         help="int8: a folder of training images to calibrate on; default: the inputs.")] = None,
+    cam: Annotated[str | None, typer.Option(
+        "--cam", help="Also write a Grad-CAM heat map per image into this folder.")] = None,
 ) -> None:
     """Classify images; unreadable files are reported and the rest still classified."""
     import json
@@ -272,6 +274,11 @@ def predict(
                                  calibration=calibration)
     for err in errors:
         typer.echo(f"error: {err}", err=True)
+    if cam:
+        from .tasks.cam import write_cam_files
+
+        written, _ = write_cam_files(clf.model, clf.preprocessing, paths, cam)
+        typer.echo(f"{len(written)} heat map(s) in {cam}", err=True)
     if csv_:
         write_predictions_csv(preds, csv_)
     if json_:
@@ -526,6 +533,44 @@ def upscale(
             typer.echo(f"{r.source} ({w}x{h}) -> {r.output} ({ow}x{oh})")
     if any(r.error for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    model: Annotated[str | None, typer.Option(help="Classifier; default: bundled ResNet-56."
+                                              )] = None,
+    weights: Annotated[str | None, typer.Option(help="Classifier safetensors file.")] = None,
+    sr_model: Annotated[str | None, typer.Option(help="Upscaler; default: the bundled one.")
+                        ] = None,
+    sr_weights: Annotated[str | None, typer.Option(help="Upscaler safetensors file.")] = None,
+    backend: Annotated[str, typer.Option(help="Classifier backend: torch or onnxruntime.")
+                       ] = "torch",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    workers: Annotated[int, typer.Option(help="Processes sharing the port.")] = 1,
+    queue_size: Annotated[int, typer.Option(help="Waiting requests per model before 503.")
+                          ] = 64,
+    max_batch: Annotated[int, typer.Option(help="Images per classifier batch.")] = 32,
+    batch_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill.")] = 5.0,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload (413 above).")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest decoded input, in pixels.")
+                          ] = 40_000_000,
+    max_output_pixels: Annotated[int, typer.Option(help="Largest upscaled output, in pixels.")
+                                 ] = 16_777_216,
+) -> None:
+    """Serve classify, Grad-CAM and upscale over HTTP, with a web page at /."""
+    from .serve.config import ServeConfig
+    from .serve.server import serve as run_server
+
+    run_server(ServeConfig(host=host, port=port, model=model, weights=weights,
+                           sr_model=sr_model, sr_weights=sr_weights, backend=backend,
+                           device=device, workers=workers, queue_size=queue_size,
+                           max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                           max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                           max_output_pixels=max_output_pixels))
 
 
 @app.command("train-sr")

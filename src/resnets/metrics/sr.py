@@ -27,7 +27,7 @@ def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
     """
     if img.dtype != torch.uint8:
         raise ValueError(f"expected a uint8 image (the saved 8-bit result), got {img.dtype}: "
-                         f"round it with resnets.data.degrade.to_uint8 first")
+                         f"round it with resnets.models.imresize.to_uint8 first")
     if img.dim() != 3 or img.shape[0] not in (1, 3):
         raise ValueError(f"expected a (1, H, W) or (3, H, W) image, got shape "
                          f"{tuple(img.shape)}")

@@ -48,7 +48,11 @@ def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 def load_picture(path: str | Path) -> Picture:
     """Read any image Pillow decodes, EXIF-rotated; a bad file raises a one-line ValueError."""
-    img = open_image(path)
+    return picture_from_image(open_image(path))
+
+
+def picture_from_image(img: Image.Image) -> Picture:
+    """A decoded Pillow image (any mode) as a :class:`Picture`."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float64)
@@ -166,7 +170,8 @@ def upscale_picture(model: nn.Module, pic: Picture, scale: int, tile: int | None
     return Picture(color, alpha, pic.bits)
 
 
-def _to_pil(pic: Picture) -> Image.Image:
+def to_pil(pic: Picture) -> Image.Image:
+    """A picture as a Pillow image: 8-bit L/LA/RGB/RGBA, or 16-bit grayscale."""
     if pic.bits == 16 and pic.color.shape[0] == 1 and pic.alpha is None:
         arr = torch.floor(pic.color[0].double() * 65535 + 0.5).numpy().astype(np.uint16)
         return Image.fromarray(arr)  # mode I;16, written as a 16-bit grayscale PNG
@@ -179,7 +184,7 @@ def _to_pil(pic: Picture) -> Image.Image:
 def save_png(pic: Picture, path: str | Path) -> None:
     """Write a PNG atomically: a temporary file in the same folder, then ``os.replace``."""
     with atomic_output(path) as tmp:
-        _to_pil(pic).save(tmp, format="PNG")
+        to_pil(pic).save(tmp, format="PNG")
 
 
 @dataclass

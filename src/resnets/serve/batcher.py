@@ -1,0 +1,107 @@
+"""Dynamic micro-batching on a worker thread, behind a bounded queue.
+
+Requests put one item each on a queue and wait for its future. One worker thread takes the
+first item, waits up to ``wait_s`` for more (at most ``max_batch``), runs the model once on
+the batch and hands each caller its own result. The event loop never runs the model, and a
+full queue refuses new work at once (:class:`QueueFull`, answered 503) instead of piling up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from .metrics import Metrics
+
+
+class QueueFull(RuntimeError):
+    """The queue of a lane is full: try again later."""
+
+
+_STOP = object()
+
+
+class MicroBatcher:
+    """Runs ``fn(items) -> results`` (same length, same order) on batches of queued items."""
+
+    def __init__(self, fn: Callable[[Sequence[Any]], Sequence[Any]], name: str,
+                 max_batch: int = 32, wait_s: float = 0.005, queue_size: int = 64,
+                 metrics: Metrics | None = None) -> None:
+        if max_batch < 1 or queue_size < 1 or wait_s < 0:
+            raise ValueError(f"max_batch and queue_size must be >= 1 and wait_s >= 0, got "
+                             f"{max_batch}, {queue_size}, {wait_s}")
+        self.fn, self.name = fn, name
+        self.max_batch, self.wait_s = max_batch, wait_s
+        self.metrics = metrics
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._work, name=f"resnets-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Any) -> Future:
+        """Queue ``item``; its result (or exception) arrives on the returned future."""
+        fut: Future = Future()
+        try:
+            self._queue.put_nowait((item, fut))
+        except queue.Full:
+            raise QueueFull(f"the {self.name} queue is full ({self._queue.maxsize} waiting)"
+                            ) from None
+        self._report_depth()
+        return fut
+
+    async def run(self, item: Any) -> Any:
+        """Queue ``item`` and await its result without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(item))
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Finish the queued work, then stop the worker thread."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _report_depth(self) -> None:
+        if self.metrics is not None:
+            self.metrics.set_queue_depth(self.name, self._queue.qsize())
+
+    def _collect(self) -> tuple[list[tuple[Any, Future]], bool]:
+        """The next batch, and whether the stop marker was seen."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + self.wait_s
+        while len(batch) < self.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is _STOP:
+                return batch, True
+            batch.append(nxt)
+        return batch, False
+
+    def _work(self) -> None:
+        stop = False
+        while not stop:
+            batch, stop = self._collect()
+            self._report_depth()
+            live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            if self.metrics is not None:
+                self.metrics.observe_batch(self.name, len(live))
+            try:
+                results = self.fn([item for item, _ in live])
+                if len(results) != len(live):
+                    raise RuntimeError(f"{self.name}: {len(results)} results for "
+                                       f"{len(live)} inputs")
+            except Exception as e:  # handed to each caller, which answers 500
+                for _, fut in live:
+                    fut.set_exception(e)
+                continue
+            for (_, fut), result in zip(live, results, strict=True):
+                fut.set_result(result)

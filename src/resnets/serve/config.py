@@ -1,0 +1,60 @@
+"""Settings of ``resnets serve``: one dataclass, filled from the command line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class ServeConfig:
+    """What ``resnets serve`` loads and the limits it enforces.
+
+    The defaults keep one x4 upscale far below a few GB: the output is at most
+    ``max_output_pixels`` (float32 accumulators of 3 + 1 planes: 16 MP -> 256 MB) and it is
+    computed in tiles (``resnets.tasks.upscale``).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: str | None = None  # classifier name; default: the bundled ResNet-56
+    weights: str | None = None  # classifier safetensors file
+    sr_model: str | None = None  # super-resolution model; default: the bundled EDSR
+    sr_weights: str | None = None
+    backend: str = "torch"  # classifier backend: torch or onnxruntime
+    device: str = "cpu"
+    workers: int = 1  # processes (each loads its own models; stateless)
+    queue_size: int = 64  # requests waiting per model before 503
+    max_batch: int = 32  # images per classifier batch
+    batch_wait_ms: float = 5.0  # how long a batch waits for more requests
+    max_upload_mb: float = 20.0
+    max_pixels: int = 40_000_000  # decoded input pixels (width x height)
+    max_output_pixels: int = 16_777_216  # upscaled output pixels (4096 x 4096)
+    tile: int = 256  # low-resolution tile side for upscaling
+
+    def __post_init__(self) -> None:
+        checks = [("port", 0 <= self.port <= 65535, "0..65535"),
+                  ("workers", self.workers >= 1, ">= 1"),
+                  ("queue_size", self.queue_size >= 1, ">= 1"),
+                  ("max_batch", self.max_batch >= 1, ">= 1"),
+                  ("batch_wait_ms", self.batch_wait_ms >= 0, ">= 0"),
+                  ("max_upload_mb", self.max_upload_mb > 0, "> 0"),
+                  ("max_pixels", self.max_pixels >= 1, ">= 1"),
+                  ("max_output_pixels", self.max_output_pixels >= 1, ">= 1"),
+                  ("tile", self.tile >= 32, ">= 32")]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)}")
+        if self.backend not in ("torch", "onnxruntime"):
+            raise ValueError(f"backend must be torch or onnxruntime, got {self.backend!r}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        return cls(**json.loads(text))

@@ -1,0 +1,92 @@
+"""What a server serves: a classifier (with its backend) and a super-resolution model, both
+loaded through the package's one loaders."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ..models.sr import check_scale
+from ..tasks.cam import grad_cam, heatmap_rgba
+from ..tasks.upscale import picture_from_image, to_pil, upscale_picture
+from ..weights.classifier import Classifier, load_classifier
+from ..weights.sr import get_sr_model
+from .config import ServeConfig
+
+
+@dataclass
+class ServedModels:
+    """The loaded models and how the classifier is run."""
+
+    classifier: Classifier
+    run: Callable[[torch.Tensor], torch.Tensor]  # normalised batch -> logits
+    backend: str
+    sr_model: nn.Module
+    sr_label: str
+    device: str = "cpu"
+
+    @property
+    def scales(self) -> list[int]:
+        return list(getattr(self.sr_model, "scales", None) or (2, 3, 4))
+
+    def describe(self) -> dict:
+        """The ``/v1/models`` answer."""
+        clf = self.classifier
+        return {"classifier": {"name": clf.name, "weights": clf.source, "backend": self.backend,
+                               "classes": clf.classes,
+                               "preprocess": clf.preprocessing.to_metadata()},
+                "upscaler": {"name": self.sr_label, "scales": self.scales}}
+
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        """A uint8 ``(3, H, W)`` picture as the model's ``(3, size, size)`` input. Done before
+        queueing, so a queue of large uploads holds small tensors, not full pictures."""
+        return self.classifier.preprocessing(image)
+
+    def classify(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Class probabilities of prepared inputs (:meth:`prepare`), run as one batch."""
+        x = torch.stack(list(inputs))
+        with torch.inference_mode():
+            probs = self.run(x.to(self.device)).float().softmax(1).cpu()
+        return list(probs)
+
+    def cam_png(self, x: torch.Tensor, height: int, width: int) -> tuple[bytes, int]:
+        """Grad-CAM of the top-1 class of a prepared input as an RGBA PNG over a
+        ``height x width`` picture, and that class."""
+        clf = self.classifier
+        result = grad_cam(clf.model, x[None].to(self.device))
+        heat = heatmap_rgba(result.maps[0], height, width, clf.preprocessing)
+        return png_bytes(heat), result.targets[0]
+
+    def upscale_png(self, img: Image.Image, scale: int, tile: int) -> bytes:
+        """``img`` upscaled ``scale`` times (tiled) as PNG bytes."""
+        check_scale(self.sr_model, scale)
+        up = upscale_picture(self.sr_model, picture_from_image(img), scale, tile=tile)
+        return png_bytes(to_pil(up))
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def load_models(config: ServeConfig) -> ServedModels:
+    """Load what ``config`` names; errors are for people (unknown model, missing file)."""
+    clf = load_classifier(config.weights, config.model, device=config.device)
+    run: Callable[[torch.Tensor], torch.Tensor] = clf.model
+    if config.backend != "torch":
+        if config.device != "cpu":
+            raise ValueError(f"backend {config.backend!r} runs on the CPU, not {config.device}")
+        from ..export.backends import load_backend
+
+        pre = clf.preprocessing
+        side = pre.input_size
+        run = load_backend(config.backend, clf.model, input_size=(3, side, side),
+                           normalization=(pre.mean, pre.std))
+    sr_model, sr_label = get_sr_model(config.sr_model, config.sr_weights, config.device)
+    return ServedModels(clf, run, config.backend, sr_model, sr_label, config.device)

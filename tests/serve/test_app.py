@@ -1,0 +1,252 @@
+"""The HTTP contract of ``resnets serve``, through an HTTP client against the app."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import tempfile
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnets.serve.config import ServeConfig
+from resnets.serve.metrics import parse_samples
+from resnets.serve.models import ServedModels, load_models
+
+from .conftest import example, png
+
+
+@pytest.fixture(scope="module")
+def models() -> ServedModels:
+    return load_models(ServeConfig())
+
+
+@pytest.fixture
+def client(models):
+    from fastapi.testclient import TestClient
+
+    from resnets.serve.app import create_app
+
+    config = ServeConfig(max_upload_mb=1, max_pixels=1_000_000, max_output_pixels=600_000)
+    with TestClient(create_app(config, models=models)) as c:
+        yield c
+
+
+def post(client, path: str, data: bytes, name: str = "x.png"):
+    return client.post(path, files={"file": (name, data, "application/octet-stream")})
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header declares ``width x height`` pixels (a decompression bomb)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (1 + 3 * 16) * 16)  # far fewer rows than declared
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows)
+            + chunk(b"IEND", b""))
+
+
+def flat_png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 150)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_healthz_and_models_describe_what_is_loaded(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    info = client.get("/v1/models").json()
+    assert info["classifier"]["name"] == "resnet56"
+    assert info["classifier"]["classes"][3] == "cat"
+    assert info["classifier"]["preprocess"]["size"] == 32
+    assert info["upscaler"]["scales"] == [2, 3, 4]
+
+
+def test_classify_returns_top_k_classes_with_probabilities(client):
+    r = post(client, "/v1/classify", example("cat_0007.jpg"), "cat.jpg")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model"] == "resnet56"
+    assert [t["class"] for t in body["top"]][0] == "cat"
+    probs = [t["probability"] for t in body["top"]]
+    assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    r3 = client.post("/v1/classify?top_k=3", files={"file": ("c.jpg", example(), "image/jpeg")})
+    assert len(r3.json()["top"]) == 3
+    form = client.post("/v1/classify", files={"file": ("c.jpg", example(), "image/jpeg")},
+                       data={"top_k": "2"})
+    assert len(form.json()["top"]) == 2
+
+
+def test_batched_probabilities_equal_unbatched(models):
+    from resnets.data.io import read_rgb
+    from tests.serve.conftest import EXAMPLES
+
+    images = [models.prepare(read_rgb(p)) for p in sorted(EXAMPLES.glob("*.jpg"))]
+    batched = torch.stack(models.classify(images))
+    alone = torch.stack([models.classify([img])[0] for img in images])
+    assert batched.shape == (10, 10)
+    assert (batched - alone).abs().max() <= 1e-5
+
+
+def test_upscale_returns_a_png_scale_times_larger(client):
+    for scale in (2, 4):
+        r = client.post(f"/v1/upscale?scale={scale}",
+                        files={"file": ("p.png", png(40, 30), "image/png")})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(r.content)).size == (40 * scale, 30 * scale)
+
+
+def test_cam_is_a_heat_map_the_size_of_the_picture(client):
+    r = post(client, "/v1/cam", example(), "cat.jpg")
+    assert r.status_code == 200 and r.headers["x-class"] == "cat"
+    heat = Image.open(io.BytesIO(r.content))
+    assert heat.mode == "RGBA" and heat.size == (32, 32)
+    alpha = torch.from_numpy(np.asarray(heat.getchannel("A")).astype(np.int64))
+    assert alpha.max() > 100 and alpha.min() < alpha.max()  # a map, not a flat wash
+
+
+@pytest.mark.parametrize(("data", "status", "words"), [
+    (b"", 422, "empty"),
+    (b"just some text, not a picture\n" * 3, 415, "not an image"),
+    (png(64, 64)[:300], 422, "truncated or corrupt"),
+    (bomb_png(), 422, "pixels"),
+    (flat_png(1100, 1000), 422, "at most 1,000,000"),
+])
+def test_bad_uploads_get_a_one_line_json_error_and_the_server_keeps_serving(
+        client, data, status, words):
+    for path in ("/v1/classify", "/v1/upscale?scale=2", "/v1/cam"):
+        r = post(client, path, data)
+        assert r.status_code == status, (path, r.text)
+        error = r.json()["error"]
+        assert words in error and "\n" not in error and "Traceback" not in r.text
+    assert client.get("/healthz").status_code == 200
+    assert post(client, "/v1/classify", example()).status_code == 200
+
+
+def test_wrong_scale_and_top_k_are_422(client):
+    for query in ("scale=5", "scale=1", "scale=two"):
+        r = post(client, f"/v1/upscale?{query}", png(16, 16))
+        assert r.status_code == 422 and "scale" in r.json()["error"]
+    assert post(client, "/v1/classify?top_k=0", example()).status_code == 422
+
+
+def test_upscale_output_above_the_pixel_limit_is_refused(client):
+    # 400x400 is under the 1 MP input limit, but x2 makes 640,000 > 600,000 output pixels
+    r = post(client, "/v1/upscale?scale=2", png(400, 400))
+    assert r.status_code == 422 and "at most 600,000" in r.json()["error"]
+    assert post(client, "/v1/upscale?scale=2", png(380, 380)).status_code == 200
+
+
+def test_upload_over_the_size_limit_is_413_and_nothing_is_written_to_disk(
+        client, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a spooled upload would go
+    big = b"\x00" * (3 * 1024 * 1024)
+    r = post(client, "/v1/classify", big)
+    assert r.status_code == 413 and "1 MB" in r.json()["error"]
+    # a 0.9 MB upload under the limit is parsed in memory too (Starlette spools >1 MB)
+    r = post(client, "/v1/classify", b"\x01" * (900 * 1024))
+    assert r.status_code == 415
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_multipart_is_415(client):
+    r = client.post("/v1/classify", content=example(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 415 and "multipart" in r.json()["error"]
+
+
+def test_internal_errors_reach_the_client_without_a_stack_trace(models):
+    from fastapi.testclient import TestClient
+
+    from resnets.serve.app import create_app
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("secret internal detail")
+
+    bad = ServedModels(models.classifier, broken, "torch", models.sr_model, models.sr_label)
+    with TestClient(create_app(ServeConfig(), models=bad), raise_server_exceptions=False) as c:
+        r = post(c, "/v1/classify", example())
+        assert r.status_code == 500
+        assert "secret" not in r.text and "Traceback" not in r.text and r.json()["error"]
+        assert c.get("/healthz").status_code == 200
+
+
+def test_metrics_count_requests_errors_and_batch_sizes(client):
+    post(client, "/v1/classify", example())
+    post(client, "/v1/classify", b"")
+    text = client.get("/metrics").text
+    samples = parse_samples(text)
+    assert samples['resnets_requests_total{route="/v1/classify",status="200"}'] == 1
+    assert samples['resnets_requests_total{route="/v1/classify",status="422"}'] == 1
+    assert samples['resnets_errors_total{route="/v1/classify",reason="bad_input"}'] == 1
+    assert samples['resnets_batch_size_count{lane="classify"}'] == 1
+    assert samples['resnets_request_duration_seconds_count{route="/v1/classify"}'] == 2
+    assert "# TYPE resnets_request_duration_seconds histogram" in text
+
+
+def test_page_is_self_contained(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    html = r.text
+    assert "/v1/classify" in html and "/v1/upscale" in html and "/v1/cam" in html
+    assert "http://" not in html and "https://" not in html  # no CDN: works offline
+
+
+class _Slow(torch.nn.Module):
+    """A classifier that takes ``delay`` seconds per call, to fill the queue."""
+
+    def __init__(self, model: torch.nn.Module, delay: float) -> None:
+        super().__init__()
+        self.model, self.delay = model, delay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.delay)
+        return self.model(x)
+
+
+def test_a_full_queue_answers_503_with_retry_after(models):
+    import httpx
+
+    from resnets.serve.app import create_app
+
+    slow = ServedModels(models.classifier, _Slow(models.classifier.model, 0.3), "torch",
+                        models.sr_model, models.sr_label)
+    app = create_app(ServeConfig(queue_size=2, max_batch=1, batch_wait_ms=0), models=slow)
+    data = example()
+
+    async def burst() -> list[httpx.Response]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                         timeout=60) as c:
+                return await asyncio.gather(*[
+                    c.post("/v1/classify", files={"file": ("c.jpg", data, "image/jpeg")})
+                    for _ in range(10)])
+
+    responses = asyncio.run(burst())
+    codes = sorted(r.status_code for r in responses)
+    assert 200 in codes and 503 in codes and set(codes) <= {200, 503}
+    refused = [r for r in responses if r.status_code == 503]
+    assert all(r.headers["retry-after"] == "1" and "queue is full" in r.json()["error"]
+               for r in refused)
+    # 1 running + 2 waiting at most get through the burst before the rest are refused
+    assert codes.count(200) <= 4
+
+
+def test_the_onnxruntime_backend_serves_the_same_probabilities(models):
+    from .conftest import require
+
+    require("onnxruntime")
+    from resnets.data.io import read_rgb
+    from tests.serve.conftest import EXAMPLES
+
+    onnx = load_models(ServeConfig(backend="onnxruntime"))
+    images = [models.prepare(read_rgb(p)) for p in sorted(EXAMPLES.glob("*.jpg"))[:4]]
+    ours, theirs = torch.stack(onnx.classify(images)), torch.stack(models.classify(images))
+    assert onnx.describe()["classifier"]["backend"] == "onnxruntime"
+    assert (ours - theirs).abs().max() < 1e-4

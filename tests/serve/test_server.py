@@ -1,0 +1,67 @@
+"""``resnets serve`` as a real process on 127.0.0.1: over the socket, and its SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from resnets.serve.metrics import parse_samples
+
+from .conftest import example, png
+
+
+def test_the_cli_serves_the_contract_over_a_socket(server_factory):
+    server = server_factory("--queue-size", "32")
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        r = c.post("/v1/classify", files={"file": ("cat.jpg", example(), "image/jpeg")})
+        assert r.status_code == 200 and r.json()["top"][0]["class"] == "cat"
+        r = c.post("/v1/upscale", params={"scale": 3},
+                   files={"file": ("p.png", png(20, 10), "image/png")})
+        assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+        r = c.post("/v1/classify", files={"file": ("empty.png", b"", "image/png")})
+        assert r.status_code == 422 and r.json()["error"]
+        assert "resnets_requests_total" in c.get("/metrics").text
+        assert "<html" in c.get("/").text
+
+
+def test_a_wrong_model_is_one_line_and_exit_1(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "resnets", "serve", "--model", "resnet7"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error:") and "Traceback" not in out.stderr
+
+
+def _upscale_depth(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return parse_samples(text).get('resnets_queue_depth{lane="upscale"}', 0.0)
+
+
+def test_sigterm_answers_the_requests_in_flight_then_exits(server_factory):
+    server = server_factory()
+    picture = png(160, 160)
+
+    def upscale() -> int:
+        r = httpx.post(f"{server.url}/v1/upscale", params={"scale": 4}, timeout=120,
+                       files={"file": ("p.png", picture, "image/png")})
+        return r.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(upscale) for _ in range(4)]
+        deadline = time.monotonic() + 60
+        while _upscale_depth(server.url) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # wait until requests are queued behind a running one
+        assert _upscale_depth(server.url) >= 1, "no request was waiting: the test proves nothing"
+        server.proc.send_signal(signal.SIGTERM)
+        codes = [f.result() for f in futures]
+    assert codes == [200] * 4
+    # uvicorn re-raises the signal once it has shut down cleanly: exit by SIGTERM, or 0
+    assert server.proc.wait(60) in (0, -signal.SIGTERM)
+    log = server.log.read_text()
+    assert "Shutting down" in log and "Finished server process" in log
