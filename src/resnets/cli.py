@@ -251,9 +251,11 @@ def predict(
     device: Annotated[str, typer.Option()] = "cpu",
     json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     csv_: Annotated[str | None, typer.Option("--csv", help="Also write a CSV file.")] = None,
-    backend: Annotated[str, typer.Option(help="torch, onnxruntime or int8.")] = "torch",
+    backend: Annotated[str, typer.Option(
+        help="torch, onnxruntime, int8, openvino or openvino-int8.")] = "torch",
     calibration: Annotated[str | None, typer.Option(
-        help="int8: a folder of training images to calibrate on; default: the inputs.")] = None,
+        help="int8, openvino-int8: a folder of training images to calibrate on; "
+        "default: the inputs.")] = None,
     cam: Annotated[str | None, typer.Option(
         "--cam", help="Also write a Grad-CAM heat map per image into this folder.")] = None,
 ) -> None:
@@ -263,8 +265,9 @@ def predict(
     from .tasks.classify import collect_images, predict_with, write_predictions_csv
     from .weights.classifier import load_classifier
 
-    if backend not in ("torch", "onnxruntime", "int8"):
-        raise ValueError(f"--backend must be torch, onnxruntime or int8, got {backend!r}")
+    backends = ("torch", "onnxruntime", "int8", "openvino", "openvino-int8")
+    if backend not in backends:
+        raise ValueError(f"--backend must be one of {', '.join(backends)}, got {backend!r}")
     paths = collect_images(inputs)
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")
@@ -435,11 +438,12 @@ def export(
     weights: Annotated[str | None, typer.Option(
         help="Weights file (.safetensors or torch); default: the model's initial weights.")] = None,
     format_: Annotated[str | None, typer.Option(
-        "--format", help="onnx, torch-export, torchscript or safetensors; default: from the "
-        "suffix (.onnx .pt2 .pt .safetensors).")] = None,
+        "--format", help="onnx, openvino, torch-export, torchscript or safetensors; default: "
+        "from the suffix (.onnx .xml .pt2 .pt .safetensors).")] = None,
 ) -> None:
-    """Write a model as ONNX (dynamic batch/size, checked in onnxruntime), a torch.export
-    program, TorchScript or safetensors; atomically."""
+    """Write a model as ONNX (dynamic batch/size, checked in onnxruntime), an OpenVINO IR
+    (.xml + .bin, checked in OpenVINO), a torch.export program, TorchScript or safetensors;
+    atomically."""
     from .export.formats import export_named
 
     typer.echo(export_named(model, output, format_, weights).summary())
@@ -452,10 +456,12 @@ def bench(
     model: Annotated[str, typer.Option(help="Model name.")] = "resnet50",
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,16",
     backend: Annotated[str, typer.Option(
-        help="resnets backends: eager, optimized, compiled, bf16, onnxruntime, int8."
+        help="resnets backends: eager, optimized, compiled, bf16, onnxruntime, int8, "
+             "openvino, openvino-int8."
     )] = "eager,optimized,onnxruntime,int8",
     compare: Annotated[str, typer.Option(
-        help="Peers: torchvision, onnxruntime, int8 ('' for none).")] = "torchvision,onnxruntime",
+        help="Peers: torchvision, onnxruntime, int8, openvino, openvino-int8 ('' for none)."
+    )] = "torchvision,onnxruntime",
     threads: Annotated[int | None, typer.Option(help="Threads for torch and onnxruntime; "
                                                      "default: every core.")] = None,
     repeats: Annotated[int, typer.Option(help="Interleaved timed rounds.")] = 5,
@@ -467,7 +473,8 @@ def bench(
     image_size: Annotated[int | None, typer.Option(help="Square input side.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Time inference backends against torchvision and onnxruntime, in one process and run."""
+    """Time inference backends against torchvision, onnxruntime and OpenVINO, in one process
+    and run."""
     import json
 
     from .export.bench import BenchConfig, parse_batches, parse_list, print_report, run_bench

@@ -100,5 +100,5 @@ def test_predict_rejects_unknown_backend(trained):
     _, weights = trained
     result = runner.invoke(app, ["predict", "x.png", "--weights", str(weights), "--backend",
                                  "tpu"])
-    assert result.exit_code == 1 and "--backend must be torch, onnxruntime or int8" in \
-        result.output
+    assert result.exit_code == 1 and ("--backend must be one of torch, onnxruntime, int8, "
+                                      "openvino, openvino-int8, got 'tpu'") in result.output

@@ -171,9 +171,10 @@ def predict(images: list[str | Path] | str | Path, source: str | Path | None = N
     ``source`` and ``model`` are what :func:`resnets.load_classifier` takes (default: the
     bundled ResNet-56). Unreadable files become one error line each; the others are still
     predicted. ``backend`` runs the same model in PyTorch (``torch``), onnxruntime fp32
-    (``onnxruntime``) or onnxruntime int8 (``int8``, calibrated on ``calibration``, a folder
-    of training images, or else on the images being predicted), always with the weights'
-    own preprocessing.
+    (``onnxruntime``) or int8 (``int8``), OpenVINO fp32 (``openvino``) or int8
+    (``openvino-int8``); the int8 ones calibrate on ``calibration`` (a folder of training
+    images), or else on the images being predicted. Always with the weights' own
+    preprocessing.
     """
     if isinstance(images, (str, Path)):
         images = [images]
