@@ -146,6 +146,15 @@ def test_cache_key_follows_weights_calibration_and_folder_files(resnet20, monkey
     assert calls == [8, 12, 8]
 
 
+def test_a_list_of_files_calibrates_and_is_cached_like_a_folder(resnet20, monkeypatch):
+    calls = count_quantize_calls(monkeypatch)
+    files = sorted(shared_path("cifar10", "test", "cat").iterdir())[:8]
+    for _ in range(2):  # what predict passes without --calibration: the images themselves
+        backend = load_backend("openvino-int8", resnet20, input_size=CIFAR_SIZE,
+                               calibration=files)
+    assert calls == [8] and backend.details["cached"] is True
+
+
 def test_damaged_cache_entry_is_rebuilt(resnet20, cifar_train, monkeypatch, tmp_path):
     calls = count_quantize_calls(monkeypatch)
     load_backend("openvino-int8", resnet20, input_size=CIFAR_SIZE, calibration=cifar_train[:8])
