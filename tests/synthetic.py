@@ -73,3 +73,47 @@ def make_photo_folder(root: Path, classes=("dark", "light"), per_class=(20, 5),
                 arr = np.clip(rng.normal(base, 25 + 20 * k, (h, w, 3)), 0, 255).astype(np.uint8)
                 save_photo(arr, d / f"{split}_{i:03d}", PHOTO_KINDS[(i + k) % len(PHOTO_KINDS)])
     return root
+
+
+def write_bomb_png(path: Path, width: int = 30_000, height: int = 30_000) -> Path:
+    """A few hundred bytes of PNG whose header declares ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    idat = zlib.compress(b"\0" * 1024)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def make_hostile_inputs(folder: Path) -> dict[str, Path]:
+    """One file per case a user's folder can hold: the bad ones (a decompression bomb, a
+    folder named like a photo, a truncated JPEG, an empty file, a text file named .png) and
+    the awkward good ones (RGBA, 16-bit, CMYK, EXIF-rotated)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    good = {"rgba": "png-rgba", "gray16": "png-i16", "cmyk": "tif-cmyk", "rotated": "jpg-exif"}
+    files = {name: save_photo(arr, folder / name, kind) for name, kind in good.items()}
+    files["bomb"] = write_bomb_png(folder / "bomb.png")
+    files["folder"] = folder / "album.jpg"
+    files["folder"].mkdir()
+    whole = folder / "whole.jpg"
+    Image.fromarray(arr).save(whole, quality=95)
+    files["truncated"] = folder / "truncated.jpg"
+    files["truncated"].write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    whole.unlink()
+    files["empty"] = folder / "empty.jpg"
+    files["empty"].write_bytes(b"")
+    files["text"] = folder / "notes.png"
+    files["text"].write_text("this is not a picture\n")
+    return files
+
+
+BAD_INPUTS = ("bomb", "folder", "truncated", "empty", "text")
+GOOD_INPUTS = ("rgba", "gray16", "cmyk", "rotated")

@@ -59,6 +59,12 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 if not (ctx is not None and (ctx.find_root().obj or {}).get("debug")):
                     warnings.showwarning = _show_warning
                 return fn(*args, **kwargs)
+        except BrokenPipeError:  # `resnets info | head`: the reader left; say nothing more
+            import os
+            import sys
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except USER_ERRORS as e:
             ctx = kwargs.get("ctx")
             if ctx is not None and (ctx.find_root().obj or {}).get("debug"):

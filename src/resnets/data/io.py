@@ -13,6 +13,7 @@ nothing.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -75,6 +76,14 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _bomb(path: Path, e: Exception, max_pixels: int) -> ImageReadError:
+    """Pillow's own refusal (above twice its MAX_IMAGE_PIXELS) in our words."""
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return ImageReadError(path, f"{size}, more than the limit of {max_pixels:,} (refused "
+                                "before decoding)", "too-large")
+
+
 def _check_file(path: Path) -> None:
     """Refuse what is not a readable, non-empty file, before Pillow sees it."""
     if path.is_dir():
@@ -100,8 +109,7 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
         try:
             img = Image.open(path)
         except Image.DecompressionBombError as e:
-            raise ImageReadError(path, f"too large to decode safely ({_first_line(e)})",
-                                 "too-large") from None
+            raise _bomb(path, e, max_pixels) from None
         except UnidentifiedImageError:
             raise ImageReadError(path, "not an image (Pillow cannot identify its format)",
                                  "not-an-image") from None
@@ -118,8 +126,7 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
                 img.load()
                 return ImageOps.exif_transpose(img) or img
             except Image.DecompressionBombError as e:
-                raise ImageReadError(path, f"too large to decode safely ({_first_line(e)})",
-                                     "too-large") from None
+                raise _bomb(path, e, max_pixels) from None
             except (OSError, SyntaxError, ValueError) as e:
                 raise ImageReadError(path, f"truncated or corrupt image ({_first_line(e)})"
                                      ) from None
@@ -150,7 +157,6 @@ def read_size(path: str | Path) -> tuple[int, int]:
             with Image.open(path) as img:
                 return img.size
         except Image.DecompressionBombError as e:
-            raise ImageReadError(path, f"too large to decode safely ({_first_line(e)})",
-                                 "too-large") from None
+            raise _bomb(path, e, default_max_pixels()) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise ImageReadError(path, f"not a readable image ({_first_line(e)})") from None
