@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from resnets.train import paper_recipe
 from resnets.train import data as train_data
+from resnets.train import paper_recipe
 from resnets.train.data import build_data
 from resnets.weights.preprocessing import CIFAR_MEAN, IMAGENET_MEAN, Preprocessing
 from tests.synthetic import make_folder, make_photo_folder

@@ -47,6 +47,12 @@ CROP_RATIO = 0.875  # stored side = input side / 0.875 (torchvision's 224 of 256
 SIZE_SAMPLE = 64  # headers read to find the images' common size
 
 
+def train_steps(images: int, batch_size: int) -> int:
+    """Optimizer steps an epoch: full batches only, but a training set smaller than one
+    batch is one step of all of it (batch norm needs at least two images)."""
+    return images // batch_size or (1 if images >= 2 else 0)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
@@ -205,7 +211,7 @@ class MemoryBatches:
     def __len__(self) -> int:
         per_rank = self._per_rank()
         if self.train:
-            return per_rank // self.batch_size
+            return train_steps(per_rank, self.batch_size)
         return math.ceil(per_rank / self.batch_size)
 
     def _per_rank(self) -> int:
@@ -311,7 +317,9 @@ class StreamBatches:
     def __len__(self) -> int:
         per_rank = len(self.dataset) // self.world if self.train else \
             math.ceil(len(self.dataset) / self.world)
-        return per_rank // self.batch_size if self.train else math.ceil(per_rank / self.batch_size)
+        if self.train:
+            return train_steps(per_rank, self.batch_size)
+        return math.ceil(per_rank / self.batch_size)
 
     def batches(self, seed: int, epoch: int, start: int = 0,
                 generator: torch.Generator | None = None):
@@ -325,7 +333,8 @@ class StreamBatches:
         sampler = order.tolist()
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
-            collate_fn=_collate, drop_last=self.train, persistent_workers=False,
+            collate_fn=_collate, drop_last=self.train and len(order) >= self.batch_size,
+            persistent_workers=False,
             generator=torch.Generator().manual_seed(epoch_seed(seed, epoch) + 1))
         for batch, skipped in loader:
             for message in skipped:  # one line per unreadable file, as the in-memory path
@@ -350,6 +359,10 @@ class TrainData:
     train_clean: MemoryBatches | None  # a fixed training subset, no augmentation
     test: MemoryBatches | StreamBatches | None
     reason: str = ""                  # in memory or streamed, and why; the images' sizes
+
+    @property
+    def train_images(self) -> int:
+        return len(self.train.labels)
 
 
 def load_small(root: str | Path, train: bool, classes: list[str] | None, strict: bool,
@@ -394,8 +407,8 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
     data.reason = (f"{'in memory' if in_memory else 'streaming from disk'} ({reason}); "
                    f"input {plan.side} px from {plan.why}")
     if len(data.train) == 0:
-        raise ValueError(f"training set of {cfg.data} is smaller than one batch of "
-                         f"{cfg.batch_size}: use a smaller batch size")
+        raise ValueError(f"training set of {cfg.data} has fewer than 2 images: batch norm "
+                         "needs at least 2 per step")
     return data
 
 

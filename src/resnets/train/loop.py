@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +127,10 @@ class Trainer:
         self._build_data()
         if not quiet and self.dist.is_main:  # the first line: what runs, on what data, why
             _print_config(cfg, self)
+        if self.train_images < cfg.batch_size:
+            warnings.warn(f"the training set ({self.train_images} images) is smaller than one "
+                          f"batch of {cfg.batch_size}: each epoch is one step of all of them",
+                          stacklevel=2)
         self._build_model()
         self.log = MetricsLog(self.run_dir, enabled=self.dist.is_main)
 
@@ -135,6 +140,7 @@ class Trainer:
         self.classes, self.preprocessing = data.classes, data.preprocessing
         self.in_memory, self.skipped = data.in_memory, data.skipped
         self.data_reason = data.reason
+        self.train_images = data.train_images
         self.train_data, self.val_data = data.train, data.val
         self.train_clean_data, self.test_data = data.train_clean, data.test
 
