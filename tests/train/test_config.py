@@ -51,3 +51,10 @@ def test_pretrained_imagenet_model_defaults_to_finetune():
     assert default_recipe_name("resnet18", "resnet18.tv_in1k") == "finetune"
     assert default_recipe_name("resnet18", None) == "paper"
     assert default_recipe_name("resnet20", "resnet20.akamaster_cifar10") == "paper"
+
+
+def test_a_config_saved_before_photo_folders_resumes_with_its_images():
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "crop_min_area"}
+    old["image_size"] = 224  # the old default, which in-memory training ignored
+    assert TrainConfig.from_dict(old).image_size is None
+    assert TrainConfig.from_dict({**old, "crop_min_area": 0.08}).image_size == 224

@@ -86,6 +86,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
+        if "crop_min_area" not in d and d.get("image_size") == 224:
+            # saved before photo folders (issue #15): the in-memory path ignored image_size,
+            # whose default was 224; None resumes such a run with the images it had
+            d["image_size"] = None
         if "milestones" in d:
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)
