@@ -7,6 +7,7 @@ stays fast. Errors print one line and exit 1; ``--debug`` shows the traceback in
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -37,8 +38,15 @@ def _root(
     ctx.obj = {"debug": debug}
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A library warning as one ``warning:`` line on stderr, without the source location."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a user error into one line on stderr and exit code 1 (unless ``--debug``).
+    """Turn a user error into one line on stderr and exit code 1 (unless ``--debug``);
+    warnings print as one line each.
 
     The wrapped command takes ``ctx: typer.Context`` so the root's ``--debug`` is visible.
     """
@@ -46,7 +54,17 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                ctx = kwargs.get("ctx")
+                if not (ctx is not None and (ctx.find_root().obj or {}).get("debug")):
+                    warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
+        except BrokenPipeError:  # `resnets info | head`: the reader left; say nothing more
+            import os
+            import sys
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except USER_ERRORS as e:
             ctx = kwargs.get("ctx")
             if ctx is not None and (ctx.find_root().obj or {}).get("debug"):
@@ -65,16 +83,21 @@ def info(
     name: Annotated[str | None, typer.Argument(help="A model name; omit for the table.")] = None,
     paper_stride: Annotated[bool, typer.Option(
         "--paper-stride", help="Bottleneck stride on the first 1x1 conv, as the paper.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON: one object per model, "
+                                                       "or the model with its stages.")] = False,
 ) -> None:
     """Every model with layers, parameters, GMACs and the paper's error; or one model's stages."""
-    from rich.console import Console
     from rich.table import Table
 
     from .models.registry import get_spec, list_models
     from .models.stats import model_stats, stage_rows
+    from .terminal import result_console
 
-    console = Console()
+    console = result_console()
     kwargs = {"stride_in_1x1": True} if paper_stride else {}
+    if json_:
+        _info_json(name, kwargs)
+        return
     if name is None:
         table = Table(title="resnets models", caption="paper err: top-1 error (%) reported by the "
                       "source; ImageNet 10-crop (He2016) or 224 crop (Xie2017), CIFAR-10 test")
@@ -105,6 +128,28 @@ def info(
     console.print(table)
 
 
+def _info_json(name: str | None, kwargs: dict) -> None:
+    """``info --json``: JSON lines, one object per model; or one model with its stages."""
+    import json
+
+    from .models.registry import get_spec, list_models
+    from .models.stats import model_stats, stage_rows
+
+    def record(n: str) -> dict:
+        spec, st = get_spec(n), model_stats(n, **kwargs)
+        return {"model": n, "family": spec.family, "layers": st.depth, "params": st.params,
+                "gmacs": st.gmacs, "input_size": list(st.input_size),
+                "stride_on": st.stride_placement, "shortcut": st.shortcut,
+                "paper_error": spec.paper_error, "paper_source": spec.paper_source}
+
+    if name is None:
+        for n in list_models():
+            typer.echo(json.dumps(record(n)))
+        return
+    stages = [{"stage": r.name, "modules": r.description, "output_shape": list(r.output_shape),
+               "params": r.params} for r in stage_rows(name, **kwargs)]
+    typer.echo(json.dumps({**record(name), "stages": stages}))
+
 
 def _parse_sets(items: list[str]) -> dict:
     """``--set field=value`` pairs, values parsed as JSON where they parse."""
@@ -130,7 +175,9 @@ def train(
     data: Annotated[str, typer.Option(help="ImageFolder root (with train/ and test/) or "
                                            "CIFAR python folder.")] = "",
     out: Annotated[str | None, typer.Option(help="Run folder.")] = None,
-    recipe: Annotated[str, typer.Option(help="paper or fast.")] = "paper",
+    recipe: Annotated[str | None, typer.Option(
+        help="paper, fast or finetune; default: finetune for an ImageNet model with "
+             "--pretrained, else paper.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option(help="Per-process batch size.")] = None,
     lr: Annotated[float | None, typer.Option()] = None,
@@ -160,6 +207,7 @@ def train(
 
     from .train import recipe as make_recipe
     from .train import train as run_training
+    from .train.config import default_recipe_name
 
     if resume:
         from .train.config import TrainConfig
@@ -178,6 +226,7 @@ def train(
             flags["strict"] = True
         if test_every_epoch:
             flags["test_every_epoch"] = True
+        recipe = recipe or default_recipe_name(model, pretrained)
         flags["out"] = out or f"runs/{model}-{recipe}"
         flags.update(_parse_sets(set_ or []))
         result = run_training(make_recipe(recipe, **flags), quiet=quiet)
@@ -213,22 +262,29 @@ def eval_(
     report = evaluate_folder(clf, data, batch_size=batch_size, tta=tta)
     out_dir = out or f"runs/eval-{clf.name}"
     csv_path, png_path = write_confusion(report, out_dir)
+    for line in report.skipped:
+        typer.echo(f"error: {line}", err=True)
     if json_:
         typer.echo(json.dumps({"model": clf.name, "weights": clf.source, "tta": tta,
                                **report.to_dict(), "confusion_csv": str(csv_path)}))
+        if report.skipped:
+            raise typer.Exit(1)
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from .terminal import result_console
 
     table = Table(title=f"{clf.name} on {data} ({report.n} images{', flip TTA' if tta else ''})")
     table.add_column("class")
     table.add_column("accuracy %", justify="right")
     for c, acc in report.per_class.items():
         table.add_row(c, f"{acc:.2f}")
-    console = Console()
+    console = result_console()
     console.print(table)
     console.print(f"top-1 {report.top1:.2f}%  top-5 {report.top5:.2f}%  "
                   f"confusion matrix: {csv_path}, {png_path}")
+    if report.skipped:
+        raise typer.Exit(1)
 
 
 def _notes(notes: list[str]) -> None:
@@ -289,15 +345,16 @@ def predict(
             typer.echo(json.dumps({"path": p.path, "top": [{"class": c, "probability": v}
                                                            for c, v in p.top]}))
     else:
-        from rich.console import Console
         from rich.table import Table
+
+        from .terminal import result_console
 
         table = Table()
         table.add_column("image")
         table.add_column("prediction")
         for p in preds:
             table.add_row(p.path, ", ".join(f"{c} {v:.1%}" for c, v in p.top))
-        Console().print(table)
+        result_console().print(table)
     if errors:
         raise typer.Exit(1)
 
@@ -314,11 +371,10 @@ def weights_list(
     pattern: Annotated[str | None, typer.Argument(help="A glob over tags: 'resnet50*'.")] = None,
 ) -> None:
     """Every known weight set: dataset, published accuracy, size, whether it is cached."""
-    from rich.console import Console
-
+    from .terminal import result_console
     from .weights.display import weights_table
 
-    Console().print(weights_table(pattern))
+    result_console().print(weights_table(pattern))
 
 
 @weights_app.command("info")
@@ -328,12 +384,11 @@ def weights_info(
     tag: Annotated[str, typer.Argument(help="A tag, or a model name for its default.")],
 ) -> None:
     """One weight set's record: file, hash, license, classes, preprocessing, accuracy."""
-    from rich.console import Console
-
+    from .terminal import result_console
     from .weights.display import record_table
     from .weights.records import get_weights
 
-    Console().print(record_table(get_weights(tag)))
+    result_console().print(record_table(get_weights(tag)))
 
 
 @weights_app.command("download")
@@ -512,10 +567,16 @@ def sr_eval(
 
     sr_model, label = get_sr_model(model, weights, device)
     result = evaluate_sr(sr_model, data, scale, label)
+    for line in result.errors:
+        typer.echo(f"error: {line}", err=True)
+    if not result.images:
+        raise ValueError(f"no readable images in {data}")
     if json_:
         typer.echo(json.dumps(result.to_dict()))
     else:
         print_evaluation(result)
+    if result.errors:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -73,7 +73,7 @@ def test_predict_cli_exit_code_and_csv(trained, tmp_path):
     result = runner.invoke(app, ["predict", str(good), str(tmp_path / "missing.jpg"),
                                  "--weights", str(weights), "--json", "--csv", str(csv_path)])
     assert result.exit_code == 1
-    assert "error: image not found" in result.output
+    assert f"error: {tmp_path / 'missing.jpg'}: no such file" in result.output
     line = next(ln for ln in result.output.splitlines() if ln.startswith("{"))
     assert json.loads(line)["path"] == str(good)
     assert csv_path.read_text().splitlines()[0] == "path,rank,class,probability"

@@ -414,9 +414,9 @@ def report_table(report: dict[str, Any]):  # -> rich.table.Table
 
 def print_report(report: dict[str, Any]) -> None:
     """The table, then the notes and skipped backends, on the terminal."""
-    from rich.console import Console
+    from ..terminal import result_console
 
-    console = Console()
+    console = result_console()
     console.print(report_table(report))
     for note in report["notes"]:
         console.print(f"note: {note}")

@@ -10,13 +10,13 @@ Each image is super-resolved, rounded to uint8 like a saved result, and scored o
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..data.io import is_image_file
+from ..data.io import ImageReadError, is_image_file
 from ..metrics.sr import sr_psnr_ssim
 from ..models.imresize import downscale, modcrop, to_float, to_uint8
 from ..models.sr import Bicubic, check_scale, create_sr_model
@@ -58,11 +58,16 @@ class SREvaluation:
     data: str
     images: list[ImageScore]
     benchmark: str | None = None  # "Set5" or "Set14" when the folder is one of them
+    errors: list[str] = field(default_factory=list)  # one "path: reason" per unread image
 
     def mean(self) -> tuple[float, float]:
+        if not self.images:
+            return math.nan, math.nan
         return (_mean([i.psnr for i in self.images]), _mean([i.ssim for i in self.images]))
 
     def bicubic_mean(self) -> tuple[float, float]:
+        if not self.images:
+            return math.nan, math.nan
         return (_mean([i.bicubic_psnr for i in self.images]),
                 _mean([i.bicubic_ssim for i in self.images]))
 
@@ -76,7 +81,7 @@ class SREvaluation:
         return {
             "model": self.model, "scale": self.scale, "data": self.data,
             "benchmark": self.benchmark,
-            "images": [asdict(i) for i in self.images],
+            "images": [asdict(i) for i in self.images], "errors": self.errors,
             "mean": {"psnr": p, "ssim": s},
             "bicubic": {"psnr": bp, "ssim": bs},
             "published": None if published is None else
@@ -107,8 +112,12 @@ def benchmark_name(data: str | Path) -> str | None:
     return None
 
 
-def load_pairs(data: str | Path, scale: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """``(name, hr, lr)`` uint8 pairs from an HR/LR folder or a folder of HR images."""
+def load_pairs(data: str | Path, scale: int, errors: list[str] | None = None
+               ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``(name, hr, lr)`` uint8 pairs from an HR/LR folder or a folder of HR images.
+
+    An unreadable image is left out with a ``path: reason`` line in ``errors`` (when given;
+    otherwise its :class:`ImageReadError` is raised)."""
     root = Path(data)
     if not root.is_dir():
         raise NotADirectoryError(f"expected a folder with HR/ and LR/ subfolders or of HR "
@@ -117,26 +126,39 @@ def load_pairs(data: str | Path, scale: int) -> list[tuple[str, torch.Tensor, to
     if not (root / "HR").is_dir() and (root / f"x{scale}" / "HR").is_dir():
         root = root / f"x{scale}"
     if (root / "HR").is_dir() and (root / "LR").is_dir():
-        return _paired(root, scale)
+        return _paired(root, scale, errors)
     files = _image_files(root)
     if not files:
         raise FileNotFoundError(f"no images in {root}: expected HR/ and LR/ subfolders or "
                                 f"image files")
     pairs = []
     for path in files:
-        hr = modcrop(read_image_uint8(path), scale)
+        try:
+            hr = modcrop(read_image_uint8(path), scale)
+        except ImageReadError as e:
+            if errors is None:
+                raise
+            errors.append(str(e))
+            continue
         pairs.append((path.name, hr, downscale(hr, scale)))  # uint8 in, uint8 out, as MATLAB
     return pairs
 
 
-def _paired(root: Path, scale: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+def _paired(root: Path, scale: int, errors: list[str] | None
+            ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     hr_files, lr_files = _image_files(root / "HR"), _image_files(root / "LR")
     if len(hr_files) != len(lr_files) or not hr_files:
         raise ValueError(f"expected as many images in {root / 'HR'} as in {root / 'LR'} "
                          f"(at least one), found {len(hr_files)} and {len(lr_files)}")
     pairs = []
     for hr_path, lr_path in zip(hr_files, lr_files, strict=True):  # sorted names pair
-        hr, lr = read_image_uint8(hr_path), read_image_uint8(lr_path)
+        try:
+            hr, lr = read_image_uint8(hr_path), read_image_uint8(lr_path)
+        except ImageReadError as e:
+            if errors is None:
+                raise
+            errors.append(str(e))
+            continue
         want = (lr.shape[-2] * scale, lr.shape[-1] * scale)
         if tuple(hr.shape[-2:]) != want:
             hr = modcrop(hr, scale)
@@ -155,24 +177,27 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int) -> torch.Tenso
 
 def evaluate_sr(model: nn.Module, data: str | Path, scale: int, label: str = "model"
                 ) -> SREvaluation:
-    """Score ``model`` and bicubic on every image of ``data`` at ``scale``."""
+    """Score ``model`` and bicubic on every readable image of ``data`` at ``scale``; the
+    others are listed in ``errors``."""
     check_scale(model, scale)
     baseline = create_sr_model("bicubic")
     scores = []
-    for name, hr, lr in load_pairs(data, scale):
+    errors: list[str] = []
+    for name, hr, lr in load_pairs(data, scale, errors):
         bic = sr_psnr_ssim(super_resolve(baseline, lr, scale), hr, scale)
         ours = bic if isinstance(model, Bicubic) else sr_psnr_ssim(
             super_resolve(model, lr, scale), hr, scale)
         scores.append(ImageScore(name, ours[0], ours[1], bic[0], bic[1]))
-    return SREvaluation(label, scale, str(data), scores, benchmark_name(data))
+    return SREvaluation(label, scale, str(data), scores, benchmark_name(data), errors)
 
 
 def print_evaluation(result: SREvaluation) -> None:
     """The per-image table with the mean, then the published numbers when known."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from ..terminal import result_console
+
+    console = result_console()
     table = Table(title=f"{result.model} x{result.scale} on {result.data}",
                   caption=f"Y channel (BT.601), {result.scale} px shaved, SSIM 11x11 "
                           f"Gaussian sigma 1.5")
