@@ -307,33 +307,54 @@ def predict(
     device: Annotated[str, typer.Option()] = "cpu",
     json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     csv_: Annotated[str | None, typer.Option("--csv", help="Also write a CSV file.")] = None,
-    backend: Annotated[str, typer.Option(
-        help="torch, onnxruntime, int8, openvino or openvino-int8.")] = "torch",
+    backend: Annotated[str, typer.Option(help=(
+        "auto (the fastest exact fp32 backend installed: openvino, onnxruntime, else "
+        "optimized PyTorch), torch, optimized, onnxruntime, openvino, or int8 / "
+        "openvino-int8 (faster, at a measured accuracy cost)."))] = "auto",
     calibration: Annotated[str | None, typer.Option(
         help="int8, openvino-int8: a folder of training images to calibrate on; "
         "default: the inputs.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
     cam: Annotated[str | None, typer.Option(
         "--cam", help="Also write a Grad-CAM heat map per image into this folder.")] = None,
 ) -> None:
-    """Classify images; unreadable files are reported and the rest still classified."""
+    """Classify images; unreadable files are reported and the rest still classified.
+    --model also takes an exported .onnx or .xml file, run with its own classes and
+    preprocessing."""
     import json
 
-    from .tasks.classify import collect_images, predict_with, write_predictions_csv
+    from .export.exported import is_exported_file, load_exported
+    from .tasks.classify import (
+        collect_images,
+        predict_exported,
+        predict_with,
+        write_predictions_csv,
+    )
     from .weights.classifier import load_classifier
 
-    backends = ("torch", "onnxruntime", "int8", "openvino", "openvino-int8")
+    backends = ("auto", "torch", "optimized", "onnxruntime", "int8", "openvino",
+                "openvino-int8")
     if backend not in backends:
         raise ValueError(f"--backend must be one of {', '.join(backends)}, got {backend!r}")
     paths = collect_images(inputs)
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")
-    clf = load_classifier(weights, model, device=device)
-    _notes(clf.notes)
-    preds, errors = predict_with(clf, paths, top_k=top_k, backend=backend,
-                                 calibration=calibration)
+    if model is not None and is_exported_file(model):
+        if weights or cam or backend != "auto":
+            raise ValueError("an exported --model runs as it is: no --weights, --backend or "
+                             "--cam with it")
+        exported = load_exported(model)
+        _notes(exported.notes)
+        preds, errors = predict_exported(exported, paths, top_k=top_k, batch_size=batch_size)
+        clf = None
+    else:
+        clf = load_classifier(weights, model, device=device)
+        _notes(clf.notes)
+        preds, errors = predict_with(clf, paths, top_k=top_k, batch_size=batch_size,
+                                     backend=backend, calibration=calibration)
     for err in errors:
         typer.echo(f"error: {err}", err=True)
-    if cam:
+    if cam and clf is not None:
         from .tasks.cam import write_cam_files
 
         written, _ = write_cam_files(clf.model, clf.preprocessing, paths, cam)
@@ -356,6 +377,55 @@ def predict(
             table.add_row(p.path, ", ".join(f"{c} {v:.1%}" for c, v in p.top))
         result_console().print(table)
     if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def embed(
+    ctx: typer.Context,
+    inputs: Annotated[list[str], typer.Argument(help="Image files or folders.")],
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="A .npy file for the (N, D) float32 features; the paths in "
+        "row order go into a .json beside it.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name; default: the bundled "
+                                                   "ResNet-56, or the weights' own.")] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="Weights: a file, a tag or a URL; default: the model's own weights.")] = None,
+    backend: Annotated[str, typer.Option(
+        help="auto, torch, optimized, onnxruntime, openvino, int8 or openvino-int8.")
+    ] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    device: Annotated[str, typer.Option()] = "cpu",
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON line per image: "
+                                                       "path and embedding.")] = False,
+) -> None:
+    """Pooled features (the vector fc takes) of images, for similarity search and linear
+    probes; unreadable files are reported and the rest still embedded."""
+    import json
+
+    from .tasks.classify import collect_images
+    from .tasks.embed import embed_with, write_embeddings
+    from .weights.classifier import load_classifier
+
+    if output is None and not json_:
+        raise ValueError("say where the embeddings go: --output FILE.npy, or --json")
+    paths = collect_images(inputs)
+    if not paths:
+        raise ValueError("no images given (expected image files or folders of images)")
+    clf = load_classifier(weights, model, device=device)
+    _notes(clf.notes)
+    result = embed_with(clf, paths, batch_size=batch_size, backend=backend)
+    for err in result.errors:
+        typer.echo(f"error: {err}", err=True)
+    if output is not None:
+        array, index = write_embeddings(result, output)
+        typer.echo(f"{len(result.paths)} embedding(s) of {result.features.shape[1]} values "
+                   f"in {array} (paths in {index})", err=True)
+    if json_:
+        for path, row in zip(result.paths, result.features.tolist(), strict=True):
+            typer.echo(json.dumps({"path": path, "embedding": row}))
+    if result.errors:
         raise typer.Exit(1)
 
 
@@ -495,13 +565,16 @@ def export(
     format_: Annotated[str | None, typer.Option(
         "--format", help="onnx, openvino, torch-export, torchscript or safetensors; default: "
         "from the suffix (.onnx .xml .pt2 .pt .safetensors).")] = None,
+    uint8_input: Annotated[bool, typer.Option(
+        help="onnx, openvino: normalise inside the graph, so uint8 images (resized and "
+             "cropped as the metadata says) go straight in.")] = False,
 ) -> None:
     """Write a model as ONNX (dynamic batch/size, checked in onnxruntime), an OpenVINO IR
     (.xml + .bin, checked in OpenVINO), a torch.export program, TorchScript or safetensors;
     atomically."""
     from .export.formats import export_named
 
-    typer.echo(export_named(model, output, format_, weights).summary())
+    typer.echo(export_named(model, output, format_, weights, uint8_input=uint8_input).summary())
 
 
 @app.command()

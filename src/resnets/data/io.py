@@ -96,10 +96,20 @@ def _check_file(path: Path) -> None:
         raise ImageReadError(path, "empty file (0 bytes)", "empty")
 
 
-def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+# JPEG reduced-size decoding keeps the shorter side at least this many times the side the
+# caller needs, so the final antialiased resize still does most of the shrinking (top-1
+# agreement with full decoding: tests/data/test_io.py, README "Fast inference and export").
+DRAFT_MARGIN = 2
+
+
+def open_image(path: str | Path, max_pixels: int | None = None,
+               min_side: int | None = None) -> Image.Image:
     """Open and fully decode an image, applying its EXIF orientation.
 
     ``max_pixels`` (None: :func:`default_max_pixels`) is checked on the header's size first.
+    ``min_side``: the shorter side the caller will resize to; a JPEG at least twice
+    ``DRAFT_MARGIN`` times larger is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+    scaling, several times faster), never below ``DRAFT_MARGIN * min_side``.
     """
     path = Path(path)
     max_pixels = max_pixels or default_max_pixels()
@@ -123,6 +133,8 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
                 raise ImageReadError(path, f"{width}x{height} = {width * height:,} pixels, more "
                                            f"than the limit of {max_pixels:,}", "too-large")
             try:
+                if min_side and img.format == "JPEG":
+                    _draft(img, min_side * DRAFT_MARGIN)
                 img.load()
                 return ImageOps.exif_transpose(img) or img
             except Image.DecompressionBombError as e:
@@ -130,6 +142,14 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
             except (OSError, SyntaxError, ValueError) as e:
                 raise ImageReadError(path, f"truncated or corrupt image ({_first_line(e)})"
                                      ) from None
+
+
+def _draft(img: Image.Image, shorter: int) -> None:
+    """Ask the JPEG decoder for the smallest scale whose shorter side is >= ``shorter``."""
+    width, height = img.size
+    scale = shorter / min(width, height)
+    if scale <= 0.5:
+        img.draft(None, (max(1, round(width * scale)), max(1, round(height * scale))))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -140,9 +160,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def read_rgb(path: str | Path, max_pixels: int | None = None) -> torch.Tensor:
+def read_rgb(path: str | Path, max_pixels: int | None = None,
+             min_side: int | None = None) -> torch.Tensor:
     """An image file as a ``(3, H, W)`` uint8 tensor (see :func:`open_image`)."""
-    img = to_rgb(open_image(path, max_pixels))
+    img = to_rgb(open_image(path, max_pixels, min_side))
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 

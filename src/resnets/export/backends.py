@@ -25,6 +25,37 @@ BACKENDS = ("torch", "optimized", "compiled", "bf16", "onnxruntime", "int8", "op
             "openvino-int8")
 CALIBRATED = ("int8", "openvino-int8")
 _ALIASES = {"eager": "torch"}
+AUTO = "auto"
+# The exact (fp32) backends, fastest first, and what each needs installed. Issue #17's run
+# (resnet50, 2 threads): OpenVINO fp32 2.22x torchvision eager, onnxruntime 2.11x,
+# optimize() 1.59x (BENCHMARKS.md).
+EXACT_BY_SPEED = (("openvino", ("openvino",)), ("onnxruntime", ("onnxruntime", "onnx")),
+                  ("optimized", ()))
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (looked up, not imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def fastest_exact_backend() -> str:
+    """The fastest fp32 backend whose runtime is installed: ``openvino``, else
+    ``onnxruntime``, else ``optimized`` (PyTorch, always there)."""
+    for kind, needs in EXACT_BY_SPEED:
+        if all(installed(m) for m in needs):
+            return kind
+    return "optimized"
+
+
+def resolve_backend(kind: str, device: str | torch.device = "cpu") -> str:
+    """``kind`` with ``auto`` and aliases resolved: ``auto`` is
+    :func:`fastest_exact_backend` on the CPU and PyTorch eager on an accelerator."""
+    kind = _ALIASES.get(kind, kind)
+    if kind != AUTO:
+        return kind
+    return fastest_exact_backend() if torch.device(device).type == "cpu" else "torch"
 
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
@@ -104,10 +135,11 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
                  normalization: Normalization | None = None) -> Backend:
     """``model`` (a module, or a registry name with optional ``weights``) run by ``kind``.
 
-    Kinds: ``torch`` (eager, alias ``eager``), ``optimized`` (BN folded, channels-last),
-    ``compiled`` (the same through ``torch.compile``), ``bf16``, ``onnxruntime`` (fp32) and
-    ``int8`` (onnxruntime static quantization calibrated on ``calibration``: a folder of
-    images, a list of image files or a preprocessed tensor), ``openvino`` (fp32) and
+    Kinds: ``auto`` (:func:`resolve_backend`), ``torch`` (eager, alias ``eager``),
+    ``optimized`` (BN folded, channels-last), ``compiled`` (the same through
+    ``torch.compile``), ``bf16``, ``onnxruntime`` (fp32) and ``int8`` (onnxruntime static
+    quantization calibrated on ``calibration``: a folder of images, a list of image files or
+    a preprocessed tensor), ``openvino`` (fp32; the converted model is cached) and
     ``openvino-int8`` (NNCF, calibrated like ``int8``; the quantized model is cached, see
     :mod:`resnets.export.openvino`).
     Calibration images are normalized with ``normalization`` (mean, std), by default the
@@ -115,10 +147,10 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
     ``threads`` pins onnxruntime's and OpenVINO's threads (PyTorch's are global:
     ``torch.set_num_threads``).
     """
-    kind = _ALIASES.get(kind, kind)
+    kind = resolve_backend(kind)
     if kind not in BACKENDS:
         raise ValueError(f"unknown backend {kind!r}: expected one of "
-                         f"{', '.join(('eager',) + BACKENDS)}")
+                         f"{', '.join((AUTO, 'eager') + BACKENDS)}")
     model, input_size, recorded = _resolve_model(model, weights, input_size)
     if kind == "torch":
         return Backend(kind, model, input_size)

@@ -11,9 +11,13 @@
   ``resnets.export.load_model(name, weights=path)``.
 
 ONNX and OpenVINO files carry a description in their metadata (ONNX ``metadata_props``,
-OpenVINO ``rt_info`` under ``resnets``): the model name, the resnets version and, where the
-weights record them (``resnets train`` files, bundled weights), the class names and the
-preprocessing, as JSON strings. Inputs stay float and normalized.
+OpenVINO ``rt_info`` under ``resnets``): the model name, the resnets version, what the input
+is (``input``: ``float32`` normalised, or ``uint8``) and, where the weights record them
+(``resnets train`` files, bundled weights), the class names and the preprocessing, as JSON
+strings. With ``uint8_input`` the normalisation is part of the graph
+(:class:`~resnets.export.graphs.Uint8Input`): uint8 images, resized and cropped as the
+preprocessing says, go straight in, and :func:`resnets.export.exported.load_exported` (or
+any program that reads the metadata) runs the file without torch.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from .. import __version__
 from ..files import atomic_output
 from ..models.registry import get_spec
 from ..weights.classifier import load_classifier, load_model
+from ..weights.preprocessing import Preprocessing, cifar_default, imagenet_default
+from .graphs import Uint8Input
 from .onnx import export_onnx
 from .shapes import check_inputs, dynamic_shapes, quiet, sample_input
 
@@ -108,10 +114,13 @@ def _export_safetensors(model: nn.Module, path: Path, name: str) -> None:
             raise ValueError(f"safetensors round trip of {name} changed the weights")
 
 
-def describe(name: str, weights_metadata: dict | None = None) -> dict[str, str]:
-    """The metadata an ONNX or OpenVINO file carries: model name, resnets version, and the
-    weights' class names and preprocessing when they record them (JSON strings)."""
-    meta = {"model": name, "resnets_version": __version__}
+def describe(name: str, weights_metadata: dict | None = None,
+             uint8_input: bool = False) -> dict[str, str]:
+    """The metadata an ONNX or OpenVINO file carries: model name, resnets version, the input
+    type, and the weights' class names and preprocessing when they record them (JSON
+    strings)."""
+    meta = {"model": name, "resnets_version": __version__,
+            "input": "uint8" if uint8_input else "float32"}
     for key in ("classes", "preprocess"):
         value = (weights_metadata or {}).get(key)
         if value:
@@ -121,17 +130,26 @@ def describe(name: str, weights_metadata: dict | None = None) -> dict[str, str]:
 
 def export_model(model: nn.Module, path: str | Path, fmt: str,
                  input_size: tuple[int, int, int], *, name: str = "model",
-                 atol: float = 1e-4, metadata: dict[str, str] | None = None) -> ExportReport:
+                 atol: float = 1e-4, metadata: dict[str, str] | None = None,
+                 uint8_input: Preprocessing | None = None) -> ExportReport:
     """Write ``model`` to ``path`` in format ``fmt``, checked, atomically. ONNX and OpenVINO
-    files carry ``metadata`` (default: :func:`describe` of ``name``)."""
+    files carry ``metadata`` (default: :func:`describe` of ``name``).
+
+    ``uint8_input`` (ONNX and OpenVINO only): the preprocessing whose mean and std go into
+    the graph, which then takes uint8 images."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
     path = Path(path)
     model = model.eval()
+    if uint8_input is not None:
+        if fmt not in ("onnx", "openvino"):
+            raise ValueError(f"uint8 input is for the onnx and openvino formats, not {fmt}")
+        model = Uint8Input(model, uint8_input.mean, uint8_input.std).eval()
     diff: float | None = None
     tolerance: float | None = None
     exporter = fmt
-    metadata = describe(name) if metadata is None else metadata
+    if metadata is None:
+        metadata = describe(name, uint8_input=uint8_input is not None)
     if fmt == "onnx":
         result = export_onnx(model, path, input_size, atol=atol, metadata=metadata)
         diff, tolerance, exporter = result.max_abs_diff, result.tolerance, result.exporter
@@ -157,9 +175,11 @@ def export_model(model: nn.Module, path: str | Path, fmt: str,
 
 
 def export_named(name: str, path: str | Path, fmt: str | None = None,
-                 weights: str | Path | None = None) -> ExportReport:
+                 weights: str | Path | None = None, uint8_input: bool = False) -> ExportReport:
     """Build registry model ``name`` (with ``weights``) and export it; the format defaults to
-    the one the file suffix names (``.onnx``, ``.xml``, ``.pt2``, ``.pt``, ``.safetensors``)."""
+    the one the file suffix names (``.onnx``, ``.xml``, ``.pt2``, ``.pt``, ``.safetensors``).
+    ``uint8_input``: normalise inside the graph (ONNX, OpenVINO); the file's metadata says
+    which preprocessing (the weights', else the architecture's default)."""
     path = Path(path)
     if fmt is None:
         by_suffix = {s: f for f, s in SUFFIXES.items()}
@@ -170,11 +190,15 @@ def export_named(name: str, path: str | Path, fmt: str | None = None,
         fmt = by_suffix[path.suffix]
     spec = get_spec(name)
     if weights is None:
-        model, metadata = load_model(name), describe(name)
+        model = load_model(name)
+        pre = imagenet_default(spec.input_size[-1]) if spec.family == "imagenet" \
+            else cifar_default(spec.input_size[-1])
+        recorded = {"preprocess": pre.to_metadata()} if uint8_input else None
     else:
         clf = load_classifier(weights, name)
-        model = clf.model
-        metadata = describe(name, {"classes": clf.classes,
-                                   "preprocess": clf.preprocessing.to_metadata()})
+        model, pre = clf.model, clf.preprocessing
+        recorded = {"classes": clf.classes, "preprocess": pre.to_metadata()}
+    metadata = describe(name, recorded, uint8_input)
     _, h, w = spec.input_size
-    return export_model(model, path, fmt, (model.in_chans, h, w), name=name, metadata=metadata)
+    return export_model(model, path, fmt, (model.in_chans, h, w), name=name, metadata=metadata,
+                        uint8_input=pre if uint8_input else None)

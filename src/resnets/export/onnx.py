@@ -26,7 +26,7 @@ from torch import nn
 
 from ..files import atomic_output
 from .optimize import fold_batchnorm
-from .shapes import check_inputs, quiet, sample_input
+from .shapes import check_inputs, input_dtype, quiet, sample_input
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -86,16 +86,27 @@ class OrtRunner:
         self.session = session
         self.in_chans = in_chans
         self.input_name = session.get_inputs()[0].name
+        uint8 = session.get_inputs()[0].type == "tensor(uint8)"
+        self.input_dtype = torch.uint8 if uint8 else torch.float32
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"expected a batch of images (N, C, H, W), got shape "
-                             f"{tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"expected a {self.in_chans}-channel input, got {x.shape[1]} "
-                             f"channels (shape {tuple(x.shape)}): convert the images to RGB")
-        array = np.ascontiguousarray(x.detach().to(torch.float32).cpu().numpy())
+        array = runtime_input(x, self.in_chans, self.input_dtype)
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+
+def runtime_input(x: torch.Tensor, in_chans: int, dtype: torch.dtype) -> np.ndarray:
+    """A batch checked and converted for a runtime: float32, or uint8 for a graph that takes
+    images as they are (a float batch there is refused, not truncated)."""
+    if x.dim() != 4:
+        raise ValueError(f"expected a batch of images (N, C, H, W), got shape "
+                         f"{tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"expected a {in_chans}-channel input, got {x.shape[1]} "
+                         f"channels (shape {tuple(x.shape)}): convert the images to RGB")
+    if dtype == torch.uint8 and x.dtype != torch.uint8:
+        raise ValueError(f"this graph takes uint8 images (0-255, resized and cropped), got "
+                         f"{str(x.dtype).removeprefix('torch.')}")
+    return np.ascontiguousarray(x.detach().to(dtype).cpu().numpy())
 
 
 @dataclass(frozen=True)
@@ -209,7 +220,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int, 
     require_onnx()
     model = model.eval()
     graph = fold_batchnorm(model) if fold_bn else model
-    sample = sample_input(input_size)
+    sample = sample_input(input_size, dtype=input_dtype(model))
     order = ["dynamo", "legacy"] if exporter == "auto" else [exporter]
     failures = []
     with atomic_output(path) as tmp:
@@ -224,8 +235,9 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int, 
                              f"{'; '.join(failures)}); try the torch-export format")
         if metadata:
             _add_metadata(tmp, metadata)
-        diff, tolerance = (verify_onnx(tmp, model, check_inputs(input_size), atol)
-                           if verify else (float("nan"), atol))
+        inputs = check_inputs(input_size, input_dtype(model))
+        diff, tolerance = (verify_onnx(tmp, model, inputs, atol) if verify
+                           else (float("nan"), atol))
         if verify and not diff <= tolerance:
             raise ValueError(f"ONNX output differs from PyTorch by {diff:.2e} > {tolerance:.1e} "
                              f"({name} exporter); nothing was written")

@@ -26,16 +26,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..data.folder import default_cache_dir
 from ..files import atomic_output
 from .int8 import agreement, pick_calibration_files, preprocess_files
-from .onnx import MissingExtraError
+from .onnx import MissingExtraError, runtime_input
 from .optimize import fold_batchnorm
-from .shapes import check_inputs, dynamic_shapes, quiet, sample_input
+from .shapes import check_inputs, dynamic_shapes, input_dtype, quiet, sample_input
 
 INPUT_NAME = "input"  # the same tensor names as the ONNX export
 OUTPUT_NAME = "logits"
@@ -97,7 +96,8 @@ def convert(model: nn.Module, input_size: tuple[int, int, int]):  # -> openvino.
     graph = fold_batchnorm(model.eval())
     try:
         with quiet():
-            program = torch.export.export(graph, (sample_input(input_size),),
+            sample = sample_input(input_size, dtype=input_dtype(model))
+            program = torch.export.export(graph, (sample,),
                                           dynamic_shapes=dynamic_shapes())
             converted = ov.convert_model(program)
     except Exception as e:  # torch.export and the converter raise many types
@@ -130,15 +130,11 @@ class OvRunner:
         self.compiled = compiled
         self.in_chans = in_chans
         self.request = compiled.create_infer_request()
+        uint8 = compiled.inputs[0].get_element_type().get_type_name() == "u8"
+        self.input_dtype = torch.uint8 if uint8 else torch.float32
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"expected a batch of images (N, C, H, W), got shape "
-                             f"{tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"expected a {self.in_chans}-channel input, got {x.shape[1]} "
-                             f"channels (shape {tuple(x.shape)}): convert the images to RGB")
-        array = np.ascontiguousarray(x.detach().to(torch.float32).cpu().numpy())
+        array = runtime_input(x, self.in_chans, self.input_dtype)
         self.request.infer({0: array})
         # copied: the request reuses its output buffer on the next call
         return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
@@ -201,7 +197,8 @@ def export_openvino(model: nn.Module, path: str | Path, input_size: tuple[int, i
         ov = require_openvino()
         loaded = ov.Core().read_model(str(xml), str(weights))
         runner = OvRunner(compile_model(loaded), in_chans=input_size[0])
-        diff, tolerance = _max_diff(model, runner, check_inputs(input_size), atol, rtol)
+        inputs = check_inputs(input_size, input_dtype(model))
+        diff, tolerance = _max_diff(model, runner, inputs, atol, rtol)
         if not diff <= tolerance:
             raise ValueError(f"OpenVINO output differs from PyTorch by {diff:.2e} > "
                              f"{tolerance:.1e}; nothing was written")
@@ -268,6 +265,32 @@ def int8_cache_key(model: nn.Module, input_size: tuple[int, int, int],
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+def fp32_model(model: nn.Module, input_size: tuple[int, int, int], *, use_cache: bool = True
+               ) -> tuple[Any, dict[str, Any]]:
+    """:func:`convert` of ``model``, from the cache when it holds one: converting goes through
+    ``torch.export`` and takes seconds, longer than predicting a few hundred small images.
+    Returns (``openvino.Model``, details: cached or not, the cache file)."""
+    ov = require_openvino()
+    key = {"pipeline": PIPELINE_VERSION, "weights": model_sha256(model),
+           "input_size": list(input_size), "precision": "fp32", **versions()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    path = cache_dir() / f"{type(model).__name__.lower()}-fp32-{digest[:32]}.xml"
+    if use_cache and path.is_file() and path.with_suffix(".bin").is_file():
+        try:
+            return ov.Core().read_model(str(path)), {"cached": True, "cache_file": str(path)}
+        except RuntimeError:
+            pass  # a damaged entry: convert again and replace it
+    converted = convert(model, input_size)
+    details: dict[str, Any] = {"cached": False, "cache_file": None}
+    if use_cache:
+        try:
+            write_ir(converted, path, make_parents=True)
+            details["cache_file"] = str(path)
+        except OSError as e:  # a read-only or full cache costs the next run a conversion
+            details["cache_error"] = f"{type(e).__name__}: {e}"
+    return converted, details
+
+
 def int8_model(model: nn.Module, input_size: tuple[int, int, int],
                calibration: str | Path | list[Path] | torch.Tensor, *, count: int = 128,
                normalization: Normalization, seed: int = 0, use_cache: bool = True
@@ -313,9 +336,11 @@ def openvino_runner(kind: str, model: nn.Module, input_size: tuple[int, int, int
     """
     model = model.eval()
     if kind == "openvino":
-        runner = OvRunner(compile_model(convert(model, input_size), threads), input_size[0])
-        diff, _ = _max_diff(model, runner, check_inputs(input_size)[:1], 1e-4, 1e-6)
-        return runner, {"max_abs_diff": diff}
+        converted, details = fp32_model(model, input_size)
+        runner = OvRunner(compile_model(converted, threads), input_size[0])
+        inputs = check_inputs(input_size, input_dtype(model))[:1]
+        diff, _ = _max_diff(model, runner, inputs, 1e-4, 1e-6)
+        return runner, {"max_abs_diff": diff, **details}
     if kind != "openvino-int8":
         raise ValueError(f"unknown OpenVINO backend {kind!r}: expected openvino or "
                          f"openvino-int8")

@@ -10,10 +10,21 @@ from collections.abc import Iterator
 import torch
 
 
-def sample_input(input_size: tuple[int, int, int], batch: int = 2, seed: int = 0) -> torch.Tensor:
-    """A random batch for tracing; batch 2 so that exporters keep the batch axis dynamic."""
+def sample_input(input_size: tuple[int, int, int], batch: int = 2, seed: int = 0,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A random batch for tracing; batch 2 so that exporters keep the batch axis dynamic.
+    uint8 gives random pixel values 0..255 (for graphs that take images as they are)."""
     generator = torch.Generator().manual_seed(seed)
+    if dtype == torch.uint8:
+        return torch.randint(0, 256, (batch, *input_size), generator=generator,
+                             dtype=torch.uint8)
     return torch.randn((batch, *input_size), generator=generator)
+
+
+def input_dtype(model: torch.nn.Module) -> torch.dtype:
+    """What ``model`` takes: uint8 for a graph that normalises inside
+    (:class:`resnets.export.graphs.Uint8Input`), else float32."""
+    return getattr(model, "input_dtype", torch.float32)
 
 
 def dynamic_shapes() -> tuple[dict[int, object], ...]:
@@ -27,10 +38,12 @@ def dynamic_shapes() -> tuple[dict[int, object], ...]:
              3: torch.export.Dim.DYNAMIC},)
 
 
-def check_inputs(input_size: tuple[int, int, int]) -> list[torch.Tensor]:
+def check_inputs(input_size: tuple[int, int, int],
+                 dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     """The trace sample and one of another batch and odd sizes, to test the dynamic axes."""
     c, h, w = input_size
-    return [sample_input(input_size), sample_input((c, h + 3, w + 5), batch=3, seed=1)]
+    return [sample_input(input_size, dtype=dtype),
+            sample_input((c, h + 3, w + 5), batch=3, seed=1, dtype=dtype)]
 
 
 @contextlib.contextmanager

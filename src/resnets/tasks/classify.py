@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +15,12 @@ import torch
 
 from ..data.folder import scan_folder
 from ..data.io import ImageReadError, is_image_file, read_rgb
+from ..data.stream import image_batches
+from ..export.backends import AUTO, load_backend, resolve_backend
+from ..export.exported import ExportedClassifier, is_exported_file, load_exported
 from ..files import atomic_output
 from ..weights.classifier import Classifier, load_classifier
+from ..weights.preprocessing import Preprocessing
 
 
 def test_root(data: str | Path) -> Path:
@@ -163,71 +169,122 @@ class Prediction:
     top: list[tuple[str, float]]  # (class name, probability)
 
 
-@torch.no_grad()
 def predict(images: list[str | Path] | str | Path, source: str | Path | None = None,
             model: str | None = None, top_k: int = 5, device: str = "cpu",
-            batch_size: int = 64, backend: str = "torch",
+            batch_size: int = 64, backend: str = "auto",
             calibration: str | Path | None = None) -> tuple[list[Prediction], list[str]]:
     """Class probabilities for image files or folders: ``(predictions, errors)``.
 
     ``source`` and ``model`` are what :func:`resnets.load_classifier` takes (default: the
-    bundled ResNet-56). Unreadable files become one error line each; the others are still
-    predicted. ``backend`` runs the same model in PyTorch (``torch``), onnxruntime fp32
-    (``onnxruntime``) or int8 (``int8``), OpenVINO fp32 (``openvino``) or int8
-    (``openvino-int8``); the int8 ones calibrate on ``calibration`` (a folder of training
-    images), or else on the images being predicted. Always with the weights' own
-    preprocessing.
+    bundled ResNet-56); an exported ``.onnx`` or ``.xml`` file as ``source`` runs as it is
+    (:func:`resnets.export.exported.load_exported`). Unreadable files become one error line
+    each; the others are still predicted. ``backend`` is ``auto`` (the fastest exact fp32
+    backend installed, :func:`resnets.export.backends.resolve_backend`) or any kind
+    :func:`resnets.export.load_backend` takes; the int8 ones calibrate on ``calibration`` (a
+    folder of training images), or else on the images being predicted. Always with the
+    weights' own preprocessing.
     """
     if isinstance(images, (str, Path)):
         images = [images]
     paths = collect_images(list(images))
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")
+    if source is not None and is_exported_file(source):
+        return predict_exported(load_exported(source), paths, top_k, batch_size)
     clf = load_classifier(source, model, device=device)
     return predict_with(clf, paths, top_k, batch_size, backend, calibration)
 
 
+def classifier_backend(clf: Classifier, backend: str = "auto",
+                       calibration: str | Path | list[Path] | None = None,
+                       model: torch.nn.Module | None = None
+                       ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``clf``'s model (or ``model``, e.g. its pooled features) run by ``backend``, as a
+    function of a normalised batch on the model's device.
+
+    ``auto`` resolves to the fastest exact backend installed; should that runtime fail to
+    take the model, the PyTorch one (``optimized``) runs it, with a warning.
+    """
+    module = clf.model if model is None else model
+    device = next(clf.model.parameters()).device
+    kind = resolve_backend(backend, device)
+    if kind == "torch":
+        return module
+    if device.type != "cpu":
+        raise ValueError(f"backend {kind!r} runs on the CPU, not on {device}")
+    pre = clf.preprocessing
+    side = pre.input_size
+
+    def load(k: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        return load_backend(k, module, input_size=(len(pre.mean), side, side),
+                            calibration=calibration, normalization=(pre.mean, pre.std))
+
+    if backend != AUTO or kind == "optimized":
+        return load(kind)
+    try:
+        return load(kind)
+    except (ValueError, RuntimeError) as e:  # a converter that cannot take this model
+        warnings.warn(f"{kind} cannot run {clf.name} ({e}); running it in PyTorch",
+                      stacklevel=2)
+        return load("optimized")
+
+
 @torch.no_grad()
 def predict_with(clf: Classifier, paths: list[Path], top_k: int = 5, batch_size: int = 64,
-                 backend: str = "torch", calibration: str | Path | None = None
-                 ) -> tuple[list[Prediction], list[str]]:
-    """:func:`predict` with a loaded classifier and a list of image files."""
-    run = clf.model
+                 backend: str = "auto", calibration: str | Path | None = None,
+                 workers: int | None = None) -> tuple[list[Prediction], list[str]]:
+    """:func:`predict` with a loaded classifier and a list of image files. Files are decoded
+    on ``workers`` threads (:func:`resnets.data.stream.image_batches`) while the model runs."""
+    run = classifier_backend(clf, backend, calibration if calibration is not None else paths)
     device = next(clf.model.parameters()).device
     pre = clf.preprocessing
-    if backend != "torch":
-        if device.type != "cpu":
-            raise ValueError(f"backend {backend!r} runs on the CPU, not on {device}")
-        from ..export.backends import load_backend
 
-        side = pre.input_size
-        run = load_backend(backend, clf.model, input_size=(3, side, side),
-                           calibration=calibration if calibration is not None else paths,
-                           normalization=(pre.mean, pre.std))
-    k = max(1, min(top_k, len(clf.classes)))
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        return run(pre.normalize(images).to(device))
+
+    note = functools.partial(size_mismatch_note, clf)
+    return classify_files(logits, clf.classes, pre, paths, top_k, batch_size, workers, note)
+
+
+def predict_exported(exported: ExportedClassifier, paths: list[Path], top_k: int = 5,
+                     batch_size: int = 64, workers: int | None = None
+                     ) -> tuple[list[Prediction], list[str]]:
+    """:func:`predict` with an exported ONNX or OpenVINO file, its own classes and
+    preprocessing (no PyTorch model involved)."""
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        return exported.run(exported.prepare(images))
+
+    return classify_files(logits, exported.classes, exported.preprocessing, paths, top_k,
+                          batch_size, workers)
+
+
+def classify_files(logits: Callable[[torch.Tensor], torch.Tensor], classes: list[str],
+                   pre: Preprocessing, paths: list[Path], top_k: int = 5,
+                   batch_size: int = 64, workers: int | None = None,
+                   note: Callable[[Path, tuple[int, int]], str | None] | None = None
+                   ) -> tuple[list[Prediction], list[str]]:
+    """Top-``k`` classes of every readable file: ``logits`` takes uint8 batches resized and
+    cropped by ``pre``. ``note`` may return one warning about an image's size (the first
+    is shown)."""
+    k = max(1, min(top_k, len(classes)))
     preds: list[Prediction] = []
     errors: list[str] = []
-    warned = False
-    for start in range(0, len(paths), batch_size):
-        batch, names = [], []
-        for p in paths[start:start + batch_size]:
-            try:
-                image = read_rgb(p)
-            except ImageReadError as e:
-                errors.append(str(e))
-                continue
-            if not warned and (note := size_mismatch_note(clf, p, image)):
-                warnings.warn(note, stacklevel=2)
-                warned = True
-            batch.append(pre(image))
-            names.append(str(p))
-        if not batch:
+    warned = note is None
+    for batch in image_batches(paths, pre, batch_size, workers):
+        errors += batch.errors
+        if batch.images is None:
             continue
-        probs = run(torch.stack(batch).to(device)).float().softmax(1).cpu()
+        if not warned:
+            for p, size in zip(batch.paths, batch.sizes, strict=True):
+                if text := note(p, size):
+                    warnings.warn(text, stacklevel=3)
+                    warned = True
+                    break
+        probs = logits(batch.images).float().softmax(1).cpu()
         values, idx = probs.topk(k, 1)
-        for name, v, i in zip(names, values.tolist(), idx.tolist(), strict=True):
-            preds.append(Prediction(name, [(clf.classes[c], p) for c, p in zip(i, v,
-                                                                                strict=True)]))
+        for path, v, i in zip(batch.paths, values.tolist(), idx.tolist(), strict=True):
+            preds.append(Prediction(str(path), [(classes[c], p)
+                                                for c, p in zip(i, v, strict=True)]))
     return preds, errors
 
 
@@ -235,14 +292,15 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 
 
-def size_mismatch_note(clf: Classifier, path: Path, image: torch.Tensor) -> str | None:
+def size_mismatch_note(clf: Classifier, path: Path, size: tuple[int, int]) -> str | None:
     """A line for a small-input (CIFAR) network given a photo far larger than its input,
-    which it sees shrunk to a few dozen pixels; None when the sizes are alike."""
+    which it sees shrunk to a few dozen pixels; None when the sizes are alike. ``size`` is
+    the image's (height, width) as decoded."""
     side = clf.preprocessing.input_size
-    if clf.family != "cifar" or side is None or min(image.shape[-2:]) <= 2 * side:
+    if clf.family != "cifar" or side is None or min(size) <= 2 * side:
         return None
     trained = "CIFAR-10 images" if tuple(clf.classes) == CIFAR10_CLASSES else "images"
-    h, w = image.shape[-2:]
+    h, w = size
     return (f"{clf.name} was trained on {side} px {trained}; {path} is {w}x{h} and is "
             f"shrunk to {side}x{side}, so predictions on photos like it are unreliable")
 

@@ -128,10 +128,31 @@ class Preprocessing:
         out = _compose(self)(images)
         return out.as_subclass(torch.Tensor)
 
+    def resize_crop(self, images: torch.Tensor) -> torch.Tensor:
+        """The geometric steps alone: uint8 image or batch in, uint8 out (resized with
+        rounding, as :meth:`__call__` does before scaling). Runs where decoding runs, so that
+        whole uint8 batches are normalised at once, or inside an exported graph."""
+        import torch
+
+        return _geometry(self)(images).as_subclass(torch.Tensor)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """The value steps alone: a uint8 image or batch (already resized and cropped) to
+        normalised float32. ``normalize(resize_crop(x))`` equals ``self(x)``."""
+        import torch
+
+        return _values(self)(images).as_subclass(torch.Tensor)
+
 
 @functools.lru_cache(maxsize=32)
 def _compose(pre: Preprocessing) -> v2.Compose:
-    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose([*_geometry(pre).transforms, *_values(pre).transforms])
+
+
+@functools.lru_cache(maxsize=32)
+def _geometry(pre: Preprocessing) -> v2.Compose:
     from torchvision.transforms import InterpolationMode, v2
 
     steps: list[Any] = []
@@ -140,9 +161,16 @@ def _compose(pre: Preprocessing) -> v2.Compose:
                                antialias=True))
     if pre.crop:
         steps.append(v2.CenterCrop(pre.crop))
-    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-              v2.Normalize(mean=list(pre.mean), std=list(pre.std))]
     return v2.Compose(steps)
+
+
+@functools.lru_cache(maxsize=32)
+def _values(pre: Preprocessing) -> v2.Compose:
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(mean=list(pre.mean), std=list(pre.std))])
 
 
 def _floats(values: Any, name: str) -> tuple[float, ...]:
