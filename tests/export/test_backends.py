@@ -43,7 +43,7 @@ def test_onnxruntime_backend_matches_pytorch_at_another_size():
 
 
 def test_unknown_backend_lists_the_known_ones(resnet20):
-    with pytest.raises(ValueError, match="unknown backend 'tensorrt': expected one of eager, "
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt': expected one of auto, eager, "
                                          + ", ".join(BACKENDS)):
         load_backend("tensorrt", resnet20, input_size=CIFAR_SIZE)
 
@@ -62,3 +62,30 @@ def test_openvino_backend_without_the_extra_names_what_to_install(resnet20, monk
     with pytest.raises(ValueError, match=r"openvino is not installed: pip install "
                                          r"'resnets\[openvino\]'"):
         load_backend(kind, resnet20, input_size=CIFAR_SIZE, calibration=calibration)
+
+
+@pytest.mark.parametrize(("present", "expected"), [
+    ({"openvino", "onnxruntime", "onnx"}, "openvino"),
+    ({"onnxruntime", "onnx"}, "onnxruntime"),
+    ({"onnxruntime"}, "optimized"),  # onnxruntime alone cannot export the graph
+    (set(), "optimized"),
+])
+def test_auto_picks_the_fastest_exact_backend_installed(monkeypatch, present, expected):
+    from resnets.export import backends
+
+    monkeypatch.setattr(backends, "installed", lambda module: module in present)
+    assert backends.fastest_exact_backend() == expected
+    assert backends.resolve_backend("auto") == expected
+    assert backends.resolve_backend("auto", "cuda") == "torch"
+    assert backends.resolve_backend("eager") == "torch"
+    assert backends.resolve_backend("int8") == "int8"
+
+
+def test_auto_backend_with_nothing_extra_is_exact_pytorch(resnet20, monkeypatch):
+    from resnets.export import backends
+
+    monkeypatch.setattr(backends, "installed", lambda module: False)
+    backend = load_backend("auto", resnet20, input_size=CIFAR_SIZE)
+    x = torch.randn(2, *CIFAR_SIZE)
+    assert backend.kind == "optimized"
+    torch.testing.assert_close(backend(x), resnet20(x), rtol=0, atol=1e-4)

@@ -100,5 +100,62 @@ def test_predict_rejects_unknown_backend(trained):
     _, weights = trained
     result = runner.invoke(app, ["predict", "x.png", "--weights", str(weights), "--backend",
                                  "tpu"])
-    assert result.exit_code == 1 and ("--backend must be one of torch, onnxruntime, int8, "
-                                      "openvino, openvino-int8, got 'tpu'") in result.output
+    assert result.exit_code == 1 and ("--backend must be one of auto, torch, optimized, "
+                                      "onnxruntime, int8, openvino, openvino-int8, got 'tpu'"
+                                      ) in result.output
+
+
+def _eager_and_default_top1(paths):
+    from resnets.tasks.classify import predict_with
+
+    clf = load_classifier("resnet56")
+    eager, errors = predict_with(clf, paths, top_k=1, batch_size=250, backend="torch")
+    default, default_errors = predict_with(clf, paths, top_k=1, batch_size=250)
+    assert not errors and not default_errors
+    return [p.top[0][0] for p in eager], [p.top[0][0] for p in default]
+
+
+def test_default_backend_gives_eager_top1_on_500_cifar10_test_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    from resnets.data.folder import scan_folder
+    from tests.conftest import shared_path
+
+    paths = scan_folder(shared_path("cifar10", "test")).paths[::20]  # 500, every class
+    eager, default = _eager_and_default_top1(paths)
+    assert len(eager) == 500 and default == eager
+
+
+@pytest.mark.slow
+def test_default_backend_gives_eager_top1_on_the_full_cifar10_test_split(tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    from resnets.data.folder import scan_folder
+    from tests.conftest import shared_path
+
+    index = scan_folder(shared_path("cifar10", "test"))
+    eager, default = _eager_and_default_top1(index.paths)
+    assert default == eager
+    top1 = sum(index.classes[y] == c for y, c in zip(index.labels, default, strict=True))
+    assert top1 / len(default) == pytest.approx(0.9083, abs=5e-5)  # README: 90.83%
+
+
+def test_predict_runs_an_exported_uint8_onnx_file_like_its_weights(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from pathlib import Path
+
+    from resnets.export import export_named
+
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples" / "images").glob("*"))
+    onnx_file = tmp_path / "resnet20.onnx"
+    export_named("resnet20", onnx_file, weights="resnet20", uint8_input=True)
+    from_file, _ = predict(examples, str(onnx_file), top_k=1)
+    from_weights, _ = predict(examples, "resnet20", top_k=1, backend="torch")
+    assert len(from_file) == len(examples) == 10
+    assert [p.top[0][0] for p in from_file] == [p.top[0][0] for p in from_weights]
+    assert [p.top[0][1] for p in from_file] == pytest.approx(
+        [p.top[0][1] for p in from_weights], abs=1e-5)
+    cli = runner.invoke(app, ["predict", *map(str, examples), "--model", str(onnx_file),
+                              "--json", "--top-k", "1"])
+    assert cli.exit_code == 0, cli.output
+    assert [json.loads(ln)["top"][0]["class"] for ln in cli.stdout.splitlines()] == \
+        [p.top[0][0] for p in from_weights]

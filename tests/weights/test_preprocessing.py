@@ -8,7 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from resnets.weights.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from resnets.weights.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessing,
+    cifar_default,
+    imagenet_default,
+)
 
 
 def test_upscales_a_cifar_image_to_imagenet_size_and_normalizes():
@@ -58,3 +64,13 @@ def test_both_metadata_layouts_read_back():
 def test_hostile_metadata_is_one_line_error(data, message):
     with pytest.raises(ValueError, match=message):
         Preprocessing.from_dict(data)
+
+
+@pytest.mark.parametrize("pre", [imagenet_default(), cifar_default()])
+def test_resize_crop_then_normalize_equals_the_whole_preprocessing(pre):
+    image = torch.randint(0, 256, (3, 300, 410), dtype=torch.uint8)
+    geometry = pre.resize_crop(image)
+    assert geometry.dtype == torch.uint8 and geometry.shape == (3, pre.crop, pre.crop)
+    assert torch.equal(pre.normalize(geometry), pre(image))
+    batch = torch.randint(0, 256, (4, 3, 260, 270), dtype=torch.uint8)
+    assert torch.equal(pre.normalize(pre.resize_crop(batch)), torch.stack([pre(x) for x in batch]))
