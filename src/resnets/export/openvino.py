@@ -9,7 +9,9 @@ On CPUs with bf16 instructions OpenVINO runs float models in bf16 unless told ot
 every model compiled here asks for f32, so ``openvino`` is exact to about 1e-5 and the ops
 NNCF leaves in float stay float32 in ``openvino-int8``.
 
-Calibrating takes seconds to minutes, so a quantized model is cached under the user cache
+Converting takes seconds and calibrating minutes, so a converted fp32 model
+(:func:`fp32_model`, keyed by the weights' hash, the input size and the versions) and a
+quantized model are cached under the user cache
 folder (``$RESNETS_CACHE/openvino``, by default ``~/.cache/resnets/openvino``), keyed by
 the sha256 of the fp32 weights and architecture, the calibration set (folder, files and
 count, or the tensor's bytes), the preprocessing, and the OpenVINO and NNCF versions.
