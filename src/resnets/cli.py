@@ -17,8 +17,9 @@ from . import __version__
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Residual networks on PyTorch: models, training, evaluation, export.")
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-               PermissionError, KeyError, ConnectionError)  # ConnectionError: failed download
+# OSError: every system error (missing file, read-only folder, full disk, permission, a
+# failed download) is the user's to fix, and is said in one line naming the path.
+USER_ERRORS = (ValueError, OSError, KeyError)
 
 
 def _version(value: bool) -> None:
@@ -51,11 +52,30 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             ctx = kwargs.get("ctx")
             if ctx is not None and (ctx.find_root().obj or {}).get("debug"):
                 raise
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-            typer.echo(f"error: {msg}", err=True)
+            typer.echo(f"error: {_one_line(e)}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one line; an OSError as ``path: reason`` without its errno."""
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    elif isinstance(e, OSError) and e.strerror and len(e.args) >= 2:
+        where = [str(f) for f in (e.filename, e.filename2) if f is not None]
+        text = f"{' -> '.join(where)}: {e.strerror}" if where else e.strerror
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not a default)."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                              ParameterSource.ENVIRONMENT)
 
 
 @app.command()
@@ -106,20 +126,28 @@ def info(
 
 
 
-def _parse_sets(items: list[str]) -> dict:
-    """``--set field=value`` pairs, values parsed as JSON where they parse."""
-    import json
-
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    """``--set field=value`` pairs as text; the config parses each by its field's type."""
     out = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = value
+        out[key.strip().replace("-", "_")] = value
     return out
+
+
+def _resume_changes(ctx: typer.Context, flags: dict[str, Any], sets: dict[str, Any],
+                    fixed: tuple[str, ...]) -> dict[str, Any]:
+    """The config changes asked for with ``--resume``: the flags given on the command line
+    and the ``--set`` fields; ``fixed`` flags cannot go with ``--resume`` at all."""
+    refused = [f"--{name.replace('_', '-')}" for name in fixed if _given(ctx, name)]
+    if refused:
+        raise ValueError(f"{', '.join(refused)} cannot be given with --resume (the run "
+                         "folder is the one being resumed)")
+    changes = {k: v for k, v in flags.items() if _given(ctx, k)}
+    changes.update(sets)
+    return changes
 
 
 @app.command()
@@ -152,7 +180,9 @@ def train(
     test_every_epoch: Annotated[bool, typer.Option("--test-every-epoch")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field: "
                                                    "--set label_smoothing=0.1")] = None,
-    resume: Annotated[str | None, typer.Option(help="Run folder to continue.")] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="Run folder to continue. With it, --epochs (more), --data (the same dataset "
+             "moved) and --device may change; other flags that differ are refused.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Train a classifier; every epoch writes metrics and an atomic checkpoint."""
@@ -160,26 +190,24 @@ def train(
 
     from .train import recipe as make_recipe
     from .train import train as run_training
+    from .train.config import TrainConfig
 
+    sets = TrainConfig.parse(_parse_sets(set_ or []))  # typed and checked: nothing written
+    flags = {"model": model, "data": data, "epochs": epochs, "batch_size": batch_size,
+             "lr": lr, "weight_decay": weight_decay, "seed": seed, "device": device,
+             "amp": amp, "compile": compile, "val_fraction": val_fraction,
+             "pretrained": pretrained, "backbone_lr_scale": backbone_lr_scale,
+             "checkpoint_every": checkpoint_every, "teacher": teacher,
+             "freeze_backbone": freeze_backbone, "strict": strict,
+             "test_every_epoch": test_every_epoch}
     if resume:
-        from .train.config import TrainConfig
-
-        result = run_training(TrainConfig(out=resume, data="-"), resume=True, quiet=quiet)
+        changes = _resume_changes(ctx, flags, sets, fixed=("out", "recipe"))
+        result = run_training(TrainConfig(out=resume), resume=True, quiet=quiet,
+                              changes=changes)
     else:
-        flags = {"model": model, "data": data, "epochs": epochs, "batch_size": batch_size,
-                 "lr": lr, "weight_decay": weight_decay, "seed": seed, "device": device,
-                 "amp": amp, "compile": compile, "val_fraction": val_fraction,
-                 "pretrained": pretrained, "backbone_lr_scale": backbone_lr_scale,
-                 "checkpoint_every": checkpoint_every, "teacher": teacher}
-        flags = {k: v for k, v in flags.items() if v is not None}
-        if freeze_backbone:
-            flags["freeze_backbone"] = True
-        if strict:
-            flags["strict"] = True
-        if test_every_epoch:
-            flags["test_every_epoch"] = True
+        flags = {k: v for k, v in flags.items() if v is not None and v is not False}
         flags["out"] = out or f"runs/{model}-{recipe}"
-        flags.update(_parse_sets(set_ or []))
+        flags.update(sets)
         result = run_training(make_recipe(recipe, **flags), quiet=quiet)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "classes"}))
 
@@ -199,6 +227,8 @@ def eval_(
     device: Annotated[str, typer.Option()] = "cpu",
     out: Annotated[str | None, typer.Option(help="Folder for confusion.csv/png.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Load weights holding NaN/inf (to inspect them).")] = False,
 ) -> None:
     """Top-1/top-5, per-class accuracy and a confusion matrix on an image folder."""
     import json
@@ -208,7 +238,8 @@ def eval_(
 
     if not data:
         raise ValueError("no dataset given: pass --data DIR (an ImageFolder tree)")
-    clf = load_classifier(weights, model, device=device, class_hint=folder_classes(data))
+    clf = load_classifier(weights, model, device=device, class_hint=folder_classes(data),
+                          allow_nonfinite=allow_nonfinite)
     _notes(clf.notes)
     report = evaluate_folder(clf, data, batch_size=batch_size, tta=tta)
     out_dir = out or f"runs/eval-{clf.name}"
@@ -256,6 +287,8 @@ def predict(
         help="int8: a folder of training images to calibrate on; default: the inputs.")] = None,
     cam: Annotated[str | None, typer.Option(
         "--cam", help="Also write a Grad-CAM heat map per image into this folder.")] = None,
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Load weights holding NaN/inf (to inspect them).")] = False,
 ) -> None:
     """Classify images; unreadable files are reported and the rest still classified."""
     import json
@@ -268,7 +301,7 @@ def predict(
     paths = collect_images(inputs)
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")
-    clf = load_classifier(weights, model, device=device)
+    clf = load_classifier(weights, model, device=device, allow_nonfinite=allow_nonfinite)
     _notes(clf.notes)
     preds, errors = predict_with(clf, paths, top_k=top_k, backend=backend,
                                  calibration=calibration)
@@ -354,13 +387,15 @@ def weights_convert(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="A checkpoint file, tag or URL.")],
     out: Annotated[str, typer.Argument(help="The .safetensors file to write.")],
-    model: Annotated[str | None, typer.Option(help="Map and check the keys for this "
-                                                   "model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Map and check the keys and shapes for "
+                                                   "this model.")] = None,
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Convert weights holding NaN/inf too.")] = False,
 ) -> None:
     """Write any loadable checkpoint as a clean safetensors file with metadata."""
     from .weights.loading import convert
 
-    typer.echo(f"wrote {convert(source, out, model_name=model)}")
+    typer.echo(f"wrote {convert(source, out, model_name=model, allow_nonfinite=allow_nonfinite)}")
 
 
 experiment_app = typer.Typer(no_args_is_help=True, help="Experiments about residual learning.")
@@ -428,12 +463,21 @@ def export(
     format_: Annotated[str | None, typer.Option(
         "--format", help="onnx, torch-export, torchscript or safetensors; default: from the "
         "suffix (.onnx .pt2 .pt .safetensors).")] = None,
+    force_extension: Annotated[bool, typer.Option(
+        "--force-extension", help="Keep an output suffix that names another format.")] = False,
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Export weights holding NaN/inf too.")] = False,
 ) -> None:
     """Write a model as ONNX (dynamic batch/size, checked in onnxruntime), a torch.export
     program, TorchScript or safetensors; atomically."""
-    from .export.formats import export_named
+    from .export.formats import SuffixMismatch, export_named
 
-    typer.echo(export_named(model, output, format_, weights).summary())
+    try:
+        report = export_named(model, output, format_, weights, force_extension=force_extension,
+                              allow_nonfinite=allow_nonfinite)
+    except SuffixMismatch as e:
+        raise ValueError(f"{e} (--force-extension)") from None
+    typer.echo(report.summary())
 
 
 @app.command()
@@ -495,11 +539,15 @@ def sr_eval(
     from .weights.sr import get_sr_model
 
     sr_model, label = get_sr_model(model, weights, device)
-    result = evaluate_sr(sr_model, data, scale, label)
+    result = evaluate_sr(sr_model, data, scale, label, skip_bad=True)
+    for problem in result.skipped:
+        typer.echo(f"error: skipped {problem}", err=True)
     if json_:
         typer.echo(json.dumps(result.to_dict()))
     else:
         print_evaluation(result)
+    if result.skipped:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -607,18 +655,23 @@ def train_sr(
     from .train.sr import SRTrainConfig
     from .train.sr import train_sr as run_sr_training
 
+    sets = SRTrainConfig.parse(_parse_sets(set_ or []))  # typed and checked: nothing written
+    flags = {"model": model, "data": data, "scales": _ints(scales, "--scales"),
+             "patch_size": patch_size, "batch_size": batch_size, "epochs": epochs,
+             "steps_per_epoch": steps_per_epoch, "lr": lr, "amp": amp, "device": device,
+             "seed": seed, "val_count": val_count, "checkpoint_every": checkpoint_every}
+    if report is not None:
+        flags["report_sets"] = tuple(s.strip() for s in report.split(",") if s.strip())
     if resume:
-        result = run_sr_training(SRTrainConfig(out=resume), resume=True, quiet=quiet)
-    else:
-        flags = {"model": model, "data": data, "scales": _ints(scales, "--scales"),
-                 "patch_size": patch_size, "batch_size": batch_size, "epochs": epochs,
-                 "steps_per_epoch": steps_per_epoch, "lr": lr, "amp": amp, "device": device,
-                 "seed": seed, "val_count": val_count, "checkpoint_every": checkpoint_every}
-        flags = {k: v for k, v in flags.items() if v is not None}
+        changes = _resume_changes(ctx, flags, sets, fixed=("out",))
         if report is not None:
-            flags["report_sets"] = tuple(s.strip() for s in report.split(",") if s.strip())
+            changes["report_sets"] = flags["report_sets"]
+        result = run_sr_training(SRTrainConfig(out=resume), resume=True, quiet=quiet,
+                                 changes=changes)
+    else:
+        flags = {k: v for k, v in flags.items() if v is not None}
         flags["out"] = out or f"runs/sr-{model}"
-        flags.update(_parse_sets(set_ or []))
+        flags.update(sets)
         result = run_sr_training(SRTrainConfig().replace(**flags), quiet=quiet)
     typer.echo(json.dumps(result))
 

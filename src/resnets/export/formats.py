@@ -26,6 +26,12 @@ from .shapes import check_inputs, dynamic_shapes, quiet, sample_input
 FORMATS = ("onnx", "torch-export", "torchscript", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "torchscript": ".pt",
             "safetensors": ".safetensors"}
+# Other names a format's files go by; a suffix outside these names another format.
+OTHER_SUFFIXES = {"torchscript": (".pth", ".ts", ".torchscript")}
+
+
+class SuffixMismatch(ValueError):
+    """The output's suffix names another format than the one asked for."""
 
 
 @dataclass(frozen=True)
@@ -126,10 +132,18 @@ def export_model(model: nn.Module, path: str | Path, fmt: str,
 
 
 def export_named(name: str, path: str | Path, fmt: str | None = None,
-                 weights: str | Path | None = None) -> ExportReport:
+                 weights: str | Path | None = None, *, force_extension: bool = False,
+                 allow_nonfinite: bool = False) -> ExportReport:
     """Build registry model ``name`` (with ``weights``) and export it; the format defaults to
-    the one the file suffix names (``.onnx``, ``.pt2``, ``.pt``, ``.safetensors``)."""
+    the one the file suffix names (``.onnx``, ``.pt2``, ``.pt``, ``.safetensors``). A
+    suffix that names another format is refused unless ``force_extension``."""
     path = Path(path)
+    if fmt is not None and fmt in SUFFIXES and not force_extension:
+        fitting = (SUFFIXES[fmt], *OTHER_SUFFIXES.get(fmt, ()))
+        if path.suffix.lower() not in fitting:
+            raise SuffixMismatch(f"{path.name!r} does not end in {SUFFIXES[fmt]}, the suffix of "
+                             f"{fmt} files; a tool would take it for another format: name "
+                             f"it {path.stem}{SUFFIXES[fmt]}, or force the extension")
     if fmt is None:
         by_suffix = {s: f for f, s in SUFFIXES.items()}
         if path.suffix not in by_suffix:
@@ -138,6 +152,6 @@ def export_named(name: str, path: str | Path, fmt: str | None = None,
                              f"{', '.join(SUFFIXES.values())}")
         fmt = by_suffix[path.suffix]
     spec = get_spec(name)
-    model = load_model(name, weights)
+    model = load_model(name, weights, allow_nonfinite=allow_nonfinite)
     _, h, w = spec.input_size
     return export_model(model, path, fmt, (model.in_chans, h, w), name=name)

@@ -10,7 +10,7 @@ Each image is super-resolved, rounded to uint8 like a saved result, and scored o
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -58,6 +58,7 @@ class SREvaluation:
     data: str
     images: list[ImageScore]
     benchmark: str | None = None  # "Set5" or "Set14" when the folder is one of them
+    skipped: list[str] = field(default_factory=list)  # "file: reason" of images left out
 
     def mean(self) -> tuple[float, float]:
         return (_mean([i.psnr for i in self.images]), _mean([i.ssim for i in self.images]))
@@ -77,6 +78,7 @@ class SREvaluation:
             "model": self.model, "scale": self.scale, "data": self.data,
             "benchmark": self.benchmark,
             "images": [asdict(i) for i in self.images],
+            "skipped": list(self.skipped),
             "mean": {"psnr": p, "ssim": s},
             "bicubic": {"psnr": bp, "ssim": bs},
             "published": None if published is None else
@@ -107,8 +109,12 @@ def benchmark_name(data: str | Path) -> str | None:
     return None
 
 
-def load_pairs(data: str | Path, scale: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """``(name, hr, lr)`` uint8 pairs from an HR/LR folder or a folder of HR images."""
+def load_pairs(data: str | Path, scale: int, skipped: list[str] | None = None
+               ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``(name, hr, lr)`` uint8 pairs from an HR/LR folder or a folder of HR images. An
+    image that cannot be used (unreadable, too small, a size that does not pair) is added
+    to ``skipped`` as ``"path: reason"`` and left out; without ``skipped`` it is an error.
+    No usable image at all is an error."""
     root = Path(data)
     if not root.is_dir():
         raise NotADirectoryError(f"expected a folder with HR/ and LR/ subfolders or of HR "
@@ -117,35 +123,56 @@ def load_pairs(data: str | Path, scale: int) -> list[tuple[str, torch.Tensor, to
     if not (root / "HR").is_dir() and (root / f"x{scale}" / "HR").is_dir():
         root = root / f"x{scale}"
     if (root / "HR").is_dir() and (root / "LR").is_dir():
-        return _paired(root, scale)
-    files = _image_files(root)
-    if not files:
-        raise FileNotFoundError(f"no images in {root}: expected HR/ and LR/ subfolders or "
-                                f"image files")
-    pairs = []
-    for path in files:
-        hr = modcrop(read_image_uint8(path), scale)
-        pairs.append((path.name, hr, downscale(hr, scale)))  # uint8 in, uint8 out, as MATLAB
+        pairs, problems = _paired(root, scale)
+    else:
+        files = _image_files(root)
+        if not files:
+            raise FileNotFoundError(f"no images in {root}: expected HR/ and LR/ subfolders or "
+                                    f"image files")
+        pairs, problems = [], []
+        for path in files:
+            try:
+                hr = modcrop(read_image_uint8(path), scale)
+                pairs.append((path.name, hr, downscale(hr, scale)))  # uint8, as MATLAB
+            except ValueError as e:
+                problems.append(_problem(path, e))
+    if problems and (skipped is None or not pairs):
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"{problems[0]}{more}" + ("" if pairs else
+                                                   f"; no usable image in {root}"))
+    if skipped is not None:
+        skipped.extend(problems)
     return pairs
 
 
-def _paired(root: Path, scale: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+def _problem(path: Path, e: Exception) -> str:
+    reason = str(e)
+    return reason if str(path.name) in reason else f"{path}: {reason}"
+
+
+def _paired(root: Path, scale: int
+            ) -> tuple[list[tuple[str, torch.Tensor, torch.Tensor]], list[str]]:
     hr_files, lr_files = _image_files(root / "HR"), _image_files(root / "LR")
     if len(hr_files) != len(lr_files) or not hr_files:
         raise ValueError(f"expected as many images in {root / 'HR'} as in {root / 'LR'} "
                          f"(at least one), found {len(hr_files)} and {len(lr_files)}")
-    pairs = []
+    pairs, problems = [], []
     for hr_path, lr_path in zip(hr_files, lr_files, strict=True):  # sorted names pair
-        hr, lr = read_image_uint8(hr_path), read_image_uint8(lr_path)
-        want = (lr.shape[-2] * scale, lr.shape[-1] * scale)
-        if tuple(hr.shape[-2:]) != want:
-            hr = modcrop(hr, scale)
+        try:
+            hr, lr = read_image_uint8(hr_path), read_image_uint8(lr_path)
+            want = (lr.shape[-2] * scale, lr.shape[-1] * scale)
+            if tuple(hr.shape[-2:]) != want:
+                hr = modcrop(hr, scale)
+        except ValueError as e:
+            problems.append(_problem(hr_path, e))
+            continue
         if tuple(hr.shape[-2:]) != want or hr.shape[0] != lr.shape[0]:
-            raise ValueError(f"{lr_path.name} is {lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, "
-                             f"expected {hr.shape[0]}x{hr.shape[-2] // scale}x"
-                             f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}")
+            problems.append(f"{lr_path} is {lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, "
+                            f"expected {hr.shape[0]}x{hr.shape[-2] // scale}x"
+                            f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}")
+            continue
         pairs.append((hr_path.name, hr, lr))
-    return pairs
+    return pairs, problems
 
 
 def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -153,18 +180,21 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int) -> torch.Tenso
     return to_uint8(run_sr(model, to_float(lr), scale))
 
 
-def evaluate_sr(model: nn.Module, data: str | Path, scale: int, label: str = "model"
-                ) -> SREvaluation:
-    """Score ``model`` and bicubic on every image of ``data`` at ``scale``."""
+def evaluate_sr(model: nn.Module, data: str | Path, scale: int, label: str = "model",
+                skip_bad: bool = False) -> SREvaluation:
+    """Score ``model`` and bicubic on every image of ``data`` at ``scale``; with
+    ``skip_bad`` an image that cannot be used is listed in ``skipped`` instead of failing
+    the whole folder."""
     check_scale(model, scale)
     baseline = create_sr_model("bicubic")
     scores = []
-    for name, hr, lr in load_pairs(data, scale):
+    skipped: list[str] | None = [] if skip_bad else None
+    for name, hr, lr in load_pairs(data, scale, skipped):
         bic = sr_psnr_ssim(super_resolve(baseline, lr, scale), hr, scale)
         ours = bic if isinstance(model, Bicubic) else sr_psnr_ssim(
             super_resolve(model, lr, scale), hr, scale)
         scores.append(ImageScore(name, ours[0], ours[1], bic[0], bic[1]))
-    return SREvaluation(label, scale, str(data), scores, benchmark_name(data))
+    return SREvaluation(label, scale, str(data), scores, benchmark_name(data), skipped or [])
 
 
 def print_evaluation(result: SREvaluation) -> None:

@@ -225,6 +225,13 @@ class TrainData:
     val: MemoryBatches | StreamBatches | None
     train_clean: MemoryBatches | None  # a fixed training subset, no augmentation
     test: MemoryBatches | StreamBatches | None
+    class_counts: list[int]           # training images per class, before any split
+
+    def fingerprint(self) -> dict:
+        """What a resumed run checks to know it sees the same dataset: the class list and
+        the image count of each class (cheap, and it catches renamed, added or removed
+        classes and images)."""
+        return {"classes": list(self.classes), "class_counts": list(self.class_counts)}
 
 
 def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1
@@ -246,6 +253,7 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
         preprocessing = Preprocessing(resize=size, crop=size, mean=mean, std=std)
         train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, cfg.seed)
         skipped = len(full.skipped)
+        counts = torch.bincount(full.labels, minlength=len(classes)).tolist()
 
         def batches(d, is_train):
             return MemoryBatches(d, cfg.batch_size, device, mean, std, is_train,
@@ -276,6 +284,7 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
         classes = index.classes
         skipped = 0
         labels = torch.tensor(index.labels)
+        counts = torch.bincount(labels, minlength=len(classes)).tolist()
         train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed)
         preprocessing = stream_preprocessing(cfg)
 
@@ -298,7 +307,28 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
         raise ValueError(f"training set of {cfg.data} is smaller than one batch of "
                          f"{cfg.batch_size}: use a smaller batch size")
     return TrainData(classes, preprocessing, in_memory, skipped, train, val, train_clean,
-                     test_data)
+                     test_data, counts)
+
+
+def dataset_mismatch(saved: dict, now: dict, data: str) -> str | None:
+    """Why the dataset at ``data`` (fingerprint ``now``) is not the one a run started on
+    (``saved``), or None when it is the same."""
+    old, new = list(saved["classes"]), list(now["classes"])
+    if old != new:
+        gone = [c for c in old if c not in new]
+        added = [c for c in new if c not in old]
+        parts = [f"missing {', '.join(gone[:5])}" if gone else "",
+                 f"new {', '.join(added[:5])}" if added else "",
+                 "same names in another order" if not gone and not added else ""]
+        return (f"the classes of {data} differ from the run's ({'; '.join(p for p in parts if p)}"
+                f"): the run's head has {len(old)} outputs for {', '.join(old[:10])}")
+    counts = saved.get("class_counts")
+    if counts is not None and list(counts) != list(now["class_counts"]):
+        changed = [f"{c} {a} -> {b}" for c, a, b in
+                   zip(old, counts, now["class_counts"], strict=True) if a != b]
+        return (f"the training images of {data} differ from the run's (images per class: "
+                f"{', '.join(changed[:5])}): the validation split would change")
+    return None
 
 
 def per_class_subset(labels: torch.Tensor, index: torch.Tensor, per_class: int,
