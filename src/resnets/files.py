@@ -120,8 +120,11 @@ def atomic_output(path: str | Path, make_parents: bool = False, fsync: bool = Fa
         raise FileNotFoundError(f"output folder {path.parent} does not exist")
     _install_signal_handlers()
     sweep_stale_temporaries(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.",
-                                    suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.",
+                                        suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as e:  # read-only folder, no permission, no space: name the target
+        raise OSError(e.errno, f"cannot write here ({e.strerror})", str(path)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     with _LIVE_LOCK:
@@ -133,6 +136,13 @@ def atomic_output(path: str | Path, make_parents: bool = False, fsync: bool = Fa
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if isinstance(e, ConnectionError) or e.errno is None \
+                or e.filename not in (None, str(tmp), tmp):
+            raise
+        # e.g. a full disk: the error names the file being written, not its temporary
+        raise OSError(e.errno, f"cannot write ({e.strerror or e}); the previous file, if "
+                      "any, is unchanged", str(path)) from None
     finally:
         with _LIVE_LOCK:
             _LIVE.discard(tmp)
