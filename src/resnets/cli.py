@@ -72,10 +72,8 @@ def _one_line(e: BaseException) -> str:
 
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether the option ``name`` was given on the command line (not a default)."""
-    from click.core import ParameterSource
-
-    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
-                                              ParameterSource.ENVIRONMENT)
+    source = ctx.get_parameter_source(name)  # an enum of typer's own copy of click
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 @app.command()
