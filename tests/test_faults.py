@@ -172,19 +172,27 @@ def test_1_divergence_in_a_later_epoch_keeps_the_last_good_checkpoint(
     assert not (run / "model.safetensors").exists() and not (run / "run.lock").exists()
 
 
-def test_1_train_sr_stops_on_a_diverging_loss(tmp_path):
-    root = tmp_path / "sr"
+def sr_data(root: Path) -> Path:
+    """Six random images in T91/ and BSD200/, the layout train-sr reads."""
     for i in range(6):
         folder = root / ("T91" if i < 3 else "BSD200")
         folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(i)
         Image.fromarray(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(
             folder / f"{i}.png")
+    return root
+
+
+def train_sr_args(root: Path, run: Path, *extra: str) -> list[str | Path]:
+    return ["train-sr", "--model", "edsr_tiny", "--data", root, "--out", run, "--scales", "2",
+            "--patch-size", "16", "--batch-size", "2", "--epochs", "1", "--steps-per-epoch",
+            "6", "--val-count", "1", "--report", "", "--device", "cpu", "--quiet", *extra]
+
+
+def test_1_train_sr_stops_on_a_diverging_loss(tmp_path):
+    root = sr_data(tmp_path / "sr")
     run = tmp_path / "run"
-    result = cli("train-sr", "--model", "edsr_tiny", "--data", root, "--out", run,
-                 "--scales", "2", "--patch-size", "16", "--batch-size", "2", "--epochs", "2",
-                 "--steps-per-epoch", "6", "--lr", "1e30", "--val-count", "1", "--report", "",
-                 "--device", "cpu", "--quiet")
+    result = cli(*train_sr_args(root, run, "--epochs", "2", "--lr", "1e30"))
     assert_one_line_error(result, "training diverged", "learning rate 1e+30 is far too high")
     assert not (run / "model.safetensors").exists()
     assert_one_line_error(cli("train-sr", "--data", root, "--out", tmp_path / "r2",
@@ -269,6 +277,17 @@ def test_3_a_moved_dataset_is_given_on_resume_and_a_missing_one_named(own_data, 
     result = cli("train", "--resume", run, "--data", moved, "--epochs", "2", "--quiet")
     assert result.exit_code == 0, result.output
     assert json.loads((run / "result.json").read_text())["best_epoch"] >= 1
+
+
+def test_3_train_sr_resume_is_explicit_too(tmp_path):
+    root = sr_data(tmp_path / "sr")
+    run = tmp_path / "run"
+    assert cli(*train_sr_args(root, run)).exit_code == 0
+    assert_one_line_error(cli("train-sr", "--resume", run, "--lr", "1", "--set", "loss=l2"),
+                          "cannot change", "lr (0.0005 -> 1.0)", "loss ('l1' -> 'l2')")
+    result = cli("train-sr", "--resume", run, "--epochs", "2", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert load_training_state(run / "last.pt")["epoch"] == 2
 
 
 # -- 4. resume checks the dataset -----------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 
 # The one piece of process-wide state in the package: a signal handler cannot be handed
 # the writers' paths any other way. Only this module reads or changes it.
-_LIVE: set[Path] = set()
+_LIVE: dict[Path, int] = {}  # temporary path -> the pid that created it
 _LIVE_LOCK = threading.Lock()
 _HANDLED: dict[int, object] = {}  # signal -> the handler that was there before ours
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp[^/]*$")
@@ -68,9 +68,10 @@ def sweep_stale_temporaries(folder: str | Path) -> list[Path]:
 
 
 def _remove_live_temporaries() -> None:
-    with _LIVE_LOCK:
-        paths = list(_LIVE)
-        _LIVE.clear()
+    with _LIVE_LOCK:  # a forked child (a DataLoader worker) leaves its parent's files alone
+        paths = [path for path, pid in _LIVE.items() if pid == os.getpid()]
+        for path in paths:
+            del _LIVE[path]
     for path in paths:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -128,7 +129,7 @@ def atomic_output(path: str | Path, make_parents: bool = False, fsync: bool = Fa
     os.close(fd)
     tmp = Path(tmp_name)
     with _LIVE_LOCK:
-        _LIVE.add(tmp)
+        _LIVE[tmp] = os.getpid()
     try:
         yield tmp
         os.chmod(tmp, _default_mode())
@@ -145,7 +146,7 @@ def atomic_output(path: str | Path, make_parents: bool = False, fsync: bool = Fa
                       "any, is unchanged", str(path)) from None
     finally:
         with _LIVE_LOCK:
-            _LIVE.discard(tmp)
+            _LIVE.pop(tmp, None)
         tmp.unlink(missing_ok=True)
 
 
