@@ -21,13 +21,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from resnets.serve.metrics import parse_samples
+from resnets.serve.loadgen import run_load
 
 IMAGES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.jpg"))
 
@@ -60,42 +59,9 @@ def start_server(threads: int, batching: bool) -> tuple[subprocess.Popen, str]:
 def load(url: str, clients: int, seconds: float) -> dict:
     """``clients`` threads posting back-to-back for ``seconds``."""
     pictures = [p.read_bytes() for p in IMAGES]
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
     with httpx.Client(base_url=url, timeout=60) as c:  # warm-up
         c.post("/v1/classify", files={"file": ("x.jpg", pictures[0], "image/jpeg")})
-    before = parse_samples(httpx.get(f"{url}/metrics").text)
-    stop_at = time.monotonic() + seconds
-
-    def client(i: int) -> None:
-        with httpx.Client(base_url=url, timeout=60) as c:
-            n = i
-            while time.monotonic() < stop_at:
-                start = time.perf_counter()
-                r = c.post("/v1/classify", files={"file": ("x.jpg", pictures[n % len(pictures)],
-                                                           "image/jpeg")})
-                with lock:
-                    latencies.append(time.perf_counter() - start)
-                    errors[0] += r.status_code != 200
-                n += 1
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    began = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.monotonic() - began
-    after = parse_samples(httpx.get(f"{url}/metrics").text)
-    key_sum, key_n = 'resnets_batch_size_sum{lane="classify"}', \
-        'resnets_batch_size_count{lane="classify"}'
-    batches = after[key_n] - before.get(key_n, 0)
-    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return {"clients": clients, "requests": len(latencies), "errors": errors[0],
-            "requests_per_s": round(len(latencies) / wall, 1),
-            "p50_ms": round(cuts[49] * 1000, 1), "p99_ms": round(cuts[98] * 1000, 1),
-            "mean_batch": round((after[key_sum] - before.get(key_sum, 0)) / max(batches, 1), 2)}
+    return run_load(url, pictures, clients, seconds).summary()
 
 
 def predict_per_image(runs: int, threads: int) -> dict:

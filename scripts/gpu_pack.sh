@@ -14,9 +14,11 @@ for d in /.pack/ /.whl/; do
   grep -qxF "$d" .git/info/exclude || echo "$d" >> .git/info/exclude
 done
 mkdir -p .pack
-(cd "$DATA" && tar cf - cifar10 | xz -T2 -6) > .pack/cifar10.tar.xz.tmp
-mv .pack/cifar10.tar.xz.tmp .pack/cifar10.tar.xz
-(cd "$DATA" && find cifar10 -type f | LC_ALL=C sort | xargs cat | sha256sum) > .pack/cifar10.digest
+for name in ${SETS:-cifar10}; do  # e.g. SETS="cifar10 sr"; the carry limit is 64 MiB
+  (cd "$DATA" && tar cf - "$name" | xz -T2 -6) > ".pack/$name.tar.xz.tmp"
+  mv ".pack/$name.tar.xz.tmp" ".pack/$name.tar.xz"
+  (cd "$DATA" && find "$name" -type f | LC_ALL=C sort | xargs cat | sha256sum) > ".pack/$name.digest"
+done
 pins=()
 for name in typer rich shellingham markdown-it-py mdurl pygments pydantic pydantic_core \
             annotated-types typing-inspection annotated-doc typing_extensions; do

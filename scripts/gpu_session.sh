@@ -33,8 +33,7 @@ export PYTHONPATH=$PWD/src:$PWD PYTHONUNBUFFERED=1 RESNETS_CACHE=/tmp/resnets-ca
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 
-left() { echo $(( DEADLINE - $(date +%s) )); }
-step() { echo; echo "== $1 ($(left) s left) $(date -u +%T)"; }
+source scripts/gpu_common.sh
 
 if [ -n "${DRY:-}" ]; then  # a few minutes on the CPU: every step, tiny sizes
   SMALL=(--set subset_per_class=40 --set test_limit=200)
@@ -47,26 +46,10 @@ else
 fi
 
 step machine
-# the CLI's own pure-Python dependencies at the versions tested here (typer, rich and
-# theirs), carried as wheels in .whl; the image's are used if these do not import
-if [ -z "${DRY:-}" ] && [ -d .whl ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH
-  $PY -c "import resnets.cli" || export PYTHONPATH=$PWD/src:$PWD
-fi
-$PY -c "import typer, rich; print('typer', typer.__version__, 'rich', rich.__file__)"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
-$PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision',
-torchvision.__version__, 'cuda', torch.cuda.is_available(),
-torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+machine_report
 
 step data
-mkdir -p "$DATA"
-tar xJf "$PACK/cifar10.tar.xz" -C "$DATA" || exit 1
-got=$(cd "$DATA" && find cifar10 -type f | LC_ALL=C sort | xargs cat | sha256sum)
-want=$(cat "$PACK/cifar10.digest")
-echo "digest here: $got"; echo "digest made from ../shared/data: $want"
-[ "$got" = "$want" ] || { echo "the unpacked data differs from ../shared/data"; exit 1; }
+unpack cifar10 || exit 1
 
 # batch 256 with the lr scaled linearly (Goyal et al. 2017) and the EMA decay squared, so
 # its horizon in images is the batch-128 recipe's: half the steps, and on a GPU a step of
@@ -128,7 +111,7 @@ fi
 if [ "$(left)" -gt 60 ]; then
   step "CUDA tests"
   timeout $(( $(left) - 40 )) $PY -m pytest -q -p no:cacheprovider tests/train/test_cuda.py \
-    tests/data/test_degrade.py tests/weights/test_checkpoint.py
+    tests/models/test_imresize.py tests/weights/test_state_dict_io.py
 fi
 
 for model in resnet20 resnet56; do

@@ -421,6 +421,10 @@ def experiment_degradation(
     batch_size: Annotated[int, typer.Option()] = 128,
     device: Annotated[str, typer.Option()] = "auto",
     amp: Annotated[str, typer.Option()] = "auto",
+    only: Annotated[str, typer.Option(help="Train just these networks (e.g. plain56,resnet56) "
+                                           "and summarise what is finished.")] = "",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any training config field: "
+                                                   "--set compile=true")] = None,
 ) -> None:
     """Plain vs residual nets of several depths: training/test error and gradient norms."""
     from .experiments.degradation import DegradationConfig, run_degradation
@@ -429,9 +433,14 @@ def experiment_degradation(
     bad = [d for d in depth_list if d not in (20, 32, 44, 56, 110)]
     if bad or len(depth_list) < 2:
         raise ValueError(f"--depths takes two or more of 20,32,44,56,110, got {depths!r}")
+    names = tuple(n.strip() for n in only.split(",") if n.strip())
+    known = {f"{k}{d}" for d in depth_list for k in ("plain", "resnet")}
+    if set(names) - known:
+        raise ValueError(f"--only takes networks of --depths ({', '.join(sorted(known))}), "
+                         f"got {only!r}")
     overrides = {"data": data, "out": out, "depths": depth_list,
                  "seeds": _ints(seeds, "--seeds"), "device": device, "amp": amp,
-                 "batch_size": batch_size}
+                 "batch_size": batch_size, "only": names, "extra": _parse_sets(set_ or [])}
     if epochs is not None:
         overrides["epochs"] = epochs
     if subset_per_class is not None:

@@ -64,3 +64,25 @@ def test_zero_init_resnet56_starts_as_identity_blocks_plain_cannot():
     for block in identity_blocks[:8]:
         assert torch.equal(block(x), x)
     assert not torch.equal(plain.layer1[1](x), x)
+
+
+def test_only_trains_the_named_networks_and_summarises_what_is_finished(tmp_path):
+    """Several processes can share one --out, each training its own networks (on a GPU,
+    the runs of one seed at once); the last one summarises them all."""
+    data = make_folder(tmp_path / "data", per_class=(12, 3), size=8)
+    out = tmp_path / "exp"
+    base = ["experiment", "degradation", "--data", str(data), "--out", str(out), "--depths",
+            "20,32", "--seeds", "0", "--epochs", "1", "--subset-per-class", "6", "--amp",
+            "none", "--batch-size", "8"]
+    res = CliRunner().invoke(app, [*base, "--only", "resnet20", "--set", "log_every=1"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["resnet20-seed0"]
+    config = json.loads((out / "resnet20-seed0" / "config.json").read_text())
+    assert config["log_every"] == 1
+    res = CliRunner().invoke(app, [*base, "--only", "plain20,plain32,resnet32"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(r["net"] for r in summary["runs"]) == ["plain20", "plain32", "resnet20",
+                                                         "resnet32"]
+    bad = CliRunner().invoke(app, [*base, "--only", "resnet56"])
+    assert bad.exit_code == 1 and "--only takes networks of --depths" in bad.output

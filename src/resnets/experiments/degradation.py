@@ -42,6 +42,7 @@ class DegradationConfig:
     amp: str = "auto"
     device: str = "auto"
     quick: bool = False
+    only: tuple[str, ...] = ()     # train just these networks (e.g. "resnet56"); () = all
     extra: dict = field(default_factory=dict)  # any other TrainConfig field
 
     @classmethod
@@ -240,9 +241,16 @@ def run_degradation(cfg: DegradationConfig, quiet: bool = True, log=print) -> di
         for depth in cfg.depths:
             for prefix in ("plain", "resnet"):
                 net = f"{prefix}{depth}"
+                if cfg.only and net not in cfg.only:  # another process trains it
+                    done = Path(train_config(cfg, net, seed).out) / "degradation.json"
+                    if done.exists():
+                        records.append(json.loads(done.read_text()))
+                    continue
                 log(f"training {net} seed {seed} ({cfg.epochs} epochs"
                     f"{', quick setting' if cfg.quick else ''})")
                 records.append(run_one(cfg, net, seed, quiet=quiet))
+    if not records:
+        return {"setting": asdict(cfg), "final": {}, "comparisons": [], "runs": []}
     summary = summarize(cfg, records)
     summary["runs"] = records
     atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))

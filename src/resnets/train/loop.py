@@ -263,10 +263,8 @@ class Trainer:
     def fit(self) -> dict:
         """Train to the end (or from where the run stopped); the run folder's lock is
         released however it ends."""
-        try:
+        with self.run:
             return self._fit()
-        finally:
-            self.run.close()
 
     def _fit(self) -> dict:
         cfg = self.cfg

@@ -186,6 +186,12 @@ class RunFolder:
         """Release the lock (at the end of a run; also done at exit)."""
         self.lock.release()
 
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def save(self, name: str, state: dict) -> None:
         """A training state (``last.pt``, ``best.pt``), atomically."""
         if self.enabled:

@@ -306,10 +306,8 @@ class SRTrainer:
     def fit(self) -> dict:
         """Train to the end (or from where the run stopped); the run folder's lock is
         released however it ends."""
-        try:
+        with self.run:
             return self._fit()
-        finally:
-            self.run.close()
 
     def _fit(self) -> dict:
         cfg = self.cfg
