@@ -428,6 +428,7 @@ def experiment_degradation(
 ) -> None:
     """Plain vs residual nets of several depths: training/test error and gradient norms."""
     from .experiments.degradation import DegradationConfig, run_degradation
+    from .train.config import TrainConfig
 
     depth_list = _ints(depths, "--depths")
     bad = [d for d in depth_list if d not in (20, 32, 44, 56, 110)]
@@ -440,7 +441,8 @@ def experiment_degradation(
                          f"got {only!r}")
     overrides = {"data": data, "out": out, "depths": depth_list,
                  "seeds": _ints(seeds, "--seeds"), "device": device, "amp": amp,
-                 "batch_size": batch_size, "only": names, "extra": _parse_sets(set_ or [])}
+                 "batch_size": batch_size, "only": names,
+                 "extra": TrainConfig.parse(_parse_sets(set_ or []))}
     if epochs is not None:
         overrides["epochs"] = epochs
     if subset_per_class is not None:
