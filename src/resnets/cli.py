@@ -203,7 +203,9 @@ def train(
         result = run_training(TrainConfig(out=resume), resume=True, quiet=quiet,
                               changes=changes)
     else:
-        flags = {k: v for k, v in flags.items() if v is not None and v is not False}
+        switches = ("freeze_backbone", "strict", "test_every_epoch")  # off unless given
+        flags = {k: v for k, v in flags.items()
+                 if v is not None and not (k in switches and v is False)}
         flags["out"] = out or f"runs/{model}-{recipe}"
         flags.update(sets)
         result = run_training(make_recipe(recipe, **flags), quiet=quiet)

@@ -129,6 +129,8 @@ class Trainer:
         self.changes_applied: list[str] = []
         if self.resume_state is not None:  # the run continues with its own settings
             saved = TrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
+            if "data" in changes:  # compared as stored: absolute
+                changes = {**changes, "data": str(Path(changes["data"]).expanduser().resolve())}
             cfg, self.changes_applied = resume_changes(saved, changes, RESUME_CHANGEABLE)
             cfg.validate()
             done = self.resume_state["epoch"]

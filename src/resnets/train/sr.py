@@ -221,6 +221,8 @@ class SRTrainer:
         self.changes_applied: list[str] = []
         if self.resume_state is not None:
             saved = SRTrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
+            if "data" in changes:  # compared as stored: absolute
+                changes = {**changes, "data": str(Path(changes["data"]).expanduser().resolve())}
             cfg, self.changes_applied = resume_changes(saved, changes, RESUME_CHANGEABLE)
             cfg.validate()
             if cfg.epochs < self.resume_state["epoch"]:
@@ -444,6 +446,8 @@ class SRTrainer:
             f"{cfg.data} ({'+'.join(cfg.train_sets)}), {len(self.val)} held out "
             f"(bicubic val PSNR {bic} dB); {cfg.epochs} epochs of {cfg.steps_per_epoch} steps, "
             f"device {self.device}, amp {cfg.amp}; run folder {self.run_dir}")
+        if self.changes_applied:
+            Console(stderr=True).print(f"resumed with changes: {'; '.join(self.changes_applied)}")
 
     def _print_epoch(self, row: dict) -> None:
         from rich.console import Console
