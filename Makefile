@@ -6,6 +6,9 @@ PIP := $(PY) -m pip
 # torch/torchvision pins that match the wheels on the project's machines (a CUDA build
 # that also runs on CPU); override with `make TORCH_SPEC=... test`.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# The extras both `make demo` and `make test` install (onnx, serve and openvino are
+# optional for users; tests of a missing one skip).
+EXTRAS ?= dev,onnx,serve,browser,openvino
 
 .PHONY: demo test test-slow lint clean chromium
 
@@ -15,7 +18,7 @@ $(PY):
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip >/dev/null
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[dev,onnx,serve,browser]'
+	$(PIP) install -q -e '.[$(EXTRAS)]'
 	touch $@
 
 demo: $(VENV)/.installed-dev

@@ -1,12 +1,14 @@
-"""CPU inference: every resnets backend against torchvision and onnxruntime, as in issue 6.
+"""CPU inference: every resnets backend against torchvision, onnxruntime and OpenVINO.
 
 Settings (the issue's): ResNet-50 at batch 1 and 16 against torchvision eager fp32,
 onnxruntime fp32 running the exported torchvision model, and onnxruntime's own static int8
 quantization of it; the CIFAR ResNet-20 and ResNet-56 at batch 256 against the same model in
-eager fp32 and its plain onnxruntime fp32/int8. Threads are pinned (2 by default) for
-PyTorch and onnxruntime alike; repeats are interleaved and ratios taken within a repeat.
-``--accuracy`` adds fp32 / bf16 / int8 top-1 on the full CIFAR-10 test set for the bundled
-(or ``--weights``) CIFAR models, int8 calibrated on training images only.
+eager fp32 and its plain onnxruntime fp32/int8. With ``resnets[openvino]`` installed, our
+OpenVINO fp32/int8 backends and plain OpenVINO fp32 and NNCF int8 peers join every run
+(issue 17). Threads are pinned (2 by default) for PyTorch, onnxruntime and OpenVINO alike;
+repeats are interleaved and ratios taken within a repeat. ``--accuracy`` adds fp32 / bf16 /
+int8 (and OpenVINO int8) top-1 on the full CIFAR-10 test set for the bundled (or
+``--weights``) CIFAR models, int8 calibrated on training images only.
 
 Run on a quiet machine (nothing else busy; a full run takes tens of minutes on 2 cores):
 
@@ -17,6 +19,7 @@ Run on a quiet machine (nothing else busy; a full run takes tens of minutes on 2
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -25,20 +28,22 @@ from pathlib import Path
 from resnets.export.bench import BenchConfig, print_report, run_bench
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+HAS_OPENVINO = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
+OPENVINO = ("openvino", "openvino-int8") if HAS_OPENVINO else ()
 
 RUNS = {
     "resnet50": BenchConfig(
         model="resnet50", batches=(1, 16),
-        backends=("eager", "optimized", "compiled", "bf16", "onnxruntime", "int8"),
-        compare=("torchvision", "onnxruntime", "int8")),
+        backends=("eager", "optimized", "compiled", "bf16", "onnxruntime", "int8", *OPENVINO),
+        compare=("torchvision", "onnxruntime", "int8", *OPENVINO)),
     "resnet20": BenchConfig(
         model="resnet20", batches=(256,),
-        backends=("optimized", "bf16", "onnxruntime", "int8"),
-        compare=("onnxruntime", "int8")),
+        backends=("optimized", "bf16", "onnxruntime", "int8", *OPENVINO),
+        compare=("onnxruntime", "int8", *OPENVINO)),
     "resnet56": BenchConfig(
         model="resnet56", batches=(256,),
-        backends=("optimized", "bf16", "onnxruntime", "int8"),
-        compare=("onnxruntime", "int8")),
+        backends=("optimized", "bf16", "onnxruntime", "int8", *OPENVINO),
+        compare=("onnxruntime", "int8", *OPENVINO)),
 }
 
 
@@ -58,7 +63,7 @@ def summarize(report: dict) -> list[str]:
 
 
 def cifar_accuracy(name: str, weights: str | None, threads: int, calib: int) -> dict:
-    """Top-1 (%) on the full CIFAR-10 test set in fp32, bf16 and int8."""
+    """Top-1 (%) on the full CIFAR-10 test set in fp32, bf16, int8 (and OpenVINO int8)."""
     import torch
 
     from resnets.data.folder import scan_folder
@@ -78,6 +83,9 @@ def cifar_accuracy(name: str, weights: str | None, threads: int, calib: int) -> 
         "int8": load_backend("int8", clf.model, input_size=size, threads=threads,
                              calibration=images),
     }
+    if HAS_OPENVINO:
+        backends["openvino-int8"] = load_backend("openvino-int8", clf.model, input_size=size,
+                                                 threads=threads, calibration=images)
     index = scan_folder(SHARED / "test")
     correct = dict.fromkeys(backends, 0)
     for start in range(0, len(index.paths), 1000):
@@ -86,9 +94,11 @@ def cifar_accuracy(name: str, weights: str | None, threads: int, calib: int) -> 
         for kind, run in backends.items():
             correct[kind] += int((run(x).argmax(1) == labels).sum())
     top1 = {k: 100.0 * v / len(index.paths) for k, v in correct.items()}
-    return {"model": name, "weights": clf.weights, "images": len(index.paths),
+    return {"model": name, "weights": clf.source, "images": len(index.paths),
             "calibration_images": calib, "top1": top1,
             "int8_minus_fp32": top1["int8"] - top1["fp32"],
+            "openvino_int8_minus_fp32": (top1["openvino-int8"] - top1["fp32"]
+                                         if HAS_OPENVINO else None),
             "bf16_minus_fp32": top1["bf16"] - top1["fp32"]}
 
 
@@ -110,6 +120,9 @@ def main() -> None:
     args = parser.parse_args()
 
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    if not HAS_OPENVINO:
+        log("openvino/nncf not installed: OpenVINO backends and peers are left out "
+            "(pip install 'resnets[openvino]')")
     names = args.models.split(",")
     overrides = {"threads": args.threads, "repeats": args.repeats, "min_time_s": args.min_time,
                  "calib_images": args.calib_images, "calib_dir": str(SHARED / "train")}
@@ -133,7 +146,9 @@ def main() -> None:
             acc = cifar_accuracy(name, weights.get(name), args.threads, args.calib_images)
             summary.append(f"{name} top-1 on CIFAR-10 test: " + ", ".join(
                 f"{k} {v:.2f}%" for k, v in acc["top1"].items())
-                + f" (int8 - fp32 {acc['int8_minus_fp32']:+.2f} points)")
+                + f" (int8 - fp32 {acc['int8_minus_fp32']:+.2f} points"
+                + ("" if acc["openvino_int8_minus_fp32"] is None else
+                   f", openvino-int8 - fp32 {acc['openvino_int8_minus_fp32']:+.2f}") + ")")
             out["accuracy"].append(acc)
     print("\n".join(summary))
     if args.out:

@@ -8,6 +8,15 @@ epochs, same seeds. Test accuracy on the 5,000 test images of classes 5-9.
 The class subsets are folders of symbolic links under ``--out`` (nothing is copied).
 
     .venv/bin/python benchmarks/transfer_small_data.py --data ../shared/data/cifar10
+
+``--photos`` is the setting of issue #15: an ImageNet architecture at ``--image-size`` (the
+CIFAR images upsampled), and the small training set written as a photo folder of mixed
+sizes (48-128 px a side, any aspect), formats and modes (JPEG, PNG with alpha, grayscale
+PNG); the pretrained arm uses the ``finetune`` recipe, the scratch arm the same recipe
+without pretrained weights:
+
+    .venv/bin/python benchmarks/transfer_small_data.py --photos --model resnet18 \
+        --image-size 64 --out runs/transfer-photos
 """
 
 from __future__ import annotations
@@ -19,7 +28,33 @@ import random
 import statistics
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from resnets.train import recipe, train
+
+
+def photo_view(src: Path, dst: Path, classes: list[str], per_class: int, seed: int) -> Path:
+    """``dst/<class>`` holding ``per_class`` images of each class as photos of mixed sizes,
+    formats and modes (bicubic upsampling of the 32 px originals)."""
+    rng = random.Random(seed)
+    for c in classes:
+        target = dst / c
+        if target.exists():
+            continue
+        target.mkdir(parents=True)
+        for i, f in enumerate(sorted(rng.sample(sorted((src / c).iterdir()), per_class))):
+            w, h = rng.randint(48, 128), rng.randint(48, 128)
+            img = Image.open(f).convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
+            kind = i % 4
+            if kind == 1:  # PNG with an (opaque) alpha channel
+                img.putalpha(Image.fromarray(np.full((h, w), 255, np.uint8)))
+                img.save(target / f"{f.stem}.png")
+            elif kind == 3 and i % 8 == 3:  # some grayscale
+                img.convert("L").save(target / f"{f.stem}.png")
+            else:
+                img.save(target / f"{f.stem}.jpg", quality=90)
+    return dst
 
 
 def link_view(src: Path, dst: Path, classes: list[str], per_class: int | None, seed: int
@@ -54,7 +89,11 @@ def main() -> None:
     ap.add_argument("--backbone-lr-scale", type=float, default=0.2)
     ap.add_argument("--batch-size", type=int, default=64, help="for the small-data runs")
     ap.add_argument("--pretrain-batch-size", type=int, default=128)
+    ap.add_argument("--photos", action="store_true",
+                    help="small set as a mixed photo folder, finetune recipe (issue #15)")
+    ap.add_argument("--image-size", type=int, default=None)
     args = ap.parse_args()
+    sized = {"image_size": args.image_size} if args.image_size else {}
     data, out = Path(args.data), Path(args.out)
     classes = sorted(d.name for d in (data / "train").iterdir() if d.is_dir())
     source, target = classes[:5], classes[5:]
@@ -65,12 +104,16 @@ def main() -> None:
     pre_run = out / f"pretrain-{args.model}"
     if not (pre_run / "model.safetensors").exists():
         train(recipe("fast", model=args.model, data=str(pre_view), out=str(pre_run),
-                     epochs=args.pretrain_epochs, batch_size=args.pretrain_batch_size, seed=0),
+                     epochs=args.pretrain_epochs, batch_size=args.pretrain_batch_size, seed=0,
+                     crop_min_area=0.25, **sized),
               resume=(pre_run / "last.pt").exists())
     pre_result = json.loads((pre_run / "result.json").read_text())
 
-    small = out / "views" / f"target-{args.per_class}"
-    link_view(data / "train", small / "train", target, args.per_class, 0)
+    small = out / "views" / f"target-{args.per_class}{'-photos' if args.photos else ''}"
+    if args.photos:
+        photo_view(data / "train", small / "train", target, args.per_class, 0)
+    else:
+        link_view(data / "train", small / "train", target, args.per_class, 0)
     link_view(data / "test", small / "test", target, None, 0)
     results: dict[str, list[float]] = {"pretrained": [], "scratch": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -79,13 +122,16 @@ def main() -> None:
             if not (run / "result.json").exists():
                 common = {"model": args.model, "data": str(small), "out": str(run),
                           "epochs": args.epochs, "seed": seed, "batch_size": args.batch_size,
-                          "ema_decay": 0.0}
-                if arm == "pretrained":
+                          **sized}
+                if args.photos:
+                    weights = str(pre_run / "model.safetensors") if arm == "pretrained" else None
+                    cfg = recipe("finetune", pretrained=weights, **common)
+                elif arm == "pretrained":
                     cfg = recipe("fast", pretrained=str(pre_run / "model.safetensors"),
                                  lr=args.finetune_lr, backbone_lr_scale=args.backbone_lr_scale,
-                                 **common)
+                                 ema_decay=0.0, **common)
                 else:
-                    cfg = recipe("fast", **common)
+                    cfg = recipe("fast", ema_decay=0.0, **common)
                 train(cfg, resume=(run / "last.pt").exists(), quiet=True)
             results[arm].append(json.loads((run / "result.json").read_text())["test_acc"])
             print(f"{arm:10s} seed {seed}: test top-1 {results[arm][-1]:.2f}%")

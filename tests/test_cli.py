@@ -1,10 +1,15 @@
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import resnets
 from resnets.cli import app
+from tests.synthetic import BAD_INPUTS, GOOD_INPUTS, make_hostile_inputs, make_photo_folder
 
 runner = CliRunner()
 
@@ -60,3 +65,120 @@ def test_console_script_end_to_end():
     bad = subprocess.run([sys.executable, "-m", "resnets", "info", "nope"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+
+
+# --- hostile inputs: every bad file is one line, every other file still gets its result ---
+
+
+@pytest.fixture
+def hostile(tmp_path, monkeypatch):
+    """The hostile inputs under a relative folder, with the test in its parent."""
+    monkeypatch.chdir(tmp_path)
+    files = make_hostile_inputs(tmp_path / "in")
+    return {k: Path("in") / v.name for k, v in files.items()}
+
+
+def _error_lines(result) -> list[str]:
+    return [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+
+
+def test_predict_reports_each_bad_input_and_predicts_the_others(hostile):
+    args = [str(hostile[k]) for k in (*BAD_INPUTS, *GOOD_INPUTS)]
+    result = runner.invoke(app, ["predict", *args, "--json", "--top-k", "1"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    predicted = [json.loads(ln)["path"] for ln in result.stdout.splitlines()]
+    assert predicted == [str(hostile[k]) for k in GOOD_INPUTS]  # as given: relative
+    errors = _error_lines(result)
+    assert len(errors) == len(BAD_INPUTS)
+    for case, line in zip(BAD_INPUTS, errors, strict=True):
+        assert line.startswith(f"error: {hostile[case]}: "), line
+    assert "is a folder" in errors[1] and "more than the limit" in errors[0]
+
+
+def test_predict_walks_a_folder_and_reports_a_folder_named_like_a_photo(hostile):
+    result = runner.invoke(app, ["predict", "in", "--csv", "p.csv", "--top-k", "1"])
+    assert result.exit_code == 1
+    errors = _error_lines(result)
+    # the folder walk lists image files only; the bad files among them are reported
+    assert {ln.split(": ")[1] for ln in errors} == {
+        str(hostile[k]) for k in ("bomb", "truncated", "empty", "text")}
+    rows = Path("p.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[0] for r in rows) == sorted(str(hostile[k])
+                                                           for k in GOOD_INPUTS)
+
+
+def test_upscale_writes_nothing_for_a_bad_input(hostile):
+    args = [str(hostile[k]) for k in (*BAD_INPUTS, *GOOD_INPUTS)]
+    result = runner.invoke(app, ["upscale", *args, "--model", "bicubic", "-o", "out",
+                                 "--quiet"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(_error_lines(result)) == len(BAD_INPUTS)
+    assert sorted(os.listdir("out")) == sorted(f"{hostile[k].stem}_x2.png"
+                                               for k in GOOD_INPUTS)
+    assert "in/rotated.jpg (64x48) -> out/rotated_x2.png (128x96)" in result.stdout
+
+
+def test_eval_and_sr_eval_report_bad_files_and_score_the_rest(hostile, tmp_path):
+    from resnets.tasks.classify import CIFAR10_CLASSES
+
+    data = make_photo_folder(tmp_path / "photos", CIFAR10_CLASSES, per_class=(1, 1))
+    for case in ("truncated", "text"):
+        os.replace(hostile[case], data / "test" / "cat" / hostile[case].name)
+    result = runner.invoke(app, ["eval", "--model", "resnet20", "--data", str(data / "test"),
+                                 "--json", "--out", "ev"])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["n"] == 10 and len(_error_lines(result)) == 2
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    for case in ("rgba", "gray16", "cmyk", "empty", "bomb"):
+        os.replace(hostile[case], hr / hostile[case].name)
+    result = runner.invoke(app, ["sr-eval", "--data", str(hr), "--model", "bicubic", "--json"])
+    assert result.exit_code == 1, result.output
+    assert len(json.loads(result.stdout)["images"]) == 3 and len(_error_lines(result)) == 2
+
+
+def test_debug_shows_a_traceback_for_an_unreadable_folder(tmp_path):
+    result = runner.invoke(app, ["--debug", "eval", "--model", "resnet20", "--data",
+                                 str(tmp_path / "none")])
+    assert result.exit_code == 1 and isinstance(result.exception, FileNotFoundError)
+
+
+# --- output that survives pipes ------------------------------------------------------------
+
+def test_info_in_a_pipe_prints_every_name_and_count_in_full():
+    result = runner.invoke(app, ["info"], env={"COLUMNS": "40"})  # not a terminal
+    assert result.exit_code == 0
+    assert "…" not in result.output
+    for name in ("resnext101_32x8d", "wide_resnet101_2", "126,886,696", "3x224x224"):
+        assert name in result.output
+
+
+def test_info_json_has_one_record_per_model():
+    result = runner.invoke(app, ["info", "--json"])
+    records = [json.loads(ln) for ln in result.stdout.splitlines()]
+    assert [r["model"] for r in records] == resnets.list_models()
+    assert records[0]["params"] == 11_689_512
+    one = json.loads(runner.invoke(app, ["info", "resnet20", "--json"]).stdout)
+    assert one["params"] == 269_722 and one["stages"][0]["stage"] == "conv1"
+
+
+def test_train_on_a_mixed_photo_folder_then_predict_into_a_pipe(tmp_path, monkeypatch):
+    """The issue's check: no loader override, image_size honoured; predictions in a pipe
+    name every file in full."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    make_photo_folder(Path("photos"), per_class=(30, 4))
+    long_name = Path("photos/test/dark") / ("a_very_long_photo_file_name_" * 3 + ".jpg")
+    os.replace(next(Path("photos/test/dark").glob("*.jpg")), long_name)
+    result = runner.invoke(app, ["train", "--model", "resnet18", "--data", "photos",
+                                 "--epochs", "1", "--set", "image_size=64", "--out", "run"])
+    assert result.exit_code == 0, result.output
+    first = result.stderr.splitlines()[0]
+    assert "in memory (68 images at 73x73" in first and "input 64 px" in first
+    assert "smaller than one batch of 128" in result.stderr
+    predicted = runner.invoke(app, ["predict", "photos/test", "--weights",
+                                    "run/model.safetensors"], env={"COLUMNS": "60"})
+    assert predicted.exit_code == 0, predicted.output
+    assert "…" not in predicted.stdout
+    for path in Path("photos/test").rglob("*.*"):
+        assert str(path) in predicted.stdout

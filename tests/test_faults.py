@@ -597,10 +597,10 @@ def test_10_sr_eval_reports_and_skips_one_bad_image(tmp_path):
     (folder / "broken.png").write_bytes(b"not an image")
     result = cli("sr-eval", "--data", folder, "--model", "bicubic", "--scale", "2", "--json")
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"error: skipped {folder / 'tiny.png'}: image of 1x1 pixels" in result.stderr
+    assert f"error: {folder / 'tiny.png'}: image of 1x1 pixels" in result.stderr
     assert "broken.png" in result.stderr
     record = json.loads(result.stdout)
-    assert [i["name"] for i in record["images"]] == ["good.png"] and len(record["skipped"]) == 2
+    assert [i["name"] for i in record["images"]] == ["good.png"] and len(record["errors"]) == 2
 
 
 def test_10_export_refuses_a_suffix_of_another_format(tmp_path):

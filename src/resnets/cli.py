@@ -7,6 +7,7 @@ stays fast. Errors print one line and exit 1; ``--debug`` shows the traceback in
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -38,8 +39,15 @@ def _root(
     ctx.obj = {"debug": debug}
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A library warning as one ``warning:`` line on stderr, without the source location."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a user error into one line on stderr and exit code 1 (unless ``--debug``).
+    """Turn a user error into one line on stderr and exit code 1 (unless ``--debug``);
+    warnings print as one line each.
 
     The wrapped command takes ``ctx: typer.Context`` so the root's ``--debug`` is visible.
     """
@@ -47,7 +55,17 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                ctx = kwargs.get("ctx")
+                if not (ctx is not None and (ctx.find_root().obj or {}).get("debug")):
+                    warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
+        except BrokenPipeError:  # `resnets info | head`: the reader left; say nothing more
+            import os
+            import sys
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except USER_ERRORS as e:
             ctx = kwargs.get("ctx")
             if ctx is not None and (ctx.find_root().obj or {}).get("debug"):
@@ -83,16 +101,21 @@ def info(
     name: Annotated[str | None, typer.Argument(help="A model name; omit for the table.")] = None,
     paper_stride: Annotated[bool, typer.Option(
         "--paper-stride", help="Bottleneck stride on the first 1x1 conv, as the paper.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON: one object per model, "
+                                                       "or the model with its stages.")] = False,
 ) -> None:
     """Every model with layers, parameters, GMACs and the paper's error; or one model's stages."""
-    from rich.console import Console
     from rich.table import Table
 
     from .models.registry import get_spec, list_models
     from .models.stats import model_stats, stage_rows
+    from .terminal import result_console
 
-    console = Console()
+    console = result_console()
     kwargs = {"stride_in_1x1": True} if paper_stride else {}
+    if json_:
+        _info_json(name, kwargs)
+        return
     if name is None:
         table = Table(title="resnets models", caption="paper err: top-1 error (%) reported by the "
                       "source; ImageNet 10-crop (He2016) or 224 crop (Xie2017), CIFAR-10 test")
@@ -122,6 +145,28 @@ def info(
         table.add_row(row.name, row.description, str(list(row.output_shape)), f"{row.params:,}")
     console.print(table)
 
+
+def _info_json(name: str | None, kwargs: dict) -> None:
+    """``info --json``: JSON lines, one object per model; or one model with its stages."""
+    import json
+
+    from .models.registry import get_spec, list_models
+    from .models.stats import model_stats, stage_rows
+
+    def record(n: str) -> dict:
+        spec, st = get_spec(n), model_stats(n, **kwargs)
+        return {"model": n, "family": spec.family, "layers": st.depth, "params": st.params,
+                "gmacs": st.gmacs, "input_size": list(st.input_size),
+                "stride_on": st.stride_placement, "shortcut": st.shortcut,
+                "paper_error": spec.paper_error, "paper_source": spec.paper_source}
+
+    if name is None:
+        for n in list_models():
+            typer.echo(json.dumps(record(n)))
+        return
+    stages = [{"stage": r.name, "modules": r.description, "output_shape": list(r.output_shape),
+               "params": r.params} for r in stage_rows(name, **kwargs)]
+    typer.echo(json.dumps({**record(name), "stages": stages}))
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -156,7 +201,9 @@ def train(
     data: Annotated[str, typer.Option(help="ImageFolder root (with train/ and test/) or "
                                            "CIFAR python folder.")] = "",
     out: Annotated[str | None, typer.Option(help="Run folder.")] = None,
-    recipe: Annotated[str, typer.Option(help="paper or fast.")] = "paper",
+    recipe: Annotated[str | None, typer.Option(
+        help="paper, fast or finetune; default: finetune for an ImageNet model with "
+             "--pretrained, else paper.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option(help="Per-process batch size.")] = None,
     lr: Annotated[float | None, typer.Option()] = None,
@@ -188,7 +235,7 @@ def train(
 
     from .train import recipe as make_recipe
     from .train import train as run_training
-    from .train.config import TrainConfig
+    from .train.config import TrainConfig, default_recipe_name
 
     sets = TrainConfig.parse(_parse_sets(set_ or []))  # typed and checked: nothing written
     flags = {"model": model, "data": data, "epochs": epochs, "batch_size": batch_size,
@@ -206,6 +253,7 @@ def train(
         switches = ("freeze_backbone", "strict", "test_every_epoch")  # off unless given
         flags = {k: v for k, v in flags.items()
                  if v is not None and not (k in switches and v is False)}
+        recipe = recipe or default_recipe_name(model, pretrained)
         flags["out"] = out or f"runs/{model}-{recipe}"
         flags.update(sets)
         result = run_training(make_recipe(recipe, **flags), quiet=quiet)
@@ -244,22 +292,29 @@ def eval_(
     report = evaluate_folder(clf, data, batch_size=batch_size, tta=tta)
     out_dir = out or f"runs/eval-{clf.name}"
     csv_path, png_path = write_confusion(report, out_dir)
+    for line in report.skipped:
+        typer.echo(f"error: {line}", err=True)
     if json_:
         typer.echo(json.dumps({"model": clf.name, "weights": clf.source, "tta": tta,
                                **report.to_dict(), "confusion_csv": str(csv_path)}))
+        if report.skipped:
+            raise typer.Exit(1)
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from .terminal import result_console
 
     table = Table(title=f"{clf.name} on {data} ({report.n} images{', flip TTA' if tta else ''})")
     table.add_column("class")
     table.add_column("accuracy %", justify="right")
     for c, acc in report.per_class.items():
         table.add_row(c, f"{acc:.2f}")
-    console = Console()
+    console = result_console()
     console.print(table)
     console.print(f"top-1 {report.top1:.2f}%  top-5 {report.top5:.2f}%  "
                   f"confusion matrix: {csv_path}, {png_path}")
+    if report.skipped:
+        raise typer.Exit(1)
 
 
 def _notes(notes: list[str]) -> None:
@@ -282,9 +337,11 @@ def predict(
     device: Annotated[str, typer.Option()] = "cpu",
     json_: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     csv_: Annotated[str | None, typer.Option("--csv", help="Also write a CSV file.")] = None,
-    backend: Annotated[str, typer.Option(help="torch, onnxruntime or int8.")] = "torch",
+    backend: Annotated[str, typer.Option(
+        help="torch, onnxruntime, int8, openvino or openvino-int8.")] = "torch",
     calibration: Annotated[str | None, typer.Option(
-        help="int8: a folder of training images to calibrate on; default: the inputs.")] = None,
+        help="int8, openvino-int8: a folder of training images to calibrate on; "
+        "default: the inputs.")] = None,
     cam: Annotated[str | None, typer.Option(
         "--cam", help="Also write a Grad-CAM heat map per image into this folder.")] = None,
     allow_nonfinite: Annotated[bool, typer.Option(
@@ -296,8 +353,9 @@ def predict(
     from .tasks.classify import collect_images, predict_with, write_predictions_csv
     from .weights.classifier import load_classifier
 
-    if backend not in ("torch", "onnxruntime", "int8"):
-        raise ValueError(f"--backend must be torch, onnxruntime or int8, got {backend!r}")
+    backends = ("torch", "onnxruntime", "int8", "openvino", "openvino-int8")
+    if backend not in backends:
+        raise ValueError(f"--backend must be one of {', '.join(backends)}, got {backend!r}")
     paths = collect_images(inputs)
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")
@@ -319,15 +377,16 @@ def predict(
             typer.echo(json.dumps({"path": p.path, "top": [{"class": c, "probability": v}
                                                            for c, v in p.top]}))
     else:
-        from rich.console import Console
         from rich.table import Table
+
+        from .terminal import result_console
 
         table = Table()
         table.add_column("image")
         table.add_column("prediction")
         for p in preds:
             table.add_row(p.path, ", ".join(f"{c} {v:.1%}" for c, v in p.top))
-        Console().print(table)
+        result_console().print(table)
     if errors:
         raise typer.Exit(1)
 
@@ -344,11 +403,10 @@ def weights_list(
     pattern: Annotated[str | None, typer.Argument(help="A glob over tags: 'resnet50*'.")] = None,
 ) -> None:
     """Every known weight set: dataset, published accuracy, size, whether it is cached."""
-    from rich.console import Console
-
+    from .terminal import result_console
     from .weights.display import weights_table
 
-    Console().print(weights_table(pattern))
+    result_console().print(weights_table(pattern))
 
 
 @weights_app.command("info")
@@ -358,12 +416,11 @@ def weights_info(
     tag: Annotated[str, typer.Argument(help="A tag, or a model name for its default.")],
 ) -> None:
     """One weight set's record: file, hash, license, classes, preprocessing, accuracy."""
-    from rich.console import Console
-
+    from .terminal import result_console
     from .weights.display import record_table
     from .weights.records import get_weights
 
-    Console().print(record_table(get_weights(tag)))
+    result_console().print(record_table(get_weights(tag)))
 
 
 @weights_app.command("download")
@@ -472,15 +529,16 @@ def export(
     weights: Annotated[str | None, typer.Option(
         help="Weights file (.safetensors or torch); default: the model's initial weights.")] = None,
     format_: Annotated[str | None, typer.Option(
-        "--format", help="onnx, torch-export, torchscript or safetensors; default: from the "
-        "suffix (.onnx .pt2 .pt .safetensors).")] = None,
+        "--format", help="onnx, openvino, torch-export, torchscript or safetensors; default: "
+        "from the suffix (.onnx .xml .pt2 .pt .safetensors).")] = None,
     force_extension: Annotated[bool, typer.Option(
         "--force-extension", help="Keep an output suffix that names another format.")] = False,
     allow_nonfinite: Annotated[bool, typer.Option(
         "--allow-nonfinite", help="Export weights holding NaN/inf too.")] = False,
 ) -> None:
-    """Write a model as ONNX (dynamic batch/size, checked in onnxruntime), a torch.export
-    program, TorchScript or safetensors; atomically."""
+    """Write a model as ONNX (dynamic batch/size, checked in onnxruntime), an OpenVINO IR
+    (.xml + .bin, checked in OpenVINO), a torch.export program, TorchScript or safetensors;
+    atomically."""
     from .export.formats import SuffixMismatch, export_named
 
     try:
@@ -498,10 +556,12 @@ def bench(
     model: Annotated[str, typer.Option(help="Model name.")] = "resnet50",
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,16",
     backend: Annotated[str, typer.Option(
-        help="resnets backends: eager, optimized, compiled, bf16, onnxruntime, int8."
+        help="resnets backends: eager, optimized, compiled, bf16, onnxruntime, int8, "
+             "openvino, openvino-int8."
     )] = "eager,optimized,onnxruntime,int8",
     compare: Annotated[str, typer.Option(
-        help="Peers: torchvision, onnxruntime, int8 ('' for none).")] = "torchvision,onnxruntime",
+        help="Peers: torchvision, onnxruntime, int8, openvino, openvino-int8 ('' for none)."
+    )] = "torchvision,onnxruntime",
     threads: Annotated[int | None, typer.Option(help="Threads for torch and onnxruntime; "
                                                      "default: every core.")] = None,
     repeats: Annotated[int, typer.Option(help="Interleaved timed rounds.")] = 5,
@@ -513,7 +573,8 @@ def bench(
     image_size: Annotated[int | None, typer.Option(help="Square input side.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Time inference backends against torchvision and onnxruntime, in one process and run."""
+    """Time inference backends against torchvision, onnxruntime and OpenVINO, in one process
+    and run."""
     import json
 
     from .export.bench import BenchConfig, parse_batches, parse_list, print_report, run_bench
@@ -550,14 +611,16 @@ def sr_eval(
     from .weights.sr import get_sr_model
 
     sr_model, label = get_sr_model(model, weights, device)
-    result = evaluate_sr(sr_model, data, scale, label, skip_bad=True)
-    for problem in result.skipped:
-        typer.echo(f"error: skipped {problem}", err=True)
+    result = evaluate_sr(sr_model, data, scale, label)
+    for line in result.errors:
+        typer.echo(f"error: {line}", err=True)
+    if not result.images:
+        raise ValueError(f"no readable images in {data}")
     if json_:
         typer.echo(json.dumps(result.to_dict()))
     else:
         print_evaluation(result)
-    if result.skipped:
+    if result.errors:
         raise typer.Exit(1)
 
 

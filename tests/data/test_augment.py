@@ -57,3 +57,36 @@ def test_stratified_split_is_seeded_disjoint_and_per_class():
     assert len(set(tr.tolist()) & set(va.tolist())) == 0 and len(tr) + len(va) == 500
     assert torch.bincount(labels[va]).tolist() == [5] * 10
     assert not torch.equal(va, stratified_split(labels, 0.1, seed=1)[1])
+
+
+def test_random_resized_crop_gives_the_size_and_replays_with_the_generator():
+    from resnets.data.augment import random_resized_crop_flip
+
+    x = torch.randint(0, 256, (6, 3, 73, 73), dtype=torch.uint8)
+    a = random_resized_crop_flip(x, 64, torch.Generator().manual_seed(3), (0.25, 1.0))
+    b = random_resized_crop_flip(x, 64, torch.Generator().manual_seed(3), (0.25, 1.0))
+    c = random_resized_crop_flip(x, 64, torch.Generator().manual_seed(4), (0.25, 1.0))
+    assert a.shape == (6, 3, 64, 64) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 255
+
+
+def test_random_resized_crop_of_the_whole_image_is_the_image_or_its_mirror():
+    from resnets.data.augment import random_resized_crop_flip
+
+    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    out = random_resized_crop_flip(x, 16, torch.Generator().manual_seed(0), (1.0, 1.0),
+                                   (1.0, 1.0))
+    for img, got in zip(x.float(), out, strict=True):
+        assert torch.allclose(got, img, atol=1e-3) or torch.allclose(got, img.flip(-1), atol=1e-3)
+    flipped = sum(not torch.allclose(g, i.float(), atol=1e-3) for g, i in zip(out, x, strict=True))
+    assert 0 < flipped < 8
+
+
+def test_center_crop_matches_torchvision():
+    from torchvision.transforms.v2 import functional as TF
+
+    from resnets.data.augment import center_crop
+
+    x = torch.randint(0, 256, (2, 3, 73, 73), dtype=torch.uint8)
+    assert torch.equal(center_crop(x, 64), TF.center_crop(x, 64))

@@ -43,7 +43,8 @@ def test_corrupt_image_is_skipped_with_warning_or_fails_strict(tmp_path):
     bad.write_bytes(b"not a jpeg at all")
     with pytest.warns(UserWarning, match="broken.jpg"):
         data = load_folder(tmp_path / "train", cache_dir=tmp_path / "cache")
-    assert len(data) == 9 and data.skipped == [str(bad)]
+    assert len(data) == 9 and data.skipped == [f"{bad}: not an image (Pillow cannot identify "
+                                               "its format)"]
     with pytest.raises(ImageReadError, match="broken.jpg"):
         load_folder(tmp_path / "train", cache_dir=tmp_path / "cache2", strict=True)
 
@@ -83,3 +84,13 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     img.save(tmp_path / "r.jpg", exif=exif)
     assert read_rgb(tmp_path / "r.jpg").shape == (3, 8, 4)
+
+
+def test_mixed_sizes_are_stored_once_at_the_given_square_size(tmp_path):
+    from tests.synthetic import make_photo_folder
+
+    make_photo_folder(tmp_path, per_class=(10, 2))
+    data = load_folder(tmp_path / "train", cache_dir=tmp_path / "cache", image_size=40)
+    assert data.images.shape == (20, 3, 40, 40) and data.images.dtype == torch.uint8
+    with pytest.raises(ValueError, match="different sizes"):
+        load_folder(tmp_path / "train", cache_dir=tmp_path / "cache")

@@ -51,3 +51,14 @@ def test_unknown_backend_lists_the_known_ones(resnet20):
 def test_module_without_input_size_is_asked_for_one(resnet20):
     with pytest.raises(ValueError, match="input_size is needed"):
         load_backend("onnxruntime", resnet20)
+
+
+@pytest.mark.parametrize("kind", ["openvino", "openvino-int8"])
+def test_openvino_backend_without_the_extra_names_what_to_install(resnet20, monkeypatch, kind):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    calibration = torch.zeros(2, *CIFAR_SIZE)
+    with pytest.raises(ValueError, match=r"openvino is not installed: pip install "
+                                         r"'resnets\[openvino\]'"):
+        load_backend(kind, resnet20, input_size=CIFAR_SIZE, calibration=calibration)

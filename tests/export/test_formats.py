@@ -78,3 +78,20 @@ def test_cli_export_bad_inputs_are_one_line_errors(tmp_path):
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         assert result.exit_code == 1 and len(lines) == 1, result.output
         assert lines[0].startswith("error: ") and expected in lines[0]
+
+
+def test_onnx_export_carries_classes_and_preprocessing_of_the_weights(tmp_path):
+    import json
+
+    import onnx
+
+    from resnets.weights import load_classifier
+
+    out = tmp_path / "resnet20.onnx"
+    result = runner.invoke(app, ["export", "--model", "resnet20", "--weights", "resnet20",
+                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    clf = load_classifier("resnet20")
+    assert props["model"] == "resnet20" and json.loads(props["classes"]) == clf.classes
+    assert json.loads(props["preprocess"])["mean"] == list(clf.preprocessing.mean)

@@ -116,8 +116,9 @@ def test_corrupt_input_is_reported_and_others_are_written(tmp_path):
                             [tmp_path / n for n in ("a.png", "b.png", "c.jpg", "d.png")], 2,
                             tmp_path / "out", progress=False)
     assert [r.error is None for r in results] == [True, False, True, False]
-    assert "cannot read image" in results[1].error and "\n" not in results[1].error
-    assert "image not found" in results[3].error
+    assert results[1].error.startswith(f"{tmp_path / 'b.png'}: ")
+    assert "\n" not in results[1].error
+    assert results[3].error == f"{tmp_path / 'd.png'}: no such file"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png", "c_x2.png"]
 
 
@@ -181,7 +182,7 @@ def test_cli_upscale_writes_and_reports(tmp_path):
     assert result.exit_code == 1
     assert "photo_x3.png (150x120)" in result.stdout
     errors = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: cannot read image")
+    assert len(errors) == 1 and errors[0].startswith(f"error: {tmp_path / 'broken.jpg'}: ")
     assert Image.open(tmp_path / "out" / "photo_x3.png").size == (150, 120)
 
 

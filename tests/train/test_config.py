@@ -36,3 +36,25 @@ def test_validate_names_the_bad_value():
 def test_round_trip_through_dict():
     cfg = fast_recipe(milestones=(0.3, 0.6))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_finetune_recipe_warms_up_then_decays_with_smoothing_at_a_cpu_batch():
+    cfg = recipe("finetune", model="resnet18")
+    assert cfg.schedule == "cosine" and cfg.warmup_epochs == 1.0
+    assert cfg.lr == 0.01 and cfg.backbone_lr_scale < 1 and cfg.label_smoothing == 0.1
+    assert cfg.batch_size == 32 and cfg.crop_min_area == 0.25
+
+
+def test_pretrained_imagenet_model_defaults_to_finetune():
+    from resnets.train.config import default_recipe_name
+
+    assert default_recipe_name("resnet18", "resnet18.tv_in1k") == "finetune"
+    assert default_recipe_name("resnet18", None) == "paper"
+    assert default_recipe_name("resnet20", "resnet20.akamaster_cifar10") == "paper"
+
+
+def test_a_config_saved_before_photo_folders_resumes_with_its_images():
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "crop_min_area"}
+    old["image_size"] = 224  # the old default, which in-memory training ignored
+    assert TrainConfig.from_dict(old).image_size is None
+    assert TrainConfig.from_dict({**old, "crop_min_area": 0.08}).image_size == 224

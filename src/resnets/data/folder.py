@@ -82,9 +82,25 @@ def _cache_key(index: FolderIndex) -> str:
     return h.hexdigest()[:16]
 
 
+class MixedSizesError(ValueError):
+    """Images of different sizes asked to be kept at their own size."""
+
+
+def fit_square(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side to ``size`` (antialiased bilinear) and keep the centre
+    ``size`` x ``size``: how a photo of any shape is stored once for training."""
+    if img.shape[-2:] == (size, size):
+        return img
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.center_crop(TF.resize(img, size, antialias=True), size)
+
+
 def decode_folder(index: FolderIndex, strict: bool = False,
                   image_size: int | None = None) -> TensorImages:
-    """Decode every image; unreadable files are skipped with a warning (``strict``: error)."""
+    """Decode every image, stored at ``image_size`` (:func:`fit_square`) or, without it, at
+    their own common size. An unreadable file is skipped with a one-line warning naming it
+    and the reason (``strict``: the error is raised); ``skipped`` keeps those lines."""
     images, labels, skipped = [], [], []
     for path, label in zip(index.paths, index.labels, strict=True):
         try:
@@ -92,22 +108,18 @@ def decode_folder(index: FolderIndex, strict: bool = False,
         except ImageReadError as e:
             if strict:
                 raise
-            skipped.append(str(path))
+            skipped.append(str(e))
             warnings.warn(str(e), stacklevel=2)
             continue
-        if image_size is not None and img.shape[-2:] != (image_size, image_size):
-            from torchvision.transforms.v2 import functional as TF
-
-            img = TF.center_crop(TF.resize(img, image_size, antialias=True), image_size)
-        images.append(img)
+        images.append(img if image_size is None else fit_square(img, image_size))
         labels.append(label)
     if not images:
         raise ValueError(f"no readable images in {index.root}")
     shapes = {tuple(t.shape) for t in images}
     if len(shapes) > 1:
-        raise ValueError(f"images in {index.root} have different sizes ({len(shapes)} shapes, "
-                         f"e.g. {sorted(shapes)[:2]}): pass image_size to resize them, or use "
-                         "the streaming loader for large datasets")
+        raise MixedSizesError(f"images in {index.root} have different sizes ({len(shapes)} "
+                              f"shapes, e.g. {sorted(shapes)[:2]}): give an image size to "
+                              "store them at")
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {index.root}", stacklevel=2)
     return TensorImages(torch.stack(images), torch.tensor(labels), index.classes, skipped)
@@ -116,7 +128,8 @@ def decode_folder(index: FolderIndex, strict: bool = False,
 def load_folder(root: str | Path, classes: list[str] | None = None, strict: bool = False,
                 cache_dir: str | Path | None = None, image_size: int | None = None
                 ) -> TensorImages:
-    """Scan, decode and cache an ImageFolder tree; a second call loads the cache."""
+    """Scan, decode and cache an ImageFolder tree; a second call loads the cache.
+    ``image_size``: store every image at that square size (:func:`fit_square`)."""
     index = scan_folder(root, classes)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache / f"folder-{_cache_key(index)}-{image_size or 'native'}.safetensors"

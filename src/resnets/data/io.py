@@ -1,11 +1,20 @@
 """Reading images the way users have them: any mode, EXIF-rotated, returned as uint8 RGB.
 
-Pillow decodes everything torchvision's ImageFolder accepts; grayscale, palette, RGBA
+Every command and the library read image files through :func:`open_image`, the one guarded
+reader. Pillow decodes everything torchvision's ImageFolder accepts; grayscale, palette, RGBA
 (composited on black, as ``convert("RGB")`` does), CMYK and 16-bit images become 8-bit RGB.
+A file that cannot be an image the caller should decode (missing, a folder, unreadable,
+empty, not an image, truncated, or declaring more pixels than ``max_pixels``) raises
+:class:`ImageReadError` with a one-line message that starts with the path as given. The
+size is checked from the header before any pixel is decoded, so a decompression bomb costs
+nothing.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +23,35 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp",
                     ".gif")
+# About 100 megapixels: a 12,000 x 8,000 photo passes, a header declaring 30,000 x 30,000 does
+# not. $RESNETS_MAX_PIXELS sets another default for every command. Pillow's own bomb check
+# (twice its MAX_IMAGE_PIXELS, ~179 MP) still applies above it.
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "RESNETS_MAX_PIXELS"
+
+
+def default_max_pixels() -> int:
+    """The pixel limit when a caller gives none: ``$RESNETS_MAX_PIXELS`` or 100 MP."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").replace("_", "").replace(",", "")
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be a whole number of pixels, got "
+                         f"{os.environ[MAX_PIXELS_ENV]!r}") from None
+    if value < 1:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be at least 1, got {value}")
+    return value
 
 
 class ImageReadError(ValueError):
-    """An image file that cannot be decoded; the message names the path."""
+    """A file that cannot be read as an image: ``path`` as given, ``reason`` in a few words,
+    ``kind`` one of missing, folder, permission, empty, not-an-image, too-large, corrupt."""
+
+    def __init__(self, path: str | Path, reason: str, kind: str = "corrupt") -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason, self.kind = str(path), reason, kind
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -37,17 +71,65 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image, applying its EXIF orientation."""
-    path = Path(path)
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _bomb(path: Path, e: Exception, max_pixels: int) -> ImageReadError:
+    """Pillow's own refusal (above twice its MAX_IMAGE_PIXELS) in our words."""
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return ImageReadError(path, f"{size}, more than the limit of {max_pixels:,} (refused "
+                                "before decoding)", "too-large")
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is not a readable, non-empty file, before Pillow sees it."""
+    if path.is_dir():
+        raise ImageReadError(path, "is a folder, not an image file", "folder")
     if not path.exists():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return ImageOps.exif_transpose(img) or img
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"cannot read image {path}: {e}") from None
+        raise ImageReadError(path, "no such file", "missing")
+    if not os.access(path, os.R_OK):
+        raise ImageReadError(path, "permission denied (the file is not readable)", "permission")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "empty file (0 bytes)", "empty")
+
+
+def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image, applying its EXIF orientation.
+
+    ``max_pixels`` (None: :func:`default_max_pixels`) is checked on the header's size first.
+    """
+    path = Path(path)
+    max_pixels = max_pixels or default_max_pixels()
+    _check_file(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise _bomb(path, e, max_pixels) from None
+        except UnidentifiedImageError:
+            raise ImageReadError(path, "not an image (Pillow cannot identify its format)",
+                                 "not-an-image") from None
+        except PermissionError:
+            raise ImageReadError(path, "permission denied", "permission") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageReadError(path, f"corrupt image ({_first_line(e)})") from None
+        with img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageReadError(path, f"{width}x{height} = {width * height:,} pixels, more "
+                                           f"than the limit of {max_pixels:,}", "too-large")
+            try:
+                img.load()
+                return ImageOps.exif_transpose(img) or img
+            except Image.DecompressionBombError as e:
+                raise _bomb(path, e, max_pixels) from None
+            except (OSError, SyntaxError, ValueError) as e:
+                raise ImageReadError(path, f"truncated or corrupt image ({_first_line(e)})"
+                                     ) from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -58,7 +140,23 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def read_rgb(path: str | Path) -> torch.Tensor:
-    """An image file as a ``(3, H, W)`` uint8 tensor."""
-    img = to_rgb(open_image(path))
+def read_rgb(path: str | Path, max_pixels: int | None = None) -> torch.Tensor:
+    """An image file as a ``(3, H, W)`` uint8 tensor (see :func:`open_image`)."""
+    img = to_rgb(open_image(path, max_pixels))
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def read_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` from the header alone, EXIF rotation ignored; raises
+    :class:`ImageReadError` like :func:`open_image`."""
+    path = Path(path)
+    _check_file(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as img:
+                return img.size
+        except Image.DecompressionBombError as e:
+            raise _bomb(path, e, default_max_pixels()) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise ImageReadError(path, f"not a readable image ({_first_line(e)})") from None

@@ -5,6 +5,7 @@
 - :func:`export_model` / :func:`export_named`: ONNX, ``torch.export``, TorchScript,
   safetensors files, checked after writing and written atomically.
 - :func:`quantize_model`: onnxruntime static int8, calibrated on real images.
+- :mod:`resnets.export.openvino`: OpenVINO fp32 and NNCF int8 (cached), and the IR format.
 """
 
 from .backends import BACKENDS, Backend, load_backend

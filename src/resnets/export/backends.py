@@ -2,7 +2,8 @@
 
 ``load_backend(kind, model)`` returns a function taking a float ``(N, 3, H, W)`` batch
 (normalized like the model's training data) and returning float32 logits, whatever runs
-underneath: PyTorch eager, :func:`~resnets.export.optimize`, onnxruntime fp32 or int8.
+underneath: PyTorch eager, :func:`~resnets.export.optimize`, onnxruntime fp32 or int8,
+OpenVINO fp32 or int8.
 ``resnets predict --backend`` and ``resnets bench`` both use it.
 """
 
@@ -20,7 +21,9 @@ from ..weights.classifier import load_classifier
 from .onnx import OrtRunner, export_onnx, ort_session
 from .optimize import optimize
 
-BACKENDS = ("torch", "optimized", "compiled", "bf16", "onnxruntime", "int8")
+BACKENDS = ("torch", "optimized", "compiled", "bf16", "onnxruntime", "int8", "openvino",
+            "openvino-int8")
+CALIBRATED = ("int8", "openvino-int8")
 _ALIASES = {"eager": "torch"}
 
 
@@ -76,13 +79,22 @@ def _calibration(model: nn.Module, calibration: str | Path | list[Path] | torch.
                  ) -> torch.Tensor:
     from .int8 import calibration_images, normalization_of
 
-    if isinstance(calibration, torch.Tensor):
-        return calibration
-    if calibration is None:
-        raise ValueError("int8 needs calibration images: give a folder of images (or a list "
-                         "of image files); a few hundred training images are enough")
+    source = _calibration_source("int8", calibration)
+    if isinstance(source, torch.Tensor):
+        return source
     mean, std = normalization or normalization_of(model)
-    return calibration_images(calibration, count, input_size[1:], mean=mean, std=std)
+    return calibration_images(source, count, input_size[1:], mean=mean, std=std)
+
+
+def _calibration_source(kind: str, calibration: str | Path | list[Path] | torch.Tensor | None
+                        ) -> Path | list[Path] | torch.Tensor:
+    """The calibration tensor, folder or file list; an error when there is none."""
+    if calibration is None:
+        raise ValueError(f"{kind} needs calibration images: give a folder of images (or a "
+                         "list of image files); a few hundred training images are enough")
+    if isinstance(calibration, (str, Path)):
+        return Path(calibration)
+    return calibration
 
 
 def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | None = None,
@@ -95,10 +107,12 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
     Kinds: ``torch`` (eager, alias ``eager``), ``optimized`` (BN folded, channels-last),
     ``compiled`` (the same through ``torch.compile``), ``bf16``, ``onnxruntime`` (fp32) and
     ``int8`` (onnxruntime static quantization calibrated on ``calibration``: a folder of
-    images, a list of image files or a preprocessed tensor).
+    images, a list of image files or a preprocessed tensor), ``openvino`` (fp32) and
+    ``openvino-int8`` (NNCF, calibrated like ``int8``; the quantized model is cached, see
+    :mod:`resnets.export.openvino`).
     Calibration images are normalized with ``normalization`` (mean, std), by default the
     one the weights record (``resnets train`` metadata, a pretrained record) or ImageNet's.
-    ``threads`` pins onnxruntime's intra-op threads (PyTorch's are global:
+    ``threads`` pins onnxruntime's and OpenVINO's threads (PyTorch's are global:
     ``torch.set_num_threads``).
     """
     kind = _ALIASES.get(kind, kind)
@@ -111,9 +125,18 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
     if kind in ("optimized", "compiled", "bf16"):
         return Backend(kind, optimize(model, compile=kind == "compiled", bf16=kind == "bf16"),
                        input_size)
+    normalization = normalization or recorded
+    if kind in ("openvino", "openvino-int8"):
+        from .int8 import normalization_of
+        from .openvino import openvino_runner
+
+        source = _calibration_source(kind, calibration) if kind in CALIBRATED else None
+        runner, details = openvino_runner(
+            kind, model, input_size, threads=threads, calibration=source,
+            count=calibration_count, normalization=normalization or normalization_of(model))
+        return Backend(kind, runner, input_size, details)
     images = None
     if kind == "int8":
-        normalization = normalization or recorded
         images = _calibration(model, calibration, calibration_count, input_size, normalization)
     details = {}
     with tempfile.TemporaryDirectory() as work:

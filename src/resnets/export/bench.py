@@ -7,8 +7,12 @@ weights (for models without a twin, the resnets model in eager fp32). Peers (``c
 ``torchvision`` (eager fp32), ``onnxruntime`` (the twin exported to ONNX, run in fp32) and
 ``int8`` (the twin's ONNX file through onnxruntime's static quantizer with the settings it
 documents for x86 — QDQ, per-channel, uint8 activations — but without its optional graph
-pre-processing, calibrated on the same images as ours). PyTorch and onnxruntime get the same
-thread count.
+pre-processing, calibrated on the same images as ours), ``openvino`` (the twin through
+``openvino.convert_model`` and ``compile_model(..., "CPU")``, asked for f32 precision: on CPUs
+with bf16 instructions OpenVINO's default is bf16, which would not be an fp32 peer) and
+``openvino-int8`` (NNCF's ``quantize`` of that model with its defaults, compiled with
+OpenVINO's defaults, calibrated on the same images as ours). PyTorch, onnxruntime and OpenVINO
+get the same thread count.
 """
 
 from __future__ import annotations
@@ -31,9 +35,19 @@ from ..models.registry import build_model, get_spec
 from ..weights.classifier import load_classifier
 from ..weights.loading import load_state_dict_into
 from .int8 import calibration_images, normalization_of
+from .openvino import (
+    OvRunner,
+    compile_model,
+    convert,
+    quantize_openvino,
+    require_openvino,
+    versions,
+)
+from .shapes import quiet, sample_input
 
-BACKENDS = ("eager", "optimized", "compiled", "bf16", "onnxruntime", "int8")
-PEERS = ("torchvision", "onnxruntime", "int8")
+BACKENDS = ("eager", "optimized", "compiled", "bf16", "onnxruntime", "int8", "openvino",
+            "openvino-int8")
+PEERS = ("torchvision", "onnxruntime", "int8", "openvino", "openvino-int8")
 _PEER_ALIASES = {"onnxruntime-int8": "int8", "eager": "torchvision"}
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
               "amx_int8", "amx_bf16")
@@ -120,7 +134,7 @@ def machine_info(threads: int) -> dict[str, Any]:
 
     return {"cpu": cpu, "cores": os.cpu_count(), "cpu_flags": flags, "threads": threads,
             "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "onnxruntime": ort_version, "python": platform.python_version(),
+            "onnxruntime": ort_version, **versions(), "python": platform.python_version(),
             "platform": platform.platform()}
 
 
@@ -170,6 +184,7 @@ class _Builder:
         self.normalization = normalization
         self.input_size, self.work, self.notes = input_size, work, notes
         self._images: torch.Tensor | None = None
+        self._openvino: dict[str, Any] = {}  # converted once; NNCF quantizes a copy
 
     def images(self) -> torch.Tensor:
         if self._images is None:
@@ -201,6 +216,32 @@ class _Builder:
                           preprocess_graph=which == "resnets")
         return path
 
+    def openvino_model(self, which: str):  # -> openvino.Model
+        """``resnets``: our conversion (BN folded, torch.export). ``peer``: the reference
+        model through ``openvino.convert_model`` as its documentation shows."""
+        if which not in self._openvino:
+            if which == "resnets":
+                self._openvino[which] = convert(self.model, self.input_size)
+            else:
+                ov = require_openvino()
+                with quiet():
+                    self._openvino[which] = ov.convert_model(
+                        self.reference, example_input=sample_input(self.input_size))
+        return self._openvino[which]
+
+    def openvino_fn(self, which: str, int8: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+        model = self.openvino_model(which)
+        if int8:
+            model = quantize_openvino(model, self.images())
+        # the peer's int8 runs at OpenVINO's default precision, as a user's would
+        exact = which == "resnets" or not int8
+        compiled = compile_model(model, self.cfg.threads, exact=exact)
+        if which == "peer" and int8:
+            precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+            self.notes.append(f"the openvino-int8 peer runs its float ops at OpenVINO's default "
+                              f"precision, here {precision.get_type_name()}")
+        return OvRunner(compiled, in_chans=self.input_size[0])
+
     def ort_fn(self, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
         from .onnx import OrtRunner, ort_session
 
@@ -216,6 +257,8 @@ class _Builder:
                                       bf16=backend == "bf16"))
         if backend == "onnxruntime":
             return self.ort_fn(self.onnx_file("resnets"))
+        if backend in ("openvino", "openvino-int8"):
+            return self.openvino_fn("resnets", int8=backend == "openvino-int8")
         return self.ort_fn(self.int8_file("resnets"))
 
     def peer(self, peer: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -223,6 +266,8 @@ class _Builder:
             return _torch_fn(self.reference)
         if peer == "onnxruntime":
             return self.ort_fn(self.onnx_file("peer"))
+        if peer in ("openvino", "openvino-int8"):
+            return self.openvino_fn("peer", int8=peer == "openvino-int8")
         return self.ort_fn(self.int8_file("peer"))
 
 
@@ -369,9 +414,9 @@ def report_table(report: dict[str, Any]):  # -> rich.table.Table
 
 def print_report(report: dict[str, Any]) -> None:
     """The table, then the notes and skipped backends, on the terminal."""
-    from rich.console import Console
+    from ..terminal import result_console
 
-    console = Console()
+    console = result_console()
     console.print(report_table(report))
     for note in report["notes"]:
         console.print(f"note: {note}")

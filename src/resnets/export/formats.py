@@ -1,15 +1,24 @@
 """Writing a model in the formats deployment stacks take, each checked after writing.
 
 - ``onnx``: see :mod:`resnets.export.onnx` (dynamic batch/height/width, onnxruntime-checked).
+- ``openvino``: an OpenVINO IR, ``model.xml`` with ``model.bin`` beside it (fp32, dynamic
+  batch/height/width), checked in OpenVINO; both files are moved into place or neither.
+  Needs ``pip install 'resnets[openvino]'``.
 - ``torch-export``: a ``torch.export`` program (``.pt2``), TorchScript's successor; load it
   with ``torch.export.load(path).module()``. Batch, height and width are dynamic.
 - ``torchscript``: ``torch.jit.script`` of the model, for stacks that still need it.
 - ``safetensors``: the ``state_dict`` with the model name in the metadata; load it with
   ``resnets.export.load_model(name, weights=path)``.
+
+ONNX and OpenVINO files carry a description in their metadata (ONNX ``metadata_props``,
+OpenVINO ``rt_info`` under ``resnets``): the model name, the resnets version and, where the
+weights record them (``resnets train`` files, bundled weights), the class names and the
+preprocessing, as JSON strings. Inputs stay float and normalized.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +28,12 @@ from torch import nn
 from .. import __version__
 from ..files import atomic_output
 from ..models.registry import get_spec
-from ..weights.classifier import load_model
+from ..weights.classifier import load_classifier, load_model
 from .onnx import export_onnx
 from .shapes import check_inputs, dynamic_shapes, quiet, sample_input
 
-FORMATS = ("onnx", "torch-export", "torchscript", "safetensors")
-SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "torchscript": ".pt",
+FORMATS = ("onnx", "openvino", "torch-export", "torchscript", "safetensors")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torch-export": ".pt2", "torchscript": ".pt",
             "safetensors": ".safetensors"}
 # Other names a format's files go by; a suffix outside these names another format.
 OTHER_SUFFIXES = {"torchscript": (".pth", ".ts", ".torchscript")}
@@ -43,7 +52,7 @@ class ExportReport:
     exporter: str
     max_abs_diff: float | None  # against the PyTorch model; None where not applicable
     tolerance: float | None
-    size_bytes: int
+    size_bytes: int  # every file written (an OpenVINO IR: .xml and .bin)
 
     def summary(self) -> str:
         check = ("" if self.max_abs_diff is None
@@ -105,10 +114,22 @@ def _export_safetensors(model: nn.Module, path: Path, name: str) -> None:
             raise ValueError(f"safetensors round trip of {name} changed the weights")
 
 
+def describe(name: str, weights_metadata: dict | None = None) -> dict[str, str]:
+    """The metadata an ONNX or OpenVINO file carries: model name, resnets version, and the
+    weights' class names and preprocessing when they record them (JSON strings)."""
+    meta = {"model": name, "resnets_version": __version__}
+    for key in ("classes", "preprocess"):
+        value = (weights_metadata or {}).get(key)
+        if value:
+            meta[key] = value if isinstance(value, str) else json.dumps(value)
+    return meta
+
+
 def export_model(model: nn.Module, path: str | Path, fmt: str,
                  input_size: tuple[int, int, int], *, name: str = "model",
-                 atol: float = 1e-4) -> ExportReport:
-    """Write ``model`` to ``path`` in format ``fmt``, checked, atomically."""
+                 atol: float = 1e-4, metadata: dict[str, str] | None = None) -> ExportReport:
+    """Write ``model`` to ``path`` in format ``fmt``, checked, atomically. ONNX and OpenVINO
+    files carry ``metadata`` (default: :func:`describe` of ``name``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
     path = Path(path)
@@ -116,10 +137,17 @@ def export_model(model: nn.Module, path: str | Path, fmt: str,
     diff: float | None = None
     tolerance: float | None = None
     exporter = fmt
+    metadata = describe(name) if metadata is None else metadata
     if fmt == "onnx":
-        result = export_onnx(model, path, input_size, atol=atol)
+        result = export_onnx(model, path, input_size, atol=atol, metadata=metadata)
         diff, tolerance, exporter = result.max_abs_diff, result.tolerance, result.exporter
         exporter = f"torch.onnx {exporter}"
+    elif fmt == "openvino":
+        from .openvino import export_openvino
+
+        diff, tolerance = export_openvino(model, path, input_size, atol=atol,
+                                          metadata=metadata)
+        exporter = "openvino.convert_model"
     elif fmt == "torch-export":
         diff, tolerance = _export_program(model, path, input_size, atol)
         exporter = "torch.export"
@@ -128,22 +156,25 @@ def export_model(model: nn.Module, path: str | Path, fmt: str,
         exporter = "torch.jit.script"
     else:
         _export_safetensors(model, path, name)
-    return ExportReport(path, fmt, exporter, diff, tolerance, path.stat().st_size)
+    size = path.stat().st_size
+    if fmt == "openvino":
+        size += path.with_suffix(".bin").stat().st_size
+    return ExportReport(path, fmt, exporter, diff, tolerance, size)
 
 
 def export_named(name: str, path: str | Path, fmt: str | None = None,
                  weights: str | Path | None = None, *, force_extension: bool = False,
                  allow_nonfinite: bool = False) -> ExportReport:
     """Build registry model ``name`` (with ``weights``) and export it; the format defaults to
-    the one the file suffix names (``.onnx``, ``.pt2``, ``.pt``, ``.safetensors``). A
-    suffix that names another format is refused unless ``force_extension``."""
+    the one the file suffix names (``.onnx``, ``.xml``, ``.pt2``, ``.pt``, ``.safetensors``).
+    A suffix that names another format is refused unless ``force_extension``."""
     path = Path(path)
     if fmt is not None and fmt in SUFFIXES and not force_extension:
         fitting = (SUFFIXES[fmt], *OTHER_SUFFIXES.get(fmt, ()))
         if path.suffix.lower() not in fitting:
-            raise SuffixMismatch(f"{path.name!r} does not end in {SUFFIXES[fmt]}, the suffix of "
-                             f"{fmt} files; a tool would take it for another format: name "
-                             f"it {path.stem}{SUFFIXES[fmt]}, or force the extension")
+            raise SuffixMismatch(f"{path.name!r} does not end in {SUFFIXES[fmt]}, the suffix "
+                                 f"of {fmt} files; a tool would take it for another format: "
+                                 f"name it {path.stem}{SUFFIXES[fmt]}, or force the extension")
     if fmt is None:
         by_suffix = {s: f for f, s in SUFFIXES.items()}
         if path.suffix not in by_suffix:
@@ -152,6 +183,12 @@ def export_named(name: str, path: str | Path, fmt: str | None = None,
                              f"{', '.join(SUFFIXES.values())}")
         fmt = by_suffix[path.suffix]
     spec = get_spec(name)
-    model = load_model(name, weights, allow_nonfinite=allow_nonfinite)
+    if weights is None:
+        model, metadata = load_model(name), describe(name)
+    else:
+        clf = load_classifier(weights, name, allow_nonfinite=allow_nonfinite)
+        model = clf.model
+        metadata = describe(name, {"classes": clf.classes,
+                                   "preprocess": clf.preprocessing.to_metadata()})
     _, h, w = spec.input_size
-    return export_model(model, path, fmt, (model.in_chans, h, w), name=name)
+    return export_model(model, path, fmt, (model.in_chans, h, w), name=name, metadata=metadata)

@@ -61,18 +61,31 @@ def normalization_of(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, 
     return IMAGENET_MEAN, IMAGENET_STD
 
 
+def pick_calibration_files(folder: str | Path | list[Path], count: int,
+                           seed: int = 0) -> list[Path]:
+    """``count`` image files drawn at random (fixed seed) from ``folder`` (or a list of
+    files)."""
+    files = list_images(folder) if isinstance(folder, (str, Path)) else list(folder)
+    return random.Random(seed).sample(files, min(count, len(files)))
+
+
 def calibration_images(folder: str | Path | list[Path], count: int, size: tuple[int, int],
                        seed: int = 0, mean: tuple[float, ...] = IMAGENET_MEAN,
                        std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
     """``count`` images drawn at random (fixed seed) from ``folder`` (or from a list of
     files), resized and centre-cropped to ``size`` and normalised."""
-    files = list_images(folder) if isinstance(folder, (str, Path)) else list(folder)
-    picked = random.Random(seed).sample(files, min(count, len(files)))
+    return preprocess_files(pick_calibration_files(folder, count, seed), size, mean, std)
+
+
+def preprocess_files(files: list[Path], size: tuple[int, int],
+                     mean: tuple[float, ...] = IMAGENET_MEAN,
+                     std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+    """Image files read, resized, centre-cropped to ``size`` and normalised: one batch."""
     h, w = size
     if h != w:
         raise ValueError(f"calibration images are square crops, got size {h}x{w}")
     pre = Preprocessing(resize=h, crop=h, mean=mean, std=std)
-    return torch.stack([pre(read_rgb(f)) for f in picked])
+    return torch.stack([pre(read_rgb(f)) for f in files])
 
 
 def cpu_has_vnni() -> bool:

@@ -185,10 +185,19 @@ def verify_onnx(path: str | Path, model: nn.Module, inputs: list[torch.Tensor],
     return worst, tolerance
 
 
+def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Set ``metadata_props`` of the ONNX file at ``path`` (in place: a temporary file)."""
+    onnx = require_onnx()
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.save(proto, str(path))
+
+
 def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int, int], *,
                 fold_bn: bool = True, exporter: str = "auto", verify: bool = True,
-                atol: float = 1e-4) -> OnnxExport:
+                atol: float = 1e-4, metadata: dict[str, str] | None = None) -> OnnxExport:
     """Write ``model`` as ONNX (batch, height and width dynamic), verified, atomically.
+    ``metadata`` becomes the file's ``metadata_props``.
 
     ``fold_bn`` folds BN into the convolutions before export (onnxruntime does the same when
     loading; other runtimes may not). The check compares with the unfolded model.
@@ -213,6 +222,8 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int, 
         else:
             raise ValueError(f"cannot export {type(model).__name__} to ONNX ("
                              f"{'; '.join(failures)}); try the torch-export format")
+        if metadata:
+            _add_metadata(tmp, metadata)
         diff, tolerance = (verify_onnx(tmp, model, check_inputs(input_size), atol)
                            if verify else (float("nan"), atol))
         if verify and not diff <= tolerance:

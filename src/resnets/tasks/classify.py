@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class EvalReport:
     per_class: dict[str, float]
     confusion: torch.Tensor  # (true, predicted) counts
     classes: list[str]
-    skipped: list[str]
+    skipped: list[str]  # one "path: reason" line per unreadable image
 
     def to_dict(self) -> dict:
         return {"top1": self.top1, "top5": self.top5, "n": self.n, "per_class": self.per_class,
@@ -75,10 +76,10 @@ def evaluate_folder(clf: Classifier, data: str | Path, batch_size: int = 256,
                         strict=True):
             try:
                 img = read_rgb(p)
-            except ImageReadError:
+            except ImageReadError as e:
                 if strict:
                     raise
-                skipped.append(str(p))
+                skipped.append(str(e))  # "path: reason"
                 continue
             imgs.append(clf.preprocessing(img))
             ys.append(y)
@@ -144,11 +145,12 @@ def write_confusion(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path
 
 
 def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, folders walked recursively for image files (sorted)."""
+    """Files as given, folders walked recursively for image files (sorted). A folder named
+    like an image file (``x.jpg/``) is kept as it is, so that reading it reports it."""
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
+        if p.is_dir() and not is_image_file(p):
             out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
         else:
             out.append(p)
@@ -171,9 +173,10 @@ def predict(images: list[str | Path] | str | Path, source: str | Path | None = N
     ``source`` and ``model`` are what :func:`resnets.load_classifier` takes (default: the
     bundled ResNet-56). Unreadable files become one error line each; the others are still
     predicted. ``backend`` runs the same model in PyTorch (``torch``), onnxruntime fp32
-    (``onnxruntime``) or onnxruntime int8 (``int8``, calibrated on ``calibration``, a folder
-    of training images, or else on the images being predicted), always with the weights'
-    own preprocessing.
+    (``onnxruntime``) or int8 (``int8``), OpenVINO fp32 (``openvino``) or int8
+    (``openvino-int8``); the int8 ones calibrate on ``calibration`` (a folder of training
+    images), or else on the images being predicted. Always with the weights' own
+    preprocessing.
     """
     if isinstance(images, (str, Path)):
         images = [images]
@@ -204,14 +207,20 @@ def predict_with(clf: Classifier, paths: list[Path], top_k: int = 5, batch_size:
     k = max(1, min(top_k, len(clf.classes)))
     preds: list[Prediction] = []
     errors: list[str] = []
+    warned = False
     for start in range(0, len(paths), batch_size):
         batch, names = [], []
         for p in paths[start:start + batch_size]:
             try:
-                batch.append(pre(read_rgb(p)))
-                names.append(str(p))
-            except (ImageReadError, FileNotFoundError) as e:
+                image = read_rgb(p)
+            except ImageReadError as e:
                 errors.append(str(e))
+                continue
+            if not warned and (note := size_mismatch_note(clf, p, image)):
+                warnings.warn(note, stacklevel=2)
+                warned = True
+            batch.append(pre(image))
+            names.append(str(p))
         if not batch:
             continue
         probs = run(torch.stack(batch).to(device)).float().softmax(1).cpu()
@@ -220,6 +229,22 @@ def predict_with(clf: Classifier, paths: list[Path], top_k: int = 5, batch_size:
             preds.append(Prediction(name, [(clf.classes[c], p) for c, p in zip(i, v,
                                                                                 strict=True)]))
     return preds, errors
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+
+
+def size_mismatch_note(clf: Classifier, path: Path, image: torch.Tensor) -> str | None:
+    """A line for a small-input (CIFAR) network given a photo far larger than its input,
+    which it sees shrunk to a few dozen pixels; None when the sizes are alike."""
+    side = clf.preprocessing.input_size
+    if clf.family != "cifar" or side is None or min(image.shape[-2:]) <= 2 * side:
+        return None
+    trained = "CIFAR-10 images" if tuple(clf.classes) == CIFAR10_CLASSES else "images"
+    h, w = image.shape[-2:]
+    return (f"{clf.name} was trained on {side} px {trained}; {path} is {w}x{h} and is "
+            f"shrunk to {side}x{side}, so predictions on photos like it are unreliable")
 
 
 def write_predictions_csv(preds: list[Prediction], path: str | Path) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.io import is_image_file
+from ..data.io import ImageReadError, is_image_file
 from ..metrics.sr import sr_psnr_ssim
 from ..models.imresize import downscale, modcrop, to_float, to_uint8
 from ..models.sr import Bicubic, check_scale, create_sr_model
@@ -58,12 +58,16 @@ class SREvaluation:
     data: str
     images: list[ImageScore]
     benchmark: str | None = None  # "Set5" or "Set14" when the folder is one of them
-    skipped: list[str] = field(default_factory=list)  # "file: reason" of images left out
+    errors: list[str] = field(default_factory=list)  # one "path: reason" per unread image
 
     def mean(self) -> tuple[float, float]:
+        if not self.images:
+            return math.nan, math.nan
         return (_mean([i.psnr for i in self.images]), _mean([i.ssim for i in self.images]))
 
     def bicubic_mean(self) -> tuple[float, float]:
+        if not self.images:
+            return math.nan, math.nan
         return (_mean([i.bicubic_psnr for i in self.images]),
                 _mean([i.bicubic_ssim for i in self.images]))
 
@@ -77,8 +81,7 @@ class SREvaluation:
         return {
             "model": self.model, "scale": self.scale, "data": self.data,
             "benchmark": self.benchmark,
-            "images": [asdict(i) for i in self.images],
-            "skipped": list(self.skipped),
+            "images": [asdict(i) for i in self.images], "errors": self.errors,
             "mean": {"psnr": p, "ssim": s},
             "bicubic": {"psnr": bp, "ssim": bs},
             "published": None if published is None else
@@ -109,12 +112,13 @@ def benchmark_name(data: str | Path) -> str | None:
     return None
 
 
-def load_pairs(data: str | Path, scale: int, skipped: list[str] | None = None
+def load_pairs(data: str | Path, scale: int, errors: list[str] | None = None
                ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """``(name, hr, lr)`` uint8 pairs from an HR/LR folder or a folder of HR images. An
-    image that cannot be used (unreadable, too small, a size that does not pair) is added
-    to ``skipped`` as ``"path: reason"`` and left out; without ``skipped`` it is an error.
-    No usable image at all is an error."""
+    """``(name, hr, lr)`` uint8 pairs from an HR/LR folder or a folder of HR images.
+
+    An image that cannot be used (unreadable, smaller than the scale, an LR image whose
+    size does not pair with its HR image) is left out with a ``path: reason`` line in
+    ``errors`` (when given; otherwise the error is raised)."""
     root = Path(data)
     if not root.is_dir():
         raise NotADirectoryError(f"expected a folder with HR/ and LR/ subfolders or of HR "
@@ -123,56 +127,52 @@ def load_pairs(data: str | Path, scale: int, skipped: list[str] | None = None
     if not (root / "HR").is_dir() and (root / f"x{scale}" / "HR").is_dir():
         root = root / f"x{scale}"
     if (root / "HR").is_dir() and (root / "LR").is_dir():
-        pairs, problems = _paired(root, scale)
-    else:
-        files = _image_files(root)
-        if not files:
-            raise FileNotFoundError(f"no images in {root}: expected HR/ and LR/ subfolders or "
-                                    f"image files")
-        pairs, problems = [], []
-        for path in files:
-            try:
-                hr = modcrop(read_image_uint8(path), scale)
-                pairs.append((path.name, hr, downscale(hr, scale)))  # uint8, as MATLAB
-            except ValueError as e:
-                problems.append(_problem(path, e))
-    if problems and (skipped is None or not pairs):
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ValueError(f"{problems[0]}{more}" + ("" if pairs else
-                                                   f"; no usable image in {root}"))
-    if skipped is not None:
-        skipped.extend(problems)
+        return _paired(root, scale, errors)
+    files = _image_files(root)
+    if not files:
+        raise FileNotFoundError(f"no images in {root}: expected HR/ and LR/ subfolders or "
+                                f"image files")
+    pairs = []
+    for path in files:
+        try:
+            hr = modcrop(read_image_uint8(path), scale)
+        except ValueError as e:  # ImageReadError, or too small for the scale
+            _skip(path, e, errors)
+            continue
+        pairs.append((path.name, hr, downscale(hr, scale)))  # uint8 in, uint8 out, as MATLAB
     return pairs
 
 
-def _problem(path: Path, e: Exception) -> str:
+def _skip(path: Path, e: ValueError, errors: list[str] | None) -> None:
+    """Record why ``path`` is left out (``path: reason``), or raise without ``errors``."""
+    if errors is None:
+        raise e
     reason = str(e)
-    return reason if str(path.name) in reason else f"{path}: {reason}"
+    errors.append(reason if isinstance(e, ImageReadError) else f"{path}: {reason}")
 
 
-def _paired(root: Path, scale: int
-            ) -> tuple[list[tuple[str, torch.Tensor, torch.Tensor]], list[str]]:
+def _paired(root: Path, scale: int, errors: list[str] | None
+            ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     hr_files, lr_files = _image_files(root / "HR"), _image_files(root / "LR")
     if len(hr_files) != len(lr_files) or not hr_files:
         raise ValueError(f"expected as many images in {root / 'HR'} as in {root / 'LR'} "
                          f"(at least one), found {len(hr_files)} and {len(lr_files)}")
-    pairs, problems = [], []
+    pairs = []
     for hr_path, lr_path in zip(hr_files, lr_files, strict=True):  # sorted names pair
         try:
             hr, lr = read_image_uint8(hr_path), read_image_uint8(lr_path)
             want = (lr.shape[-2] * scale, lr.shape[-1] * scale)
             if tuple(hr.shape[-2:]) != want:
                 hr = modcrop(hr, scale)
+            if tuple(hr.shape[-2:]) != want or hr.shape[0] != lr.shape[0]:
+                raise ValueError(f"{lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, expected "
+                                 f"{hr.shape[0]}x{hr.shape[-2] // scale}x"
+                                 f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}")
         except ValueError as e:
-            problems.append(_problem(hr_path, e))
-            continue
-        if tuple(hr.shape[-2:]) != want or hr.shape[0] != lr.shape[0]:
-            problems.append(f"{lr_path} is {lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, "
-                            f"expected {hr.shape[0]}x{hr.shape[-2] // scale}x"
-                            f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}")
+            _skip(lr_path, e, errors)
             continue
         pairs.append((hr_path.name, hr, lr))
-    return pairs, problems
+    return pairs
 
 
 def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -180,29 +180,29 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int) -> torch.Tenso
     return to_uint8(run_sr(model, to_float(lr), scale))
 
 
-def evaluate_sr(model: nn.Module, data: str | Path, scale: int, label: str = "model",
-                skip_bad: bool = False) -> SREvaluation:
-    """Score ``model`` and bicubic on every image of ``data`` at ``scale``; with
-    ``skip_bad`` an image that cannot be used is listed in ``skipped`` instead of failing
-    the whole folder."""
+def evaluate_sr(model: nn.Module, data: str | Path, scale: int, label: str = "model"
+                ) -> SREvaluation:
+    """Score ``model`` and bicubic on every readable image of ``data`` at ``scale``; the
+    others are listed in ``errors``."""
     check_scale(model, scale)
     baseline = create_sr_model("bicubic")
     scores = []
-    skipped: list[str] | None = [] if skip_bad else None
-    for name, hr, lr in load_pairs(data, scale, skipped):
+    errors: list[str] = []
+    for name, hr, lr in load_pairs(data, scale, errors):
         bic = sr_psnr_ssim(super_resolve(baseline, lr, scale), hr, scale)
         ours = bic if isinstance(model, Bicubic) else sr_psnr_ssim(
             super_resolve(model, lr, scale), hr, scale)
         scores.append(ImageScore(name, ours[0], ours[1], bic[0], bic[1]))
-    return SREvaluation(label, scale, str(data), scores, benchmark_name(data), skipped or [])
+    return SREvaluation(label, scale, str(data), scores, benchmark_name(data), errors)
 
 
 def print_evaluation(result: SREvaluation) -> None:
     """The per-image table with the mean, then the published numbers when known."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from ..terminal import result_console
+
+    console = result_console()
     table = Table(title=f"{result.model} x{result.scale} on {result.data}",
                   caption=f"Y channel (BT.601), {result.scale} px shaved, SSIM 11x11 "
                           f"Gaussian sigma 1.5")

@@ -1,25 +1,38 @@
 """The data side of training: which dataset, which split, which batches, in which order.
 
-Small datasets live in memory as uint8 and are augmented per batch on the training device
-(:class:`MemoryBatches`); large ones stream through a ``DataLoader``
-(:class:`StreamBatches`). Both shuffle with a generator seeded by (seed, epoch), so the
-data order of any epoch is known without replaying the epochs before it, and both shard
-the data across DDP ranks.
+A dataset whose decoded images fit in memory lives there as uint8, each image stored once
+(at its own size when all share one square size, as CIFAR; otherwise shorter side resized
+and the centre kept, at ``image_size / 0.875``), and is augmented per batch on the
+training device (:class:`MemoryBatches`); a larger one streams through a ``DataLoader``
+(:class:`StreamBatches`). The choice is made on decoded bytes against available memory.
+Both paths give the same :class:`Preprocessing` record, and both shuffle with a generator
+seeded by (seed, epoch), so the data order of any epoch is known without replaying the
+epochs before it, and both shard the data across DDP ranks.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..data.augment import cutout, normalize, random_crop_flip
+from ..data.augment import (
+    center_crop,
+    cutout,
+    normalize,
+    random_crop_flip,
+    random_resized_crop_flip,
+)
 from ..data.cifar import is_cifar_python, load_cifar_python
-from ..data.folder import TensorImages, load_folder, scan_folder
+from ..data.folder import FolderIndex, MixedSizesError, TensorImages, load_folder, scan_folder
+from ..data.io import ImageReadError, read_size
 from ..data.split import stratified_split
+from ..models.registry import get_spec
 from ..weights.preprocessing import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -29,7 +42,15 @@ from ..weights.preprocessing import (
 )
 from .config import TrainConfig
 
-IN_MEMORY_MAX_IMAGES = 200_000  # "auto": trees with more files stream from disk
+MEMORY_SHARE = 0.5  # "auto": in memory when decoded images take at most this share of RAM
+CROP_RATIO = 0.875  # stored side = input side / 0.875 (torchvision's 224 of 256)
+SIZE_SAMPLE = 64  # headers read to find the images' common size
+
+
+def train_steps(images: int, batch_size: int) -> int:
+    """Optimizer steps an epoch: full batches only, but a training set smaller than one
+    batch is one step of all of it (batch norm needs at least two images)."""
+    return images // batch_size or (1 if images >= 2 else 0)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -49,18 +70,119 @@ def split_dirs(root: str | Path) -> tuple[Path, Path | None]:
     return root, None
 
 
-def load_small(root: str | Path, train: bool, classes: list[str] | None, strict: bool
-               ) -> TensorImages:
-    """A small dataset in memory: CIFAR python files or an ImageFolder tree."""
-    if is_cifar_python(root):
-        return load_cifar_python(root, train)
-    return load_folder(root, classes=classes, strict=strict)
+@dataclass
+class ImagePlan:
+    """How images become network inputs: stored at ``store`` x ``store`` (None: their own
+    size, all equal), fed at ``side`` x ``side`` (random crops in training, the centre in
+    evaluation), normalised with ``mean``/``std``; ``why`` says where each came from."""
+
+    side: int
+    store: int | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    why: str
+
+    @property
+    def stored_side(self) -> int:
+        return self.store or self.side
+
+    def preprocessing(self) -> Preprocessing:
+        """The evaluation record, identical for in-memory and streamed training."""
+        return Preprocessing(resize=self.stored_side, crop=self.side, mean=self.mean,
+                             std=self.std)
 
 
-def use_memory(cfg: TrainConfig, train_dir: Path) -> bool:
-    if cfg.in_memory != "auto" or is_cifar_python(cfg.data):
-        return cfg.in_memory != "no"
-    return len(scan_folder(train_dir).paths) <= IN_MEMORY_MAX_IMAGES
+def normalization(cfg: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+    """Statistics that follow the model: the pretrained weights' own, else ImageNet's for an
+    ImageNet architecture and CIFAR-10's for a CIFAR one (never the image size)."""
+    if cfg.pretrained:
+        from ..weights.classifier import load_classifier
+
+        try:
+            pre = load_classifier(cfg.pretrained, cfg.model, progress=False).preprocessing
+            return pre.mean, pre.std, "the pretrained weights' statistics"
+        except (ValueError, OSError):  # a backbone without a head: the family's below
+            pass
+    if get_spec(cfg.model).family == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD, "ImageNet statistics (an ImageNet architecture)"
+    return CIFAR_MEAN, CIFAR_STD, "CIFAR-10 statistics (a CIFAR architecture)"
+
+
+def common_size(paths: list[Path]) -> int | None:
+    """The side all images share when a sample of their headers shows one square size."""
+    if not paths:
+        return None
+    step = max(1, len(paths) // SIZE_SAMPLE)
+    sizes = set()
+    for path in paths[::step][:SIZE_SAMPLE]:
+        try:
+            sizes.add(read_size(path))
+        except ImageReadError:
+            continue  # reported when it is decoded
+    if len(sizes) != 1:
+        return None
+    (w, h), = sizes
+    return w if w == h else None
+
+
+def plan_images(cfg: TrainConfig, native: int | None) -> ImagePlan:
+    """Input side: ``image_size`` when given, else the images' common side, else the
+    model's; stored larger (``side / 0.875``, for random resized crops) unless the images
+    are kept at their own size or the model is a CIFAR net (pad-and-crop at the input
+    side)."""
+    spec = get_spec(cfg.model)
+    mean, std, stats = normalization(cfg)
+    if cfg.image_size is not None:
+        side, why = cfg.image_size, f"image_size {cfg.image_size}"
+    elif native is not None:
+        side, why = native, f"the images' own {native} px"
+    else:
+        side = spec.input_size[-1]
+        why = f"images of mixed sizes at {cfg.model}'s {side} px"
+    if native == side and cfg.image_size is None:
+        store = None
+    elif spec.family == "cifar":
+        store = side
+    else:
+        store = int(round(side / CROP_RATIO))
+    return ImagePlan(side, store, mean, std, f"{why}, {stats}")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), if known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def choose_memory(cfg: TrainConfig, n_images: int, plan: ImagePlan) -> tuple[bool, str]:
+    """In memory or streamed, and why: decoded bytes against available memory."""
+    side = plan.stored_side
+    decoded = n_images * 3 * side * side
+    what = f"{n_images:,} images at {side}x{side} = {_bytes(decoded)} decoded"
+    if cfg.in_memory != "auto":
+        return cfg.in_memory == "yes", f"{what}, in_memory={cfg.in_memory}"
+    free = available_memory()
+    if free is None:
+        return True, f"{what}, available memory unknown"
+    fits = decoded <= MEMORY_SHARE * free
+    relation = "within" if fits else "more than"
+    return fits, f"{what}, {relation} {MEMORY_SHARE:.0%} of {_bytes(free)} available"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 class MemoryBatches:
@@ -69,7 +191,10 @@ class MemoryBatches:
     def __init__(self, data: TensorImages, batch_size: int, device: torch.device,
                  mean: tuple[float, ...], std: tuple[float, ...], train: bool,
                  crop_pad: int = 4, cutout_size: int = 0, rank: int = 0, world: int = 1,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, side: int | None = None,
+                 crop_min_area: float = 0.08) -> None:
+        """``side``: the network input; images stored larger get random resized crops in
+        training and their centre in evaluation, images stored at ``side`` pad-and-crop."""
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size = batch_size
@@ -80,11 +205,13 @@ class MemoryBatches:
         self.cutout_size = cutout_size
         self.rank, self.world = rank, world
         self.dtype = dtype
+        self.side = side or data.images.shape[-1]
+        self.crop_min_area = crop_min_area
 
     def __len__(self) -> int:
         per_rank = self._per_rank()
         if self.train:
-            return per_rank // self.batch_size
+            return train_steps(per_rank, self.batch_size)
         return math.ceil(per_rank / self.batch_size)
 
     def _per_rank(self) -> int:
@@ -111,7 +238,13 @@ class MemoryBatches:
             x = self.images[dev_idx]
             if self.train:
                 assert generator is not None
-                x = random_crop_flip(x, self.crop_pad, generator)
+                if x.shape[-1] == self.side:
+                    x = random_crop_flip(x, self.crop_pad, generator)
+                else:
+                    x = random_resized_crop_flip(x, self.side, generator,
+                                                 (self.crop_min_area, 1.0))
+            else:
+                x = center_crop(x, self.side)
             x = normalize(x, self.mean, self.std, self.dtype)
             if self.train and self.cutout_size > 0:
                 x = cutout(x, self.cutout_size, generator)
@@ -128,20 +261,20 @@ class _FileDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from ..data.io import ImageReadError, read_rgb
+        from ..data.io import read_rgb
 
         try:
             img = read_rgb(self.paths[i])
-        except ImageReadError:
+        except ImageReadError as e:
             if self.strict:
                 raise
-            return None
+            return str(e)
         return self.transform(img), self.labels[i], i
 
 
 def _collate(items):
-    kept = [it for it in items if it is not None]
-    skipped = len(items) - len(kept)
+    kept = [it for it in items if not isinstance(it, str)]
+    skipped = [it for it in items if isinstance(it, str)]
     if not kept:
         return None, skipped
     x = torch.stack([k[0] for k in kept])
@@ -150,26 +283,20 @@ def _collate(items):
     return (x, y, idx), skipped
 
 
-def stream_preprocessing(cfg: TrainConfig) -> Preprocessing:
-    """Evaluation preprocessing of streamed (ImageNet-style) data: resize to image_size /
-    0.875, centre-crop image_size, ImageNet statistics."""
-    return Preprocessing(resize=int(round(cfg.image_size / 0.875)), crop=cfg.image_size,
-                         mean=IMAGENET_MEAN, std=IMAGENET_STD)
-
-
-def stream_transforms(cfg: TrainConfig, train: bool):
-    """torchvision transforms v2 for large datasets (ImageNet-style)."""
+def stream_transforms(cfg: TrainConfig, plan: ImagePlan, train: bool):
+    """torchvision transforms v2 for streamed images: the plan's preprocessing in
+    evaluation; random resized crop and flip (plus the configured extras) in training."""
     from torchvision.transforms import v2
 
-    if train:
-        ops = [v2.RandomResizedCrop(cfg.image_size, antialias=True), v2.RandomHorizontalFlip()]
-        if cfg.auto_augment == "trivial":
-            ops.append(v2.TrivialAugmentWide())
-        elif cfg.auto_augment == "randaugment":
-            ops.append(v2.RandAugment())
-    else:
-        return stream_preprocessing(cfg).transforms()
-    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if not train:
+        return plan.preprocessing().transforms()
+    ops = [v2.RandomResizedCrop(plan.side, scale=(cfg.crop_min_area, 1.0), antialias=True),
+           v2.RandomHorizontalFlip()]
+    if cfg.auto_augment == "trivial":
+        ops.append(v2.TrivialAugmentWide())
+    elif cfg.auto_augment == "randaugment":
+        ops.append(v2.RandAugment())
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(plan.mean, plan.std)]
     if cfg.random_erasing > 0:
         ops.append(v2.RandomErasing(cfg.random_erasing))
     return v2.Compose(ops)
@@ -178,9 +305,10 @@ def stream_transforms(cfg: TrainConfig, train: bool):
 class StreamBatches:
     """A ``DataLoader`` over image files with torchvision transforms, sharded per rank."""
 
-    def __init__(self, paths: list[Path], labels: list[int], cfg: TrainConfig, train: bool,
-                 device: torch.device, rank: int = 0, world: int = 1) -> None:
-        self.dataset = _FileDataset(paths, labels, stream_transforms(cfg, train), cfg.strict)
+    def __init__(self, paths: list[Path], labels: list[int], cfg: TrainConfig, plan: ImagePlan,
+                 train: bool, device: torch.device, rank: int = 0, world: int = 1) -> None:
+        self.dataset = _FileDataset(paths, labels, stream_transforms(cfg, plan, train),
+                                    cfg.strict)
         self.labels = torch.tensor(labels)
         self.batch_size, self.train, self.device = cfg.batch_size, train, device
         self.workers, self.rank, self.world = cfg.workers, rank, world
@@ -189,7 +317,9 @@ class StreamBatches:
     def __len__(self) -> int:
         per_rank = len(self.dataset) // self.world if self.train else \
             math.ceil(len(self.dataset) / self.world)
-        return per_rank // self.batch_size if self.train else math.ceil(per_rank / self.batch_size)
+        if self.train:
+            return train_steps(per_rank, self.batch_size)
+        return math.ceil(per_rank / self.batch_size)
 
     def batches(self, seed: int, epoch: int, start: int = 0,
                 generator: torch.Generator | None = None):
@@ -203,10 +333,13 @@ class StreamBatches:
         sampler = order.tolist()
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
-            collate_fn=_collate, drop_last=self.train, persistent_workers=False,
+            collate_fn=_collate, drop_last=self.train and len(order) >= self.batch_size,
+            persistent_workers=False,
             generator=torch.Generator().manual_seed(epoch_seed(seed, epoch) + 1))
         for batch, skipped in loader:
-            self.skipped += skipped
+            for message in skipped:  # one line per unreadable file, as the in-memory path
+                warnings.warn(message, stacklevel=2)
+            self.skipped += len(skipped)
             if batch is None:
                 continue
             x, y, idx = batch
@@ -225,89 +358,143 @@ class TrainData:
     val: MemoryBatches | StreamBatches | None
     train_clean: MemoryBatches | None  # a fixed training subset, no augmentation
     test: MemoryBatches | StreamBatches | None
-    class_counts: list[int]           # training images per class, before any split
+    reason: str = ""                  # in memory or streamed, and why; the images' sizes
+    # training files per class before any split; None for CIFAR python files (classes only)
+    class_counts: list[int] | None = field(default=None)
 
     def fingerprint(self) -> dict:
         """What a resumed run checks to know it sees the same dataset: the class list and
-        the image count of each class (cheap, and it catches renamed, added or removed
+        the file count of each class (cheap, and it catches renamed, added or removed
         classes and images)."""
-        return {"classes": list(self.classes), "class_counts": list(self.class_counts)}
+        return {"classes": list(self.classes), "class_counts": self.class_counts}
+
+    @property
+    def train_images(self) -> int:
+        return len(self.train.labels)
+
+
+def load_small(root: str | Path, train: bool, classes: list[str] | None, strict: bool,
+               image_size: int | None = None) -> TensorImages:
+    """A dataset in memory: CIFAR python files or an ImageFolder tree, stored at
+    ``image_size`` (None: the images' own size)."""
+    if is_cifar_python(root):
+        data = load_cifar_python(root, train)
+        if image_size is not None and data.images.shape[-1] != image_size:
+            from ..data.folder import fit_square
+
+            data = TensorImages(fit_square(data.images, image_size), data.labels,
+                                data.classes, data.skipped)
+        return data
+    return load_folder(root, classes=classes, strict=strict, image_size=image_size)
 
 
 def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1
                ) -> TrainData:
     """The train/val(/clean-train/test) batches of ``cfg.data`` for this rank.
 
-    Small datasets are decoded into memory (validation held out, stratified and seeded);
-    large ones stream from disk. Errors name what is wrong before any training starts.
+    Datasets whose decoded images fit in memory are decoded there (validation held out,
+    stratified and seeded); larger ones stream from disk. Errors name what is wrong before
+    any training starts.
     """
     train_dir, test_dir = split_dirs(cfg.data)
     cifar = is_cifar_python(cfg.data)  # pickled CIFAR files: both splits come from cfg.data
-    in_memory = use_memory(cfg, train_dir)
-    if in_memory:
-        full = load_small(cfg.data if cifar else train_dir, True, None, cfg.strict)
-        classes = full.classes
-        small = full.images.shape[-1] <= 64  # CIFAR-like: CIFAR statistics
-        mean, std = (CIFAR_MEAN, CIFAR_STD) if small else (IMAGENET_MEAN, IMAGENET_STD)
-        size = full.images.shape[-1]
-        preprocessing = Preprocessing(resize=size, crop=size, mean=mean, std=std)
-        train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, cfg.seed)
-        skipped = len(full.skipped)
-        counts = torch.bincount(full.labels, minlength=len(classes)).tolist()
-
-        def batches(d, is_train):
-            return MemoryBatches(d, cfg.batch_size, device, mean, std, is_train,
-                                 cfg.crop_pad, cfg.cutout, rank if is_train else 0,
-                                 world if is_train else 1)
-
-        if cfg.subset_per_class:
-            train_idx = per_class_subset(full.labels, train_idx, cfg.subset_per_class,
-                                         cfg.seed)
-        train = batches(full.subset(train_idx), True)
-        val = batches(full.subset(val_idx), False) if len(val_idx) else None
-        train_clean = None
-        if cfg.train_eval_size:  # a fixed training subset evaluated without augmentation
-            fixed = train_idx[torch.randperm(len(train_idx), generator=torch.Generator()
-                                             .manual_seed(cfg.seed))[:cfg.train_eval_size]]
-            train_clean = batches(full.subset(fixed.sort().values), False)
-        test_data = None
-        if test_dir is not None or cifar:
-            test = load_small(cfg.data if cifar else test_dir, False, classes, cfg.strict)
-            if cfg.test_limit and cfg.test_limit < len(test):
-                n_cls = len(classes)
-                keep = per_class_subset(test.labels, torch.arange(len(test)),
-                                        max(1, cfg.test_limit // n_cls), cfg.seed)
-                test = test.subset(keep)
-            test_data = batches(test, False)
+    if cifar:
+        index, test_index = None, None
+        plan = plan_images(cfg, 32)
+        in_memory, reason = True, "CIFAR python files"
     else:
         index = scan_folder(train_dir)
-        classes = index.classes
-        skipped = 0
-        labels = torch.tensor(index.labels)
-        counts = torch.bincount(labels, minlength=len(classes)).tolist()
-        train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed)
-        preprocessing = stream_preprocessing(cfg)
+        test_index = scan_folder(test_dir, index.classes) if test_dir is not None else None
+        plan = plan_images(cfg, None if cfg.image_size else common_size(index.paths))
+        n = len(index.paths) + (len(test_index.paths) if test_index else 0)
+        in_memory, reason = choose_memory(cfg, n, plan)
+    if in_memory:
+        data, plan = _memory_data(cfg, plan, train_dir, test_dir, cifar, device, rank, world)
+    else:
+        data = _stream_data(cfg, plan, index, test_index, device, rank, world)
+    if index is not None:
+        data.class_counts = torch.bincount(torch.tensor(index.labels, dtype=torch.long),
+                                           minlength=len(index.classes)).tolist()
+    data.reason = (f"{'in memory' if in_memory else 'streaming from disk'} ({reason}); "
+                   f"input {plan.side} px from {plan.why}")
+    if len(data.train) == 0:
+        raise ValueError(f"training set of {cfg.data} has fewer than 2 images: batch norm "
+                         "needs at least 2 per step")
+    return data
 
-        def stream(idx, is_train):
-            return StreamBatches([index.paths[i] for i in idx],
-                                 [index.labels[i] for i in idx], cfg, is_train, device,
-                                 rank if is_train else 0, world if is_train else 1)
 
-        if cfg.subset_per_class or cfg.train_eval_size:
-            raise ValueError("subset_per_class and train_eval_size need an in-memory dataset")
-        train_clean = None
-        train = stream(train_idx.tolist(), True)
-        val = stream(val_idx.tolist(), False) if len(val_idx) else None
-        test_data = None
-        if test_dir is not None:
-            test_index = scan_folder(test_dir, classes=classes)
-            test_data = StreamBatches(test_index.paths, test_index.labels, cfg, False,
-                                      device)
-    if len(train) == 0:
-        raise ValueError(f"training set of {cfg.data} is smaller than one batch of "
-                         f"{cfg.batch_size}: use a smaller batch size")
-    return TrainData(classes, preprocessing, in_memory, skipped, train, val, train_clean,
-                     test_data, counts)
+def _memory_data(cfg: TrainConfig, plan: ImagePlan, train_dir: Path, test_dir: Path | None,
+                 cifar: bool, device: torch.device, rank: int, world: int
+                 ) -> tuple[TrainData, ImagePlan]:
+    try:
+        full = load_small(cfg.data if cifar else train_dir, True, None, cfg.strict, plan.store)
+    except MixedSizesError:  # the sampled headers agreed, the whole folder does not
+        plan = plan_images(cfg, None)
+        full = load_small(train_dir, True, None, cfg.strict, plan.store)
+    classes = full.classes
+    train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, cfg.seed)
+
+    def batches(d, is_train):
+        return MemoryBatches(d, cfg.batch_size, device, plan.mean, plan.std, is_train,
+                             cfg.crop_pad, cfg.cutout, rank if is_train else 0,
+                             world if is_train else 1, side=plan.side,
+                             crop_min_area=cfg.crop_min_area)
+
+    if cfg.subset_per_class:
+        train_idx = per_class_subset(full.labels, train_idx, cfg.subset_per_class, cfg.seed)
+    train = batches(full.subset(train_idx), True)
+    val = batches(full.subset(val_idx), False) if len(val_idx) else None
+    train_clean = None
+    if cfg.train_eval_size:  # a fixed training subset evaluated without augmentation
+        fixed = train_idx[torch.randperm(len(train_idx), generator=torch.Generator()
+                                         .manual_seed(cfg.seed))[:cfg.train_eval_size]]
+        train_clean = batches(full.subset(fixed.sort().values), False)
+    test_data = None
+    if test_dir is not None or cifar:
+        test = load_small(cfg.data if cifar else test_dir, False, classes, cfg.strict,
+                          plan.stored_side)
+        if cfg.test_limit and cfg.test_limit < len(test):
+            keep = per_class_subset(test.labels, torch.arange(len(test)),
+                                    max(1, cfg.test_limit // len(classes)), cfg.seed)
+            test = test.subset(keep)
+        test_data = batches(test, False)
+    return TrainData(classes, plan.preprocessing(), True, len(full.skipped), train, val,
+                     train_clean, test_data), plan
+
+
+def _stream_data(cfg: TrainConfig, plan: ImagePlan, index: FolderIndex,
+                 test_index: FolderIndex | None, device: torch.device, rank: int, world: int
+                 ) -> TrainData:
+    if cfg.subset_per_class or cfg.train_eval_size:
+        raise ValueError("subset_per_class and train_eval_size need an in-memory dataset")
+    labels = torch.tensor(index.labels)
+    train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed)
+
+    def stream(paths, labels, is_train):
+        return StreamBatches(paths, labels, cfg, plan, is_train, device,
+                             rank if is_train else 0, world if is_train else 1)
+
+    def part(idx):
+        return [index.paths[i] for i in idx], [index.labels[i] for i in idx]
+
+    train = stream(*part(train_idx.tolist()), True)
+    val = stream(*part(val_idx.tolist()), False) if len(val_idx) else None
+    test_data = None
+    if test_index is not None:
+        test_data = stream(test_index.paths, test_index.labels, False)
+    return TrainData(index.classes, plan.preprocessing(), False, 0, train, val, None,
+                     test_data)
+
+
+def per_class_subset(labels: torch.Tensor, index: torch.Tensor, per_class: int,
+                     seed: int) -> torch.Tensor:
+    """The first ``per_class`` of each class from ``index`` in a seeded random order."""
+    g = torch.Generator().manual_seed(seed + 1)
+    shuffled = index[torch.randperm(len(index), generator=g)]
+    keep = []
+    for c in labels[index].unique().tolist():
+        keep.append(shuffled[labels[shuffled] == c][:per_class])
+    return torch.cat(keep).sort().values
 
 
 def dataset_mismatch(saved: dict, now: dict, data: str) -> str | None:
@@ -322,21 +509,10 @@ def dataset_mismatch(saved: dict, now: dict, data: str) -> str | None:
                  "same names in another order" if not gone and not added else ""]
         return (f"the classes of {data} differ from the run's ({'; '.join(p for p in parts if p)}"
                 f"): the run's head has {len(old)} outputs for {', '.join(old[:10])}")
-    counts = saved.get("class_counts")
-    if counts is not None and list(counts) != list(now["class_counts"]):
-        changed = [f"{c} {a} -> {b}" for c, a, b in
-                   zip(old, counts, now["class_counts"], strict=True) if a != b]
+    counts, now_counts = saved.get("class_counts"), now.get("class_counts")
+    if counts is not None and now_counts is not None and list(counts) != list(now_counts):
+        changed = [f"{c} {a} -> {b}" for c, a, b in zip(old, counts, now_counts, strict=True)
+                   if a != b]
         return (f"the training images of {data} differ from the run's (images per class: "
                 f"{', '.join(changed[:5])}): the validation split would change")
     return None
-
-
-def per_class_subset(labels: torch.Tensor, index: torch.Tensor, per_class: int,
-                     seed: int) -> torch.Tensor:
-    """The first ``per_class`` of each class from ``index`` in a seeded random order."""
-    g = torch.Generator().manual_seed(seed + 1)
-    shuffled = index[torch.randperm(len(index), generator=g)]
-    keep = []
-    for c in labels[index].unique().tolist():
-        keep.append(shuffled[labels[shuffled] == c][:per_class])
-    return torch.cat(keep).sort().values

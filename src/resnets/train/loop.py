@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +156,12 @@ class Trainer:
         self._build_data()
         if self.resume_state is not None:
             self._check_dataset()
+        if not quiet and self.dist.is_main:  # the first line: what runs, on what data, why
+            _print_config(cfg, self)
+        if self.train_images < cfg.batch_size:
+            warnings.warn(f"the training set ({self.train_images} images) is smaller than one "
+                          f"batch of {cfg.batch_size}: each epoch is one step of all of them",
+                          stacklevel=2)
         self._build_model()
         self.log = MetricsLog(self.run_dir, enabled=self.dist.is_main)
 
@@ -163,6 +170,8 @@ class Trainer:
         data = build_data(self.cfg, self.device, self.dist.rank, self.dist.world)
         self.classes, self.preprocessing = data.classes, data.preprocessing
         self.in_memory, self.skipped = data.in_memory, data.skipped
+        self.data_reason = data.reason
+        self.train_images = data.train_images
         self.train_data, self.val_data = data.train, data.val
         self.train_clean_data, self.test_data = data.train_clean, data.test
         self.fingerprint = data.fingerprint()
@@ -288,8 +297,6 @@ class Trainer:
             self.log.truncate(start_epoch)
         else:
             self.run.start(cfg.to_dict())
-        if not self.quiet and self.dist.is_main:
-            _print_config(cfg, self)
 
         for epoch in range(start_epoch, cfg.epochs):
             if start_step == 0 or epoch != start_epoch:
@@ -442,7 +449,8 @@ def _print_config(cfg: TrainConfig, trainer: Trainer) -> None:
     Console(stderr=True).print(
         f"[bold]resnets train[/bold] {cfg.model} on {cfg.data}: {len(trainer.classes)} classes, "
         f"device {trainer.device}, amp {trainer.amp}, world {trainer.dist.world}, "
-        f"{'in memory' if trainer.in_memory else 'streaming'}; run folder {trainer.run_dir}")
+        f"{trainer.data_reason}; run folder {trainer.run_dir}", markup=True, highlight=False,
+        soft_wrap=True)
     if trainer.changes_applied:
         Console(stderr=True).print(f"resumed with changes: {'; '.join(trainer.changes_applied)}")
 

@@ -1,0 +1,331 @@
+"""OpenVINO: fp32 and int8 CPU inference, and the OpenVINO IR (``.xml`` + ``.bin``) format.
+
+The model reaches OpenVINO through ``torch.export`` (batch, height and width dynamic, BN
+folded first, as for ONNX) and ``openvino.convert_model``. Int8 is NNCF's post-training
+quantization with its defaults (the performance preset: symmetric int8 activations,
+per-channel int8 weights), calibrated on real images preprocessed like the model's inputs.
+
+On CPUs with bf16 instructions OpenVINO runs float models in bf16 unless told otherwise;
+every model compiled here asks for f32, so ``openvino`` is exact to about 1e-5 and the ops
+NNCF leaves in float stay float32 in ``openvino-int8``.
+
+Calibrating takes seconds to minutes, so a quantized model is cached under the user cache
+folder (``$RESNETS_CACHE/openvino``, by default ``~/.cache/resnets/openvino``), keyed by
+the sha256 of the fp32 weights and architecture, the calibration set (folder, files and
+count, or the tensor's bytes), the preprocessing, and the OpenVINO and NNCF versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.folder import default_cache_dir
+from ..files import atomic_output
+from .int8 import agreement, pick_calibration_files, preprocess_files
+from .onnx import MissingExtraError
+from .optimize import fold_batchnorm
+from .shapes import check_inputs, dynamic_shapes, quiet, sample_input
+
+INPUT_NAME = "input"  # the same tensor names as the ONNX export
+OUTPUT_NAME = "logits"
+# Part of the cache key: bump it when conversion or quantization settings change, so that
+# models made the old way are not reused.
+PIPELINE_VERSION = 1
+
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def _require(module: str) -> ModuleType:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(f"{module} is not installed: pip install 'resnets[openvino]' "
+                                f"(it brings openvino and nncf)") from None
+
+
+def require_openvino() -> ModuleType:
+    """The ``openvino`` module, or a one-line error naming the extra to install."""
+    return _require("openvino")
+
+
+def require_nncf() -> ModuleType:
+    """The ``nncf`` module, imported quietly (it logs about CUDA and telemetry on import)."""
+    with _quiet_logs():
+        return _require("nncf")
+
+
+@contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """NNCF's progress bars go to stdout and its advice through logging; keep errors only."""
+    logging.disable(logging.WARNING)
+    try:
+        with quiet():
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def versions() -> dict[str, str | None]:
+    """The installed OpenVINO and NNCF versions (None where missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in ("openvino", "nncf"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def convert(model: nn.Module, input_size: tuple[int, int, int]):  # -> openvino.Model
+    """``model`` (BN folded) as an OpenVINO model with dynamic batch, height and width."""
+    ov = require_openvino()
+    graph = fold_batchnorm(model.eval())
+    try:
+        with quiet():
+            program = torch.export.export(graph, (sample_input(input_size),),
+                                          dynamic_shapes=dynamic_shapes())
+            converted = ov.convert_model(program)
+    except Exception as e:  # torch.export and the converter raise many types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot convert {type(model).__name__} to OpenVINO: {first}") from None
+    converted.inputs[0].get_tensor().set_names({INPUT_NAME})
+    converted.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    return converted
+
+
+def compile_model(model: Any, threads: int | None = None, exact: bool = True):
+    """A CPU ``CompiledModel`` of an ``openvino.Model`` or IR path, ``threads`` pinned.
+
+    ``exact`` asks for f32 inference precision (OpenVINO's CPU default is bf16 where the CPU
+    has it)."""
+    ov = require_openvino()
+    config: dict[str, Any] = {}
+    if exact:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(model if not isinstance(model, Path) else str(model), "CPU",
+                                   config)
+
+
+class OvRunner:
+    """Call a compiled OpenVINO model like a model: float ``(N, C, H, W)`` tensor in, logits out."""
+
+    def __init__(self, compiled, in_chans: int = 3) -> None:
+        self.compiled = compiled
+        self.in_chans = in_chans
+        self.request = compiled.create_infer_request()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"expected a batch of images (N, C, H, W), got shape "
+                             f"{tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"expected a {self.in_chans}-channel input, got {x.shape[1]} "
+                             f"channels (shape {tuple(x.shape)}): convert the images to RGB")
+        array = np.ascontiguousarray(x.detach().to(torch.float32).cpu().numpy())
+        self.request.infer({0: array})
+        # copied: the request reuses its output buffer on the next call
+        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+
+
+def write_ir(model: Any, path: str | Path, *, make_parents: bool = False,
+             check: Callable[[Path, Path], None] | None = None) -> Path:
+    """Write an ``openvino.Model`` as ``path`` (``.xml``) and its ``.bin``, both or neither.
+
+    Both files are written under temporary names beside their destinations and checked
+    (``check(xml, bin)``, by default read back) before being moved into place, the ``.bin``
+    first: a reader that finds the ``.xml`` finds its weights. Float weights stay float32
+    (``save_model`` would halve them to fp16 and change the outputs).
+    """
+    ov = require_openvino()
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ValueError(f"an OpenVINO IR is a .xml file with a .bin beside it, got "
+                         f"{path.name!r}: name the output like model.xml")
+    weights = path.with_suffix(".bin")
+    with atomic_output(path, make_parents=make_parents) as tmp_xml, \
+            atomic_output(weights) as tmp_bin:  # inner: replaced first
+        ov.serialize(model, str(tmp_xml), str(tmp_bin))
+        if check is None:
+            ov.Core().read_model(str(tmp_xml), str(tmp_bin))
+        else:
+            check(tmp_xml, tmp_bin)
+    return path
+
+
+def _max_diff(model: nn.Module, runner: OvRunner, inputs: list[torch.Tensor],
+              atol: float, rtol: float) -> tuple[float, float]:
+    """(max |diff|, tolerance): the tolerance grows with the logits, as for ONNX."""
+    worst, tolerance = 0.0, atol
+    with torch.inference_mode():
+        for x in inputs:
+            ref = model(x)
+            out = runner(x)
+            if out.shape != ref.shape:
+                raise ValueError(f"OpenVINO returned shape {tuple(out.shape)} for input "
+                                 f"{tuple(x.shape)}, PyTorch {tuple(ref.shape)}")
+            worst = max(worst, float((out - ref).abs().max()))
+            tolerance = max(tolerance, atol + rtol * float(ref.abs().max()))
+    return worst, tolerance
+
+
+def export_openvino(model: nn.Module, path: str | Path, input_size: tuple[int, int, int], *,
+                    atol: float = 1e-4, rtol: float = 1e-6,
+                    metadata: dict[str, str] | None = None) -> tuple[float, float]:
+    """Write ``model`` as an fp32 OpenVINO IR, checked against PyTorch at two input shapes
+    before it is moved into place. ``metadata`` goes into ``rt_info`` under ``resnets``
+    (``model.get_rt_info(["resnets", key])``). Returns (max |diff|, tolerance)."""
+    model = model.eval()
+    converted = convert(model, input_size)
+    for key, value in (metadata or {}).items():
+        converted.set_rt_info(value, ["resnets", key])
+    result: list[float] = []
+
+    def check(xml: Path, weights: Path) -> None:
+        ov = require_openvino()
+        loaded = ov.Core().read_model(str(xml), str(weights))
+        runner = OvRunner(compile_model(loaded), in_chans=input_size[0])
+        diff, tolerance = _max_diff(model, runner, check_inputs(input_size), atol, rtol)
+        if not diff <= tolerance:
+            raise ValueError(f"OpenVINO output differs from PyTorch by {diff:.2e} > "
+                             f"{tolerance:.1e}; nothing was written")
+        result[:] = [diff, tolerance]
+
+    write_ir(converted, path, check=check)
+    return result[0], result[1]
+
+
+def quantize_openvino(model: Any, images: torch.Tensor):  # -> openvino.Model
+    """NNCF post-training int8 of an ``openvino.Model``, calibrated on every one of ``images``
+    (float, normalized), fed one at a time (NNCF's statistics assume batch 1)."""
+    nncf = require_nncf()
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"calibration needs a non-empty (N, C, H, W) batch, got shape "
+                         f"{tuple(images.shape)}")
+    arrays = images.detach().to(torch.float32).cpu().numpy()
+    dataset = nncf.Dataset([arrays[i:i + 1] for i in range(len(arrays))])
+    with _quiet_logs():
+        return nncf.quantize(model, dataset, subset_size=len(arrays))
+
+
+def cache_dir() -> Path:
+    """Where quantized models are kept: ``$RESNETS_CACHE/openvino`` (default
+    ``~/.cache/resnets/openvino``), beside the dataset caches."""
+    return default_cache_dir() / "openvino"
+
+
+def model_sha256(model: nn.Module) -> str:
+    """sha256 of the architecture (module tree) and every tensor of the ``state_dict``."""
+    h = hashlib.sha256(repr(model).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def calibration_identity(calibration: str | Path | list[Path] | torch.Tensor, count: int,
+                         seed: int = 0) -> tuple[dict[str, Any], list[Path]]:
+    """What the calibration set is, for the cache key: the picked files (path and size) and
+    count from a folder or a list of files, or a tensor's sha256. Also the picked files
+    (none for a tensor)."""
+    if isinstance(calibration, torch.Tensor):
+        t = calibration.detach().to(torch.float32).cpu().contiguous()
+        return {"tensor_sha256": hashlib.sha256(t.numpy().tobytes()).hexdigest(),
+                "shape": list(t.shape)}, []
+    if isinstance(calibration, (str, Path)):
+        folder = Path(calibration).resolve()
+        picked = pick_calibration_files(folder, count, seed)
+        files = [[str(p.relative_to(folder)), p.stat().st_size] for p in picked]
+        return {"folder": str(folder), "count": count, "seed": seed, "files": files}, picked
+    picked = pick_calibration_files([Path(p) for p in calibration], count, seed)
+    files = [[str(p.resolve()), p.stat().st_size] for p in picked]
+    return {"count": count, "seed": seed, "files": files}, picked
+
+
+def int8_cache_key(model: nn.Module, input_size: tuple[int, int, int],
+                   calibration: dict[str, Any], normalization: Normalization) -> str:
+    """The cache key of a quantized model: everything its int8 weights and ranges depend on."""
+    key = {"pipeline": PIPELINE_VERSION, "weights": model_sha256(model),
+           "input_size": list(input_size), "normalization": [list(n) for n in normalization],
+           "calibration": calibration, **versions()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def int8_model(model: nn.Module, input_size: tuple[int, int, int],
+               calibration: str | Path | list[Path] | torch.Tensor, *, count: int = 128,
+               normalization: Normalization, seed: int = 0, use_cache: bool = True
+               ) -> tuple[Any, torch.Tensor | None, dict[str, Any]]:
+    """The NNCF int8 model of ``model``, from the cache when it holds one.
+
+    Returns (``openvino.Model``, the calibration images or None on a cache hit, details).
+    """
+    ov = require_openvino()  # NNCF only on a miss: a cached model runs without it
+    identity, picked = calibration_identity(calibration, count, seed)
+    key = int8_cache_key(model, input_size, identity, normalization)
+    path = cache_dir() / f"{type(model).__name__.lower()}-{key[:32]}.xml"
+    if use_cache and path.is_file() and path.with_suffix(".bin").is_file():
+        try:
+            return ov.Core().read_model(str(path)), None, {"cached": True, "cache_file": str(path)}
+        except RuntimeError:
+            pass  # a damaged entry: quantize again and replace it
+    if isinstance(calibration, torch.Tensor):
+        images = calibration
+    else:
+        images = preprocess_files(picked, input_size[1:], *normalization)
+    quantized = quantize_openvino(convert(model, input_size), images)
+    details: dict[str, Any] = {"cached": False, "cache_file": None}
+    if use_cache:
+        try:
+            write_ir(quantized, path, make_parents=True)
+            details["cache_file"] = str(path)
+        except OSError as e:  # a read-only or full cache costs the next run a calibration
+            details["cache_error"] = f"{type(e).__name__}: {e}"
+    return quantized, images, details
+
+
+def openvino_runner(kind: str, model: nn.Module, input_size: tuple[int, int, int], *,
+                    threads: int | None = None,
+                    calibration: str | Path | list[Path] | torch.Tensor | None = None,
+                    count: int = 128,
+                    normalization: Normalization | None = None
+                    ) -> tuple[OvRunner, dict[str, Any]]:
+    """``openvino`` (fp32) or ``openvino-int8`` as a callable, with what was checked.
+
+    fp32 reports its max |diff| against PyTorch; a fresh int8 model reports its top-1
+    agreement and lowest logit cosine with fp32 on the calibration images.
+    """
+    model = model.eval()
+    if kind == "openvino":
+        runner = OvRunner(compile_model(convert(model, input_size), threads), input_size[0])
+        diff, _ = _max_diff(model, runner, check_inputs(input_size)[:1], 1e-4, 1e-6)
+        return runner, {"max_abs_diff": diff}
+    if kind != "openvino-int8":
+        raise ValueError(f"unknown OpenVINO backend {kind!r}: expected openvino or "
+                         f"openvino-int8")
+    if calibration is None or normalization is None:
+        raise ValueError("openvino-int8 needs calibration images and their normalization")
+    quantized, images, details = int8_model(model, input_size, calibration, count=count,
+                                            normalization=normalization)
+    runner = OvRunner(compile_model(quantized, threads), input_size[0])
+    if images is not None:
+        with torch.inference_mode():
+            top1, cosine = agreement(model(images), runner(images))
+        details.update(calibration_images=len(images), top1_agreement=top1, min_cosine=cosine)
+    return runner, details
