@@ -145,10 +145,13 @@ def load_pairs(data: str | Path, scale: int, errors: list[str] | None = None
 
 def _skip(path: Path, e: ValueError, errors: list[str] | None) -> None:
     """Record why ``path`` is left out (``path: reason``), or raise without ``errors``."""
-    if errors is None:
-        raise e
     reason = str(e)
-    errors.append(reason if isinstance(e, ImageReadError) else f"{path}: {reason}")
+    line = reason if isinstance(e, ImageReadError) or str(path) in reason else f"{path}: {reason}"
+    if errors is None:
+        if line == reason:
+            raise e
+        raise ValueError(line) from None
+    errors.append(line)
 
 
 def _paired(root: Path, scale: int, errors: list[str] | None
@@ -165,7 +168,8 @@ def _paired(root: Path, scale: int, errors: list[str] | None
             if tuple(hr.shape[-2:]) != want:
                 hr = modcrop(hr, scale)
             if tuple(hr.shape[-2:]) != want or hr.shape[0] != lr.shape[0]:
-                raise ValueError(f"{lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, expected "
+                raise ValueError(f"{lr_path} is {lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, "
+                                 "expected "
                                  f"{hr.shape[0]}x{hr.shape[-2] // scale}x"
                                  f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}")
         except ValueError as e:
