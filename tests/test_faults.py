@@ -318,8 +318,10 @@ def test_4_resume_on_a_changed_dataset_is_refused(own_data, tmp_path, change):
 
 @pytest.fixture
 def web():
-    """A server on 127.0.0.1: ``/endless.pth`` streams zeros without end, ``/page.safetensors``
-    is an HTML page served with status 200."""
+    """A server on 127.0.0.1: ``/endless.pth`` streams zeros with no length given (up to
+    256 MB, so that a broken size limit fails the test instead of filling the disk: the
+    code before the limit wrote 38 GB here), ``/slow.pth`` the same at ~6 MB/s,
+    ``/page.safetensors`` is an HTML page served with status 200."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from threading import Event, Thread
 
@@ -339,7 +341,9 @@ def web():
             self.end_headers()
             chunk = b"\0" * 65536
             try:
-                while not stop.is_set():
+                for _ in range(4096):  # 256 MB at most
+                    if stop.is_set():
+                        break
                     self.wfile.write(chunk)
                     if self.path.startswith("/slow"):
                         time.sleep(0.01)
