@@ -3,7 +3,8 @@
     .venv/bin/python scripts/bundle_sr_weights.py /root/resnets-runs/sr-edsr_small \
         --command "resnets train-sr ..."
 
-Copies ``RUN/model.safetensors`` to ``src/resnets/weights/bundled/sr/<model>_x<scales>
+Copies ``RUN/model.safetensors`` (absolute paths in its metadata cut to run names) to
+``src/resnets/weights/bundled/sr/<model>_x<scales>
 .safetensors``, scores it with ``sr-eval``'s code on the matlab_ref Set5/Set14 images at
 every scale it serves, and writes the provenance JSON beside it (the tests recompute it).
 """
@@ -13,11 +14,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 from resnets.models.sr import BUNDLED_SR_DIR, load_sr_weights
 from resnets.tasks.sr_eval import evaluate_sr
+from resnets.weights.provenance import copy_without_machine_paths, strip_machine_paths
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sr" / "matlab_ref"
 # Published PSNR (Y, dB) of the bars the issue sets (shared/data/README.md).
@@ -39,7 +40,7 @@ def main() -> None:
     for old in BUNDLED_SR_DIR.glob("*"):
         old.unlink()
     dest = BUNDLED_SR_DIR / f"{cfg['model']}_x{''.join(map(str, scales))}.safetensors"
-    shutil.copyfile(run / "model.safetensors", dest)
+    copy_without_machine_paths(run / "model.safetensors", dest)  # runs, not paths
     model = load_sr_weights(dest)
     scores = {}
     for bench in ("Set5", "Set14"):
@@ -60,7 +61,7 @@ def main() -> None:
               "config": cfg, "validation": {k: v for k, v in result.items() if "val" in k},
               "benchmarks": scores, "command": args.command}
     prov = dest.with_suffix(".json")
-    prov.write_text(json.dumps(record, indent=1) + "\n")
+    prov.write_text(json.dumps(strip_machine_paths(record), indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     .venv/bin/python scripts/bundle_weights.py runs/bundle-resnet20 \
         --command "resnets train --model resnet20 ..."
 
-Copies ``RUN/model.safetensors`` to ``src/resnets/weights/bundled/<model>_cifar10.safetensors``,
+Copies ``RUN/model.safetensors`` (absolute paths in its metadata cut to run names) to
+``src/resnets/weights/bundled/<model>_cifar10.safetensors``,
 measures top-1 on the full test split and on the fixed 2,000-image subset (the first 200
 images of each class, the subset the tests recompute), writes
 ``bundled/provenance/<model>_cifar10.json`` and adds the weight record.
@@ -19,12 +20,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 from resnets.models.stats import count_params
 from resnets.tasks.classify import evaluate_folder
 from resnets.weights import load_classifier
+from resnets.weights.provenance import copy_without_machine_paths, strip_machine_paths
 from resnets.weights.records import BUNDLED_DIR, add_bundled_records, bundled_record
 
 SUBSET_PER_CLASS = 200
@@ -47,7 +48,7 @@ def main() -> None:
     result = json.loads((run / "result.json").read_text())
     model = meta_cfg["model"]
     dest = BUNDLED_DIR / f"{model}_cifar10.safetensors"
-    shutil.copyfile(run / "model.safetensors", dest)
+    copy_without_machine_paths(run / "model.safetensors", dest)  # runs, not paths
     clf = load_classifier(dest, model)
     full = evaluate_folder(clf, args.test)
     flip = evaluate_folder(clf, args.test, tta=True)
@@ -76,7 +77,7 @@ def main() -> None:
         record["earlier_stages"] = earlier
     prov = BUNDLED_DIR / "provenance" / f"{model}_cifar10.json"
     prov.parent.mkdir(exist_ok=True)
-    prov.write_text(json.dumps(record, indent=1) + "\n")
+    prov.write_text(json.dumps(strip_machine_paths(record), indent=1) + "\n")
     add_bundled_records(bundled_record(dest, tag=f"{model}.resnets_cifar10", top1=full.top1,
                                        top5=full.top5,
                                        accuracy_source=f"measured: {prov.name}"))

@@ -18,8 +18,9 @@ from . import __version__
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Residual networks on PyTorch: models, training, evaluation, export.")
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-               PermissionError, KeyError, ConnectionError)  # ConnectionError: failed download
+# OSError: every system error (missing file, read-only folder, full disk, permission, a
+# failed download) is the user's to fix, and is said in one line naming the path.
+USER_ERRORS = (ValueError, OSError, KeyError)
 
 
 def _version(value: bool) -> None:
@@ -69,11 +70,28 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             ctx = kwargs.get("ctx")
             if ctx is not None and (ctx.find_root().obj or {}).get("debug"):
                 raise
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-            typer.echo(f"error: {msg}", err=True)
+            typer.echo(f"error: {_one_line(e)}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one line; an OSError as ``path: reason`` without its errno."""
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    elif isinstance(e, OSError) and e.strerror and len(e.args) >= 2:
+        where = [str(f) for f in (e.filename, e.filename2) if f is not None]
+        text = f"{' -> '.join(where)}: {e.strerror}" if where else e.strerror
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not a default)."""
+    source = ctx.get_parameter_source(name)  # an enum of typer's own copy of click
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 @app.command()
@@ -151,20 +169,28 @@ def _info_json(name: str | None, kwargs: dict) -> None:
     typer.echo(json.dumps({**record(name), "stages": stages}))
 
 
-def _parse_sets(items: list[str]) -> dict:
-    """``--set field=value`` pairs, values parsed as JSON where they parse."""
-    import json
-
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    """``--set field=value`` pairs as text; the config parses each by its field's type."""
     out = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = value
+        out[key.strip().replace("-", "_")] = value
     return out
+
+
+def _resume_changes(ctx: typer.Context, flags: dict[str, Any], sets: dict[str, Any],
+                    fixed: tuple[str, ...]) -> dict[str, Any]:
+    """The config changes asked for with ``--resume``: the flags given on the command line
+    and the ``--set`` fields; ``fixed`` flags cannot go with ``--resume`` at all."""
+    refused = [f"--{name.replace('_', '-')}" for name in fixed if _given(ctx, name)]
+    if refused:
+        raise ValueError(f"{', '.join(refused)} cannot be given with --resume (the run "
+                         "folder is the one being resumed)")
+    changes = {k: v for k, v in flags.items() if _given(ctx, k)}
+    changes.update(sets)
+    return changes
 
 
 @app.command()
@@ -199,7 +225,9 @@ def train(
     test_every_epoch: Annotated[bool, typer.Option("--test-every-epoch")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field: "
                                                    "--set label_smoothing=0.1")] = None,
-    resume: Annotated[str | None, typer.Option(help="Run folder to continue.")] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="Run folder to continue. With it, --epochs (more), --data (the same dataset "
+             "moved) and --device may change; other flags that differ are refused.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Train a classifier; every epoch writes metrics and an atomic checkpoint."""
@@ -207,28 +235,27 @@ def train(
 
     from .train import recipe as make_recipe
     from .train import train as run_training
-    from .train.config import default_recipe_name
+    from .train.config import TrainConfig, default_recipe_name
 
+    sets = TrainConfig.parse(_parse_sets(set_ or []))  # typed and checked: nothing written
+    flags = {"model": model, "data": data, "epochs": epochs, "batch_size": batch_size,
+             "lr": lr, "weight_decay": weight_decay, "seed": seed, "device": device,
+             "amp": amp, "compile": compile, "val_fraction": val_fraction,
+             "pretrained": pretrained, "backbone_lr_scale": backbone_lr_scale,
+             "checkpoint_every": checkpoint_every, "teacher": teacher,
+             "freeze_backbone": freeze_backbone, "strict": strict,
+             "test_every_epoch": test_every_epoch}
     if resume:
-        from .train.config import TrainConfig
-
-        result = run_training(TrainConfig(out=resume, data="-"), resume=True, quiet=quiet)
+        changes = _resume_changes(ctx, flags, sets, fixed=("out", "recipe"))
+        result = run_training(TrainConfig(out=resume), resume=True, quiet=quiet,
+                              changes=changes)
     else:
-        flags = {"model": model, "data": data, "epochs": epochs, "batch_size": batch_size,
-                 "lr": lr, "weight_decay": weight_decay, "seed": seed, "device": device,
-                 "amp": amp, "compile": compile, "val_fraction": val_fraction,
-                 "pretrained": pretrained, "backbone_lr_scale": backbone_lr_scale,
-                 "checkpoint_every": checkpoint_every, "teacher": teacher}
-        flags = {k: v for k, v in flags.items() if v is not None}
-        if freeze_backbone:
-            flags["freeze_backbone"] = True
-        if strict:
-            flags["strict"] = True
-        if test_every_epoch:
-            flags["test_every_epoch"] = True
+        switches = ("freeze_backbone", "strict", "test_every_epoch")  # off unless given
+        flags = {k: v for k, v in flags.items()
+                 if v is not None and not (k in switches and v is False)}
         recipe = recipe or default_recipe_name(model, pretrained)
         flags["out"] = out or f"runs/{model}-{recipe}"
-        flags.update(_parse_sets(set_ or []))
+        flags.update(sets)
         result = run_training(make_recipe(recipe, **flags), quiet=quiet)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "classes"}))
 
@@ -248,6 +275,8 @@ def eval_(
     device: Annotated[str, typer.Option()] = "cpu",
     out: Annotated[str | None, typer.Option(help="Folder for confusion.csv/png.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Load weights holding NaN/inf (to inspect them).")] = False,
 ) -> None:
     """Top-1/top-5, per-class accuracy and a confusion matrix on an image folder."""
     import json
@@ -257,7 +286,8 @@ def eval_(
 
     if not data:
         raise ValueError("no dataset given: pass --data DIR (an ImageFolder tree)")
-    clf = load_classifier(weights, model, device=device, class_hint=folder_classes(data))
+    clf = load_classifier(weights, model, device=device, class_hint=folder_classes(data),
+                          allow_nonfinite=allow_nonfinite)
     _notes(clf.notes)
     report = evaluate_folder(clf, data, batch_size=batch_size, tta=tta)
     out_dir = out or f"runs/eval-{clf.name}"
@@ -317,6 +347,8 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     cam: Annotated[str | None, typer.Option(
         "--cam", help="Also write a Grad-CAM heat map per image into this folder.")] = None,
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Load weights holding NaN/inf (to inspect them).")] = False,
 ) -> None:
     """Classify images; unreadable files are reported and the rest still classified.
     --model also takes an exported .onnx or .xml file, run with its own classes and
@@ -348,7 +380,7 @@ def predict(
         preds, errors = predict_exported(exported, paths, top_k=top_k, batch_size=batch_size)
         clf = None
     else:
-        clf = load_classifier(weights, model, device=device)
+        clf = load_classifier(weights, model, device=device, allow_nonfinite=allow_nonfinite)
         _notes(clf.notes)
         preds, errors = predict_with(clf, paths, top_k=top_k, batch_size=batch_size,
                                      backend=backend, calibration=calibration)
@@ -482,13 +514,15 @@ def weights_convert(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="A checkpoint file, tag or URL.")],
     out: Annotated[str, typer.Argument(help="The .safetensors file to write.")],
-    model: Annotated[str | None, typer.Option(help="Map and check the keys for this "
-                                                   "model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Map and check the keys and shapes for "
+                                                   "this model.")] = None,
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Convert weights holding NaN/inf too.")] = False,
 ) -> None:
     """Write any loadable checkpoint as a clean safetensors file with metadata."""
     from .weights.loading import convert
 
-    typer.echo(f"wrote {convert(source, out, model_name=model)}")
+    typer.echo(f"wrote {convert(source, out, model_name=model, allow_nonfinite=allow_nonfinite)}")
 
 
 experiment_app = typer.Typer(no_args_is_help=True, help="Experiments about residual learning.")
@@ -523,6 +557,7 @@ def experiment_degradation(
 ) -> None:
     """Plain vs residual nets of several depths: training/test error and gradient norms."""
     from .experiments.degradation import DegradationConfig, run_degradation
+    from .train.config import TrainConfig
 
     depth_list = _ints(depths, "--depths")
     bad = [d for d in depth_list if d not in (20, 32, 44, 56, 110)]
@@ -535,7 +570,8 @@ def experiment_degradation(
                          f"got {only!r}")
     overrides = {"data": data, "out": out, "depths": depth_list,
                  "seeds": _ints(seeds, "--seeds"), "device": device, "amp": amp,
-                 "batch_size": batch_size, "only": names, "extra": _parse_sets(set_ or [])}
+                 "batch_size": batch_size, "only": names,
+                 "extra": TrainConfig.parse(_parse_sets(set_ or []))}
     if epochs is not None:
         overrides["epochs"] = epochs
     if subset_per_class is not None:
@@ -568,13 +604,22 @@ def export(
     uint8_input: Annotated[bool, typer.Option(
         help="onnx, openvino: normalise inside the graph, so uint8 images (resized and "
              "cropped as the metadata says) go straight in.")] = False,
+    force_extension: Annotated[bool, typer.Option(
+        "--force-extension", help="Keep an output suffix that names another format.")] = False,
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Export weights holding NaN/inf too.")] = False,
 ) -> None:
     """Write a model as ONNX (dynamic batch/size, checked in onnxruntime), an OpenVINO IR
     (.xml + .bin, checked in OpenVINO), a torch.export program, TorchScript or safetensors;
     atomically."""
-    from .export.formats import export_named
+    from .export.formats import SuffixMismatch, export_named
 
-    typer.echo(export_named(model, output, format_, weights, uint8_input=uint8_input).summary())
+    try:
+        report = export_named(model, output, format_, weights, force_extension=force_extension,
+                              allow_nonfinite=allow_nonfinite, uint8_input=uint8_input)
+    except SuffixMismatch as e:
+        raise ValueError(f"{e} (--force-extension)") from None
+    typer.echo(report.summary())
 
 
 @app.command()
@@ -757,18 +802,23 @@ def train_sr(
     from .train.sr import SRTrainConfig
     from .train.sr import train_sr as run_sr_training
 
+    sets = SRTrainConfig.parse(_parse_sets(set_ or []))  # typed and checked: nothing written
+    flags = {"model": model, "data": data, "scales": _ints(scales, "--scales"),
+             "patch_size": patch_size, "batch_size": batch_size, "epochs": epochs,
+             "steps_per_epoch": steps_per_epoch, "lr": lr, "amp": amp, "device": device,
+             "seed": seed, "val_count": val_count, "checkpoint_every": checkpoint_every}
+    if report is not None:
+        flags["report_sets"] = tuple(s.strip() for s in report.split(",") if s.strip())
     if resume:
-        result = run_sr_training(SRTrainConfig(out=resume), resume=True, quiet=quiet)
-    else:
-        flags = {"model": model, "data": data, "scales": _ints(scales, "--scales"),
-                 "patch_size": patch_size, "batch_size": batch_size, "epochs": epochs,
-                 "steps_per_epoch": steps_per_epoch, "lr": lr, "amp": amp, "device": device,
-                 "seed": seed, "val_count": val_count, "checkpoint_every": checkpoint_every}
-        flags = {k: v for k, v in flags.items() if v is not None}
+        changes = _resume_changes(ctx, flags, sets, fixed=("out",))
         if report is not None:
-            flags["report_sets"] = tuple(s.strip() for s in report.split(",") if s.strip())
+            changes["report_sets"] = flags["report_sets"]
+        result = run_sr_training(SRTrainConfig(out=resume), resume=True, quiet=quiet,
+                                 changes=changes)
+    else:
+        flags = {k: v for k, v in flags.items() if v is not None}
         flags["out"] = out or f"runs/sr-{model}"
-        flags.update(_parse_sets(set_ or []))
+        flags.update(sets)
         result = run_sr_training(SRTrainConfig().replace(**flags), quiet=quiet)
     typer.echo(json.dumps(result))
 

@@ -70,3 +70,19 @@ def test_bundled_weights_meet_the_issue_targets(model, target):
     recorded number; the 2,000-image subset test recomputes part of it in every run)."""
     rec = json.loads((BUNDLED_DIR / "provenance" / f"{model}_cifar10.json").read_text())
     assert rec["test_n"] == 10000 and rec["test_acc"] >= target
+
+
+def test_no_bundled_file_or_provenance_names_a_machine_path():
+    """Issue #20, item 11: provenance names runs (``r20-full-e40``), not the training
+    machine's folders."""
+    from safetensors import safe_open
+
+    from resnets.weights.provenance import machine_paths
+
+    files = sorted(BUNDLED_DIR.rglob("*.safetensors"))
+    assert len(files) >= 3
+    for path in files:
+        with safe_open(str(path), "pt") as f:
+            assert machine_paths(f.metadata() or {}) == [], path.name
+    for prov in sorted(BUNDLED_DIR.rglob("*.json")):
+        assert machine_paths({"file": prov.read_text()}) == [], prov.name

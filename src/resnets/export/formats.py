@@ -41,6 +41,12 @@ from .shapes import check_inputs, dynamic_shapes, quiet, sample_input
 FORMATS = ("onnx", "openvino", "torch-export", "torchscript", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torch-export": ".pt2", "torchscript": ".pt",
             "safetensors": ".safetensors"}
+# Other names a format's files go by; a suffix outside these names another format.
+OTHER_SUFFIXES = {"torchscript": (".pth", ".ts", ".torchscript")}
+
+
+class SuffixMismatch(ValueError):
+    """The output's suffix names another format than the one asked for."""
 
 
 @dataclass(frozen=True)
@@ -175,12 +181,20 @@ def export_model(model: nn.Module, path: str | Path, fmt: str,
 
 
 def export_named(name: str, path: str | Path, fmt: str | None = None,
-                 weights: str | Path | None = None, uint8_input: bool = False) -> ExportReport:
+                 weights: str | Path | None = None, *, force_extension: bool = False,
+                 allow_nonfinite: bool = False, uint8_input: bool = False) -> ExportReport:
     """Build registry model ``name`` (with ``weights``) and export it; the format defaults to
     the one the file suffix names (``.onnx``, ``.xml``, ``.pt2``, ``.pt``, ``.safetensors``).
+    A suffix that names another format is refused unless ``force_extension``.
     ``uint8_input``: normalise inside the graph (ONNX, OpenVINO); the file's metadata says
     which preprocessing (the weights', else the architecture's default)."""
     path = Path(path)
+    if fmt is not None and fmt in SUFFIXES and not force_extension:
+        fitting = (SUFFIXES[fmt], *OTHER_SUFFIXES.get(fmt, ()))
+        if path.suffix.lower() not in fitting:
+            raise SuffixMismatch(f"{path.name!r} does not end in {SUFFIXES[fmt]}, the suffix "
+                                 f"of {fmt} files; a tool would take it for another format: "
+                                 f"name it {path.stem}{SUFFIXES[fmt]}, or force the extension")
     if fmt is None:
         by_suffix = {s: f for f, s in SUFFIXES.items()}
         if path.suffix not in by_suffix:
@@ -195,7 +209,7 @@ def export_named(name: str, path: str | Path, fmt: str | None = None,
             else cifar_default(spec.input_size[-1])
         recorded = {"preprocess": pre.to_metadata()} if uint8_input else None
     else:
-        clf = load_classifier(weights, name)
+        clf = load_classifier(weights, name, allow_nonfinite=allow_nonfinite)
         model, pre = clf.model, clf.preprocessing
         recorded = {"classes": clf.classes, "preprocess": pre.to_metadata()}
     metadata = describe(name, recorded, uint8_input)

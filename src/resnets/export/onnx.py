@@ -37,23 +37,25 @@ class MissingExtraError(ImportError, ValueError):
     """An optional dependency is not installed. A ValueError too, so the CLI prints one line."""
 
 
-def _require(module: str) -> ModuleType:
+def require_extra(module: str, extra: str = "onnx",
+                  brings: str = "onnx, onnxruntime and onnxscript") -> ModuleType:
+    """``module`` of an optional extra, or a one-line error naming the extra to install."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(f"{module} is not installed: pip install 'resnets[onnx]' "
-                                f"(it brings onnx, onnxruntime and onnxscript)") from None
+        raise MissingExtraError(f"{module} is not installed: pip install 'resnets[{extra}]' "
+                                f"(it brings {brings})") from None
 
 
 def require_onnxruntime() -> ModuleType:
     """The ``onnxruntime`` module, or a one-line error naming the extra to install."""
-    return _require("onnxruntime")
+    return require_extra("onnxruntime")
 
 
 def require_onnx() -> ModuleType:
-    return _require("onnx")
+    return require_extra("onnx")
 
 
 def session_options(threads: int | None = None):  # -> onnxruntime.SessionOptions
@@ -120,7 +122,7 @@ class OnnxExport:
 
 
 def _export_dynamo(model: nn.Module, sample: torch.Tensor, path: Path) -> None:
-    _require("onnxscript")
+    require_extra("onnxscript")
     shapes = ({0: "batch", 2: "height", 3: "width"},)  # names become the ONNX dim names
     with quiet():
         program = torch.onnx.export(model, (sample,), dynamo=True, input_names=[INPUT_NAME],

@@ -34,7 +34,7 @@ from torch import nn
 from ..data.folder import default_cache_dir
 from ..files import atomic_output
 from .int8 import agreement, pick_calibration_files, preprocess_files
-from .onnx import MissingExtraError, runtime_input
+from .onnx import require_extra, runtime_input
 from .optimize import fold_batchnorm
 from .shapes import check_inputs, dynamic_shapes, input_dtype, quiet, sample_input
 
@@ -48,13 +48,7 @@ Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def _require(module: str) -> ModuleType:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(f"{module} is not installed: pip install 'resnets[openvino]' "
-                                f"(it brings openvino and nncf)") from None
+    return require_extra(module, "openvino", "openvino and nncf")
 
 
 def require_openvino() -> ModuleType:

@@ -116,8 +116,9 @@ def load_pairs(data: str | Path, scale: int, errors: list[str] | None = None
                ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """``(name, hr, lr)`` uint8 pairs from an HR/LR folder or a folder of HR images.
 
-    An unreadable image is left out with a ``path: reason`` line in ``errors`` (when given;
-    otherwise its :class:`ImageReadError` is raised)."""
+    An image that cannot be used (unreadable, smaller than the scale, an LR image whose
+    size does not pair with its HR image) is left out with a ``path: reason`` line in
+    ``errors`` (when given; otherwise the error is raised)."""
     root = Path(data)
     if not root.is_dir():
         raise NotADirectoryError(f"expected a folder with HR/ and LR/ subfolders or of HR "
@@ -135,13 +136,22 @@ def load_pairs(data: str | Path, scale: int, errors: list[str] | None = None
     for path in files:
         try:
             hr = modcrop(read_image_uint8(path), scale)
-        except ImageReadError as e:
-            if errors is None:
-                raise
-            errors.append(str(e))
+        except ValueError as e:  # ImageReadError, or too small for the scale
+            _skip(path, e, errors)
             continue
         pairs.append((path.name, hr, downscale(hr, scale)))  # uint8 in, uint8 out, as MATLAB
     return pairs
+
+
+def _skip(path: Path, e: ValueError, errors: list[str] | None) -> None:
+    """Record why ``path`` is left out (``path: reason``), or raise without ``errors``."""
+    reason = str(e)
+    line = reason if isinstance(e, ImageReadError) or str(path) in reason else f"{path}: {reason}"
+    if errors is None:
+        if line == reason:
+            raise e
+        raise ValueError(line) from None
+    errors.append(line)
 
 
 def _paired(root: Path, scale: int, errors: list[str] | None
@@ -154,18 +164,17 @@ def _paired(root: Path, scale: int, errors: list[str] | None
     for hr_path, lr_path in zip(hr_files, lr_files, strict=True):  # sorted names pair
         try:
             hr, lr = read_image_uint8(hr_path), read_image_uint8(lr_path)
-        except ImageReadError as e:
-            if errors is None:
-                raise
-            errors.append(str(e))
+            want = (lr.shape[-2] * scale, lr.shape[-1] * scale)
+            if tuple(hr.shape[-2:]) != want:
+                hr = modcrop(hr, scale)
+            if tuple(hr.shape[-2:]) != want or hr.shape[0] != lr.shape[0]:
+                raise ValueError(f"{lr_path} is {lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, "
+                                 "expected "
+                                 f"{hr.shape[0]}x{hr.shape[-2] // scale}x"
+                                 f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}")
+        except ValueError as e:
+            _skip(lr_path, e, errors)
             continue
-        want = (lr.shape[-2] * scale, lr.shape[-1] * scale)
-        if tuple(hr.shape[-2:]) != want:
-            hr = modcrop(hr, scale)
-        if tuple(hr.shape[-2:]) != want or hr.shape[0] != lr.shape[0]:
-            raise ValueError(f"{lr_path.name} is {lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, "
-                             f"expected {hr.shape[0]}x{hr.shape[-2] // scale}x"
-                             f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}")
         pairs.append((hr_path.name, hr, lr))
     return pairs
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .fields import check_types, parse_fields
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -73,6 +75,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 0          # also checkpoint every N steps, 0 = epoch ends only
     log_every: int = 50
+    max_nonfinite_losses: int = 3      # stop after this many NaN/inf losses in a row
 
     def replace(self, **changes) -> TrainConfig:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -94,11 +97,45 @@ class TrainConfig:
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)
 
+    @classmethod
+    def parse(cls, pairs: dict[str, str]) -> dict:
+        """``{field: text}`` (e.g. from ``--set``) to typed values, checked by type."""
+        return parse_fields(cls, pairs, "training option")
+
     def validate(self) -> None:
+        """Types and ranges of every field, and the model options; before any file is
+        written."""
+        check_types(self)
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.gamma > 0, f"gamma must be > 0, got {self.gamma}"),
+            (all(0 <= m <= 1 for m in self.milestones),
+             f"milestones must be fractions of training in [0, 1], got "
+             f"{list(self.milestones)}"),
+            (0 <= self.warmup_epochs <= self.epochs,
+             f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}"),
+            (self.backbone_lr_scale >= 0,
+             f"backbone_lr_scale must be >= 0, got {self.backbone_lr_scale}"),
+            (self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}"),
+            (0 <= self.val_fraction < 1,
+             f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.num_classes is None or self.num_classes >= 1,
+             f"num_classes must be >= 1, got {self.num_classes}"),
+            (self.mixup >= 0 and self.cutmix >= 0,
+             f"mixup and cutmix must be >= 0 (0 = off), got {self.mixup}, {self.cutmix}"),
+            (0 <= self.random_erasing <= 1,
+             f"random_erasing must be in [0, 1], got {self.random_erasing}"),
+            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+            (self.max_nonfinite_losses >= 1,
+             f"max_nonfinite_losses must be >= 1, got {self.max_nonfinite_losses}"),
+            *[(getattr(self, name) >= 0, f"{name} must be >= 0 (0 = off), got "
+                                         f"{getattr(self, name)}")
+              for name in ("checkpoint_every", "workers", "subset_per_class",
+                           "train_eval_size", "test_limit", "crop_pad", "cutout", "seed")],
             (self.schedule in ("step", "cosine", "onecycle"),
              f"schedule must be step, cosine or onecycle, got {self.schedule!r}"),
             (self.amp in ("none", "bf16", "fp16", "auto"),
@@ -116,8 +153,8 @@ class TrainConfig:
             (self.compile_mode in COMPILE_MODES,
              f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got "
              f"{self.compile_mode!r}"),
-            (self.image_size is None or self.image_size >= 8,
-             f"image_size must be at least 8 pixels, got {self.image_size}"),
+            (self.image_size is None or 8 <= self.image_size <= 4096,
+             f"image_size must be 8 to 4096 pixels, got {self.image_size}"),
             (0.0 < self.crop_min_area <= 1.0,
              f"crop_min_area must be in (0, 1], got {self.crop_min_area}"),
             (self.auto_augment in ("", "trivial", "randaugment"),
@@ -126,6 +163,47 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        check_model_kwargs(self.model, self.model_kwargs)
+
+
+# What a resumed run may change: where it runs and for how long, not what it computes.
+RESUME_CHANGEABLE = ("epochs", "data", "device", "workers", "checkpoint_every", "log_every",
+                     "test_every_epoch", "compile", "compile_mode", "max_nonfinite_losses")
+
+
+def check_model_kwargs(model: str, kwargs: dict) -> None:
+    """Refuse options the model's class does not take, listing the ones it does (built on
+    the meta device: nothing is allocated)."""
+    import inspect
+
+    import torch
+
+    from ..models.registry import build_model, get_spec
+
+    get_spec(model)
+    if not kwargs:
+        return
+    with torch.device("meta"):
+        net = build_model(model)
+    allowed: set[str] = set()
+    for cls in type(net).__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        allowed |= {p.name for p in params if p.default is not inspect.Parameter.empty}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    allowed.discard("num_classes")  # a config field of its own
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ValueError(f"unknown model option(s) for {model}: {', '.join(unknown)}; "
+                         f"{model} takes {', '.join(sorted(allowed))}")
+    try:
+        with torch.device("meta"):
+            build_model(model, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"model options {kwargs} do not fit {model}: {e}") from None
 
 
 def paper_recipe(**overrides) -> TrainConfig:

@@ -16,7 +16,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -359,6 +359,14 @@ class TrainData:
     train_clean: MemoryBatches | None  # a fixed training subset, no augmentation
     test: MemoryBatches | StreamBatches | None
     reason: str = ""                  # in memory or streamed, and why; the images' sizes
+    # training files per class before any split; None for CIFAR python files (classes only)
+    class_counts: list[int] | None = field(default=None)
+
+    def fingerprint(self) -> dict:
+        """What a resumed run checks to know it sees the same dataset: the class list and
+        the file count of each class (cheap, and it catches renamed, added or removed
+        classes and images)."""
+        return {"classes": list(self.classes), "class_counts": self.class_counts}
 
     @property
     def train_images(self) -> int:
@@ -404,6 +412,9 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
         data, plan = _memory_data(cfg, plan, train_dir, test_dir, cifar, device, rank, world)
     else:
         data = _stream_data(cfg, plan, index, test_index, device, rank, world)
+    if index is not None:
+        data.class_counts = torch.bincount(torch.tensor(index.labels, dtype=torch.long),
+                                           minlength=len(index.classes)).tolist()
     data.reason = (f"{'in memory' if in_memory else 'streaming from disk'} ({reason}); "
                    f"input {plan.side} px from {plan.why}")
     if len(data.train) == 0:
@@ -484,3 +495,24 @@ def per_class_subset(labels: torch.Tensor, index: torch.Tensor, per_class: int,
     for c in labels[index].unique().tolist():
         keep.append(shuffled[labels[shuffled] == c][:per_class])
     return torch.cat(keep).sort().values
+
+
+def dataset_mismatch(saved: dict, now: dict, data: str) -> str | None:
+    """Why the dataset at ``data`` (fingerprint ``now``) is not the one a run started on
+    (``saved``), or None when it is the same."""
+    old, new = list(saved["classes"]), list(now["classes"])
+    if old != new:
+        gone = [c for c in old if c not in new]
+        added = [c for c in new if c not in old]
+        parts = [f"missing {', '.join(gone[:5])}" if gone else "",
+                 f"new {', '.join(added[:5])}" if added else "",
+                 "same names in another order" if not gone and not added else ""]
+        return (f"the classes of {data} differ from the run's ({'; '.join(p for p in parts if p)}"
+                f"): the run's head has {len(old)} outputs for {', '.join(old[:10])}")
+    counts, now_counts = saved.get("class_counts"), now.get("class_counts")
+    if counts is not None and now_counts is not None and list(counts) != list(now_counts):
+        changed = [f"{c} {a} -> {b}" for c, a, b in zip(old, counts, now_counts, strict=True)
+                   if a != b]
+        return (f"the training images of {data} differ from the run's (images per class: "
+                f"{', '.join(changed[:5])}): the validation split would change")
+    return None

@@ -22,10 +22,12 @@ from ..devices import autocast, resolve_amp, resolve_device
 from ..models.registry import build_model
 from ..weights.loading import load_state_dict_into
 from ..weights.state_dict_io import save_safetensors
-from .config import TrainConfig
-from .data import build_data, epoch_seed
+from .config import RESUME_CHANGEABLE, TrainConfig
+from .data import build_data, dataset_mismatch, epoch_seed
 from .distill import distillation_loss
 from .distributed import DistInfo, init_distributed
+from .divergence import NonFiniteGuard, check_weights, likely_cause
+from .fields import resume_changes
 from .metrics_log import MetricsLog, progress_bar
 from .run_folder import RunFolder, rng_states, set_rng_states
 
@@ -106,17 +108,44 @@ def evaluate_batches(model: nn.Module, batches, device: torch.device,
 class Trainer:
     """Builds everything from a :class:`TrainConfig` and runs (or resumes) the training."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> None:
-        cfg.validate()
-        if not cfg.data:
-            raise ValueError("no dataset given: expected a data folder (an ImageFolder tree "
-                             "or CIFAR python files)")
+    def __init__(self, cfg: TrainConfig, resume: bool = False, quiet: bool = False,
+                 changes: dict | None = None) -> None:
+        """``changes`` (a resumed run only): config fields to change where that is safe
+        (:data:`RESUME_CHANGEABLE`); any other change is refused, naming it."""
+        if not resume:
+            cfg.validate()
+        if changes and not resume:
+            raise ValueError("changes to the config apply to a resumed run only")
         self.run_dir = Path(cfg.out)
         # only rank 0 writes (torchrun sets RANK; a single process is rank 0)
         self.run = RunFolder(self.run_dir, resume, enabled=os.environ.get("RANK", "0") == "0")
         self.resume_state = self.run.resume_state
+        try:
+            self._setup(cfg, changes or {}, quiet)
+        except BaseException:
+            self.run.close()
+            raise
+
+    def _setup(self, cfg: TrainConfig, changes: dict, quiet: bool) -> None:
+        self.changes_applied: list[str] = []
         if self.resume_state is not None:  # the run continues with its own settings
-            cfg = TrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
+            saved = TrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
+            if "data" in changes:  # compared as stored: absolute
+                changes = {**changes, "data": str(Path(changes["data"]).expanduser().resolve())}
+            cfg, self.changes_applied = resume_changes(saved, changes, RESUME_CHANGEABLE)
+            cfg.validate()
+            done = self.resume_state["epoch"]
+            if cfg.epochs < done:
+                raise ValueError(f"the run has done {done} epochs: epochs must be at least "
+                                 f"{done}, got {cfg.epochs}")
+        if not cfg.data:
+            raise ValueError("no dataset given: expected a data folder (an ImageFolder tree "
+                             "or CIFAR python files)")
+        if self.resume_state is not None and not Path(cfg.data).exists():
+            raise FileNotFoundError(f"cannot resume {self.run_dir}: its dataset {cfg.data} is "
+                                    "not there (moved? resume with its new location)")
+        # stored absolute, so that a run resumes from any working folder
+        cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
         self.cfg = cfg
         self.quiet = quiet
         self.dist: DistInfo = init_distributed(cfg.device)
@@ -125,6 +154,8 @@ class Trainer:
         if self.device.type == "cuda":  # fixed input shapes: let cuDNN time its kernels once
             torch.backends.cudnn.benchmark = True
         self._build_data()
+        if self.resume_state is not None:
+            self._check_dataset()
         if not quiet and self.dist.is_main:  # the first line: what runs, on what data, why
             _print_config(cfg, self)
         if self.train_images < cfg.batch_size:
@@ -143,6 +174,17 @@ class Trainer:
         self.train_images = data.train_images
         self.train_data, self.val_data = data.train, data.val
         self.train_clean_data, self.test_data = data.train_clean, data.test
+        self.fingerprint = data.fingerprint()
+
+    def _check_dataset(self) -> None:
+        """A resumed run must see the dataset it started on (runs from before the
+        fingerprint was saved are checked on their class list)."""
+        s = self.resume_state
+        saved = s.get("dataset") or {"classes": s["classes"]}
+        problem = dataset_mismatch(saved, self.fingerprint, self.cfg.data)
+        if problem:
+            raise ValueError(f"cannot resume {self.run_dir}: {problem}; resume with the "
+                             "dataset the run started on, or start a new run")
 
     def _build_model(self) -> None:
         cfg = self.cfg
@@ -211,8 +253,19 @@ class Trainer:
             "rng": rng_states(),
             "best_val": best,
             "classes": self.classes,
+            "dataset": self.fingerprint,
             "preprocess": self.preprocessing.to_metadata(),
         }
+
+    def _cause(self) -> str:
+        # SGD: a learning rate of 10 or more diverges on any ResNet we train
+        return likely_cause(self.cfg.lr, self.amp, self.cfg.grad_clip, high_lr=10.0)
+
+    def _save(self, names: tuple[str, ...], state: dict, epoch: int) -> None:
+        """Checkpoints of finite weights only: a diverged run keeps its last good one."""
+        check_weights(self.model, self.run_dir, epoch, self._cause())
+        for name in names:
+            self.run.save(name, state)
 
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -269,9 +322,7 @@ class Trainer:
             improved = score > best
             best = max(best, score)
             state = self._state(epoch + 1, 0, generator, best)
-            if improved:
-                self.run.save("best.pt", state)
-            self.run.save("last.pt", state)
+            self._save(("best.pt", "last.pt") if improved else ("last.pt",), state, epoch)
             self.log.append(row)
         return self._finish()
 
@@ -288,6 +339,7 @@ class Trainer:
         mix = _batch_mixer(cfg, len(self.classes))
         progress = progress_bar(self.quiet or not self.dist.is_main)
         self.optimizer.zero_grad(set_to_none=True)
+        guard = NonFiniteGuard(cfg.max_nonfinite_losses, self.run_dir, self._cause())
         with progress as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=total,
                                 completed=first_step)
@@ -307,6 +359,9 @@ class Trainer:
                         loss = distillation_loss(logits.float(), self.teacher(x), target,
                                                  cfg.distill_alpha, cfg.distill_temperature,
                                                  cfg.label_smoothing)
+                if not guard.finite(loss, epoch, b, total):  # skipped, as fp16's scaler does
+                    self.optimizer.zero_grad(set_to_none=True)
+                    continue
                 self.scaler.scale(loss / cfg.accum_steps).backward()
                 if (b + 1) % cfg.accum_steps == 0:
                     if cfg.grad_clip > 0:
@@ -328,7 +383,7 @@ class Trainer:
                         f"acc {100 * correct.item() / seen:.1f}% {ips:.0f} img/s"))
                 if cfg.checkpoint_every and (b + 1) % cfg.checkpoint_every == 0 \
                         and b + 1 < total:
-                    self.run.save("last.pt", self._state(epoch, b + 1, generator, best))
+                    self._save(("last.pt",), self._state(epoch, b + 1, generator, best), epoch)
         elapsed = time.perf_counter() - start
         stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
         if self.dist.world > 1:
@@ -396,9 +451,12 @@ def _print_config(cfg: TrainConfig, trainer: Trainer) -> None:
         f"device {trainer.device}, amp {trainer.amp}, world {trainer.dist.world}, "
         f"{trainer.data_reason}; run folder {trainer.run_dir}", markup=True, highlight=False,
         soft_wrap=True)
+    if trainer.changes_applied:
+        Console(stderr=True).print(f"resumed with changes: {'; '.join(trainer.changes_applied)}")
 
 
-def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
-    """Train (or resume) a run; returns the result record (test accuracy when a test set
-    exists)."""
-    return Trainer(cfg, resume=resume, quiet=quiet).fit()
+def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False,
+          changes: dict | None = None) -> dict:
+    """Train (or resume, with safe ``changes``) a run; returns the result record (test
+    accuracy when a test set exists)."""
+    return Trainer(cfg, resume=resume, quiet=quiet, changes=changes).fit()

@@ -9,10 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..files import atomic_write
+
+_log = logging.getLogger(__name__)
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "train_clean_loss", "train_clean_acc", "lr", "images_per_s", "epoch_time_s")
@@ -28,11 +31,12 @@ class MetricsLog:
         self.rows: list[dict] = []
         path = run_dir / "metrics.jsonl"
         if path.exists():
-            self.rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+            self.rows = read_rows(path)
 
     def truncate(self, epochs: int) -> None:
         """Forget rows after ``epochs`` (a resumed run rewrites what it replays)."""
         self.rows = [r for r in self.rows if r["epoch"] <= epochs]
+
 
     def append(self, row: dict) -> None:
         self.rows.append(row)
@@ -86,3 +90,30 @@ def progress_bar(disabled: bool):
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), disable=disabled, transient=False)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a ``metrics.jsonl``. A damaged last line (a write cut off by a crash) is
+    dropped with a warning, so the run can resume; damage anywhere else is an error naming
+    the file and the line."""
+    lines = path.read_text(errors="replace").splitlines()
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    rows = []
+    for k, (number, line) in enumerate(numbered):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError("not a row with an epoch number")
+        except ValueError as e:
+            if k == len(numbered) - 1:
+                _log.warning("%s: line %d is damaged (%s) and was dropped; it is written "
+                             "again when its epoch ends", path, number, _reason(e))
+                break
+            raise ValueError(f"{path} line {number} is damaged ({_reason(e)}): fix or delete "
+                             "that line") from None
+        rows.append(row)
+    return rows
+
+
+def _reason(e: ValueError) -> str:
+    return str(e).split(":")[0] if isinstance(e, json.JSONDecodeError) else str(e)

@@ -11,6 +11,7 @@ Our training states contain only tensors and plain containers, so they load with
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import logging
 import os
@@ -44,7 +45,18 @@ def set_rng_states(state: dict) -> None:
 
 
 def save_training_state(path: str | Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """``state`` to ``path`` atomically: a failed write (a full disk) leaves the previous
+    checkpoint as it was."""
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a failed write this way
+            if "write" not in str(e).lower():
+                raise
+            raise OSError(errno.EIO, f"cannot write ({str(e).strip().splitlines()[0]})",
+                          str(tmp)) from None
+
+    atomic_write(path, write)
 
 
 def load_training_state(path: str | Path) -> dict:

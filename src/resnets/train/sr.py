@@ -33,6 +33,8 @@ from ..models.sr import SUPPORTED_SCALES, create_sr_model
 from ..tasks.sr_eval import evaluate_sr, super_resolve
 from ..weights.loading import load_state_dict_into
 from ..weights.sr import save_sr_weights
+from .divergence import NonFiniteGuard, check_weights, likely_cause
+from .fields import check_types, parse_fields, resume_changes
 from .metrics_log import MetricsLog, progress_bar
 from .run_folder import RunFolder, rng_states, set_rng_states
 
@@ -73,6 +75,7 @@ class SRTrainConfig:
     seed: int = 0
     checkpoint_every: int = 0          # also checkpoint every N steps, 0 = epoch ends only
     log_every: int = 10
+    max_nonfinite_losses: int = 3      # stop after this many NaN/inf losses in a row
 
     def __post_init__(self) -> None:  # JSON and --set give lists; the config keeps tuples
         for name in ("train_sets", "scales", "betas", "val_images", "report_sets"):
@@ -91,6 +94,11 @@ class SRTrainConfig:
     def from_dict(cls, d: dict) -> SRTrainConfig:
         return cls(**d)
 
+    @classmethod
+    def parse(cls, pairs: dict[str, str]) -> dict:
+        """``{field: text}`` (e.g. from ``--set``) to typed values, checked by type."""
+        return parse_fields(cls, pairs, "train-sr option")
+
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
@@ -99,9 +107,19 @@ class SRTrainConfig:
         return Path(self.report_data) if self.report_data else Path(self.data) / "matlab_ref"
 
     def validate(self) -> None:
+        check_types(self)
         checks = [
             (bool(self.data), "no training data given: expected a folder holding "
                               f"{', '.join(self.train_sets)}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}"),
+            (all(0 <= b < 1 for b in self.betas), f"betas must be in [0, 1), got "
+                                                   f"{list(self.betas)}"),
+            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+            (self.max_nonfinite_losses >= 1,
+             f"max_nonfinite_losses must be >= 1, got {self.max_nonfinite_losses}"),
+            *[(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+              for name in ("warmup_steps", "val_count", "checkpoint_every", "seed")],
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got "
                                         f"{self.steps_per_epoch}"),
@@ -125,6 +143,11 @@ class SRTrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+
+
+# What a resumed run may change: where it runs and for how long, not what it computes.
+RESUME_CHANGEABLE = ("epochs", "data", "report_data", "device", "checkpoint_every",
+                     "log_every", "max_nonfinite_losses")
 
 
 def cosine_factor(step: int, total: int, warmup: int = 0, floor: float = 0.0) -> float:
@@ -177,13 +200,35 @@ def validation_scores(model: nn.Module, pairs: ValidationSet, with_ssim: bool = 
 class SRTrainer:
     """Builds everything from an :class:`SRTrainConfig` and runs (or resumes) the training."""
 
-    def __init__(self, cfg: SRTrainConfig, resume: bool = False, quiet: bool = False) -> None:
+    def __init__(self, cfg: SRTrainConfig, resume: bool = False, quiet: bool = False,
+                 changes: dict | None = None) -> None:
+        """``changes`` (a resumed run only): config fields to change where that is safe
+        (:data:`RESUME_CHANGEABLE`); any other change is refused, naming it."""
+        if not resume:
+            cfg.validate()
+        if changes and not resume:
+            raise ValueError("changes to the config apply to a resumed run only")
         self.run_dir = Path(cfg.out)
         self.run = RunFolder(self.run_dir, resume)
         self.resume_state = self.run.resume_state
+        try:
+            self._setup(cfg, changes or {}, quiet)
+        except BaseException:
+            self.run.close()
+            raise
+
+    def _setup(self, cfg: SRTrainConfig, changes: dict, quiet: bool) -> None:
+        self.changes_applied: list[str] = []
         if self.resume_state is not None:
-            cfg = SRTrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
-        cfg.validate()
+            saved = SRTrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
+            if "data" in changes:  # compared as stored: absolute
+                changes = {**changes, "data": str(Path(changes["data"]).expanduser().resolve())}
+            cfg, self.changes_applied = resume_changes(saved, changes, RESUME_CHANGEABLE)
+            cfg.validate()
+            if cfg.epochs < self.resume_state["epoch"]:
+                raise ValueError(f"the run has done {self.resume_state['epoch']} epochs: "
+                                 f"epochs must be at least that, got {cfg.epochs}")
+        cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
         self.amp = resolve_amp(cfg.amp, self.device)
@@ -236,6 +281,10 @@ class SRTrainer:
             self.optimizer,
             lambda s: cosine_factor(s, total, cfg.warmup_steps, cfg.min_lr_ratio))
         self.params = sum(p.numel() for p in model.parameters())
+
+    def _cause(self) -> str:
+        # Adam: EDSR trains at 1e-4 to 5e-4; 0.1 and more diverges
+        return likely_cause(self.cfg.lr, self.amp, self.cfg.grad_clip, high_lr=0.1)
 
     # -- checkpoints -------------------------------------------------------------------
     def _state(self, epoch: int, step_in_epoch: int, generator: torch.Generator, best: float,
@@ -292,6 +341,7 @@ class SRTrainer:
                 row[f"val_psnr_x{scale}"] = v["psnr"]
                 row[f"bicubic_psnr_x{scale}"] = self.bicubic[scale]["psnr"]
             row["val_psnr"] = math.fsum(v["psnr"] for v in val.values()) / len(val)
+            check_weights(self.model, self.run_dir, epoch, self._cause())
             if row["val_psnr"] > best:
                 best, best_epoch = row["val_psnr"], epoch + 1
                 state = self._state(epoch + 1, 0, generator, best, best_epoch)
@@ -311,6 +361,7 @@ class SRTrainer:
         model.train()
         spe = cfg.steps_per_epoch
         loss_sum = torch.tensor(loss_carried, dtype=torch.float64, device=self.device)
+        guard = NonFiniteGuard(cfg.max_nonfinite_losses, self.run_dir, self._cause())
         start = time.perf_counter()
         with progress_bar(self.quiet) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=spe,
@@ -323,6 +374,8 @@ class SRTrainer:
                 with autocast(self.device, self.amp):
                     sr = model(lr_img, scale)
                 loss = (F.l1_loss if cfg.loss == "l1" else F.mse_loss)(sr.float(), hr_img)
+                if not guard.finite(loss, epoch, b, spe):  # skipped: no update
+                    continue
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -336,6 +389,7 @@ class SRTrainer:
                         f"epoch {epoch + 1}/{cfg.epochs} {cfg.loss} "
                         f"{loss_sum.item() / (b + 1):.4f} {rate:.2f} steps/s"))
                 if cfg.checkpoint_every and (b + 1) % cfg.checkpoint_every == 0 and b + 1 < spe:
+                    check_weights(self.model, self.run_dir, epoch, self._cause())
                     self.run.save("last.pt", self._state(
                         epoch, b + 1, generator, best, best_epoch, loss_sum.item()))
         elapsed = time.perf_counter() - start
@@ -392,6 +446,8 @@ class SRTrainer:
             f"{cfg.data} ({'+'.join(cfg.train_sets)}), {len(self.val)} held out "
             f"(bicubic val PSNR {bic} dB); {cfg.epochs} epochs of {cfg.steps_per_epoch} steps, "
             f"device {self.device}, amp {cfg.amp}; run folder {self.run_dir}")
+        if self.changes_applied:
+            Console(stderr=True).print(f"resumed with changes: {'; '.join(self.changes_applied)}")
 
     def _print_epoch(self, row: dict) -> None:
         from rich.console import Console
@@ -433,6 +489,8 @@ def sr_curves(rows: list[dict]):
     return fig
 
 
-def train_sr(cfg: SRTrainConfig, resume: bool = False, quiet: bool = False) -> dict:
-    """Train (or resume) a super-resolution run; returns the result record."""
-    return SRTrainer(cfg, resume=resume, quiet=quiet).fit()
+def train_sr(cfg: SRTrainConfig, resume: bool = False, quiet: bool = False,
+             changes: dict | None = None) -> dict:
+    """Train (or resume, with safe ``changes``) a super-resolution run; returns the result
+    record."""
+    return SRTrainer(cfg, resume=resume, quiet=quiet, changes=changes).fit()

@@ -192,10 +192,11 @@ def _sized(pre: Preprocessing, name: str) -> Preprocessing:
                          mean=pre.mean, std=pre.std)
 
 
-def load_model(name: str, weights: Source | None = None) -> nn.Module:
+def load_model(name: str, weights: Source | None = None, allow_nonfinite: bool = False
+               ) -> nn.Module:
     """Registry model ``name`` in eval mode: with ``weights`` loaded through
     :func:`load_classifier` (class count from the file), else freshly initialised (to
     export or time an architecture without trained weights)."""
     if weights is None:
         return build_model(name).eval()
-    return load_classifier(weights, name).model
+    return load_classifier(weights, name, allow_nonfinite=allow_nonfinite).model

@@ -6,6 +6,12 @@ URL's file name, so a file torchvision already downloaded is used as it is. A do
 streamed to a temporary file beside its destination, checked against its sha256 and only
 then moved into place (``os.replace``), so the cache never holds a partial file and a
 failed download leaves nothing behind. ``RESNETS_OFFLINE=1`` never touches the network.
+
+A download is bounded: by the record's file size when it is known, else by
+``RESNETS_MAX_DOWNLOAD_MB`` (2048 MB by default). Before a file enters the cache its first
+bytes must be those of a checkpoint (a torch zip or pickle, or safetensors), so an HTML
+error page served with status 200 is refused, not cached. The temporary file goes on any
+exit, SIGTERM and SIGINT included (:mod:`resnets.files`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import http.client
 import logging
 import os
 import re
+import struct
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +32,8 @@ from pathlib import Path
 from ..files import atomic_output
 
 OFFLINE_ENV = "RESNETS_OFFLINE"
+MAX_DOWNLOAD_ENV = "RESNETS_MAX_DOWNLOAD_MB"
+DEFAULT_MAX_DOWNLOAD_MB = 2048  # the largest published ResNet checkpoint is ~0.5 GB
 DEFAULT_TIMEOUT = 30.0  # seconds without a byte before a download is given up
 _CHUNK = 1 << 20
 
@@ -44,6 +53,37 @@ def cache_dir() -> Path:
 
 def is_offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def max_download_bytes() -> int:
+    """The largest download without a known file size, from ``RESNETS_MAX_DOWNLOAD_MB``."""
+    text = os.environ.get(MAX_DOWNLOAD_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_DOWNLOAD_MB << 20
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = -1.0
+    if not mb > 0 or mb == float("inf"):
+        raise ValueError(f"{MAX_DOWNLOAD_ENV} must be a positive number of megabytes, got "
+                         f"{text!r}")
+    return int(mb * (1 << 20))
+
+
+def checkpoint_format(path: Path) -> str | None:
+    """``"zip"`` (torch.save), ``"pickle"`` (legacy torch.save), ``"safetensors"`` or None,
+    from the file's first bytes; a web page, an empty file or random bytes give None."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5
+        return "pickle"
+    if len(head) >= 9:
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if 2 <= header_len <= path.stat().st_size - 8 and head[8:9] == b"{":
+            return "safetensors"
+    return None
 
 
 def url_filename(url: str) -> str:
@@ -72,6 +112,8 @@ def file_problem(path: Path, sha256: str, file_size: int | None) -> str | None:
     """Why the file at ``path`` is not the expected one, or None when it is."""
     if file_size is not None and path.stat().st_size != file_size:
         return f"{path.stat().st_size} bytes, expected {file_size}"
+    if checkpoint_format(path) is None:
+        return _not_a_checkpoint(path)
     if sha256:
         digest = sha256_of(path)
         if not digest.startswith(sha256):
@@ -111,11 +153,20 @@ def fetch(url: str, *, sha256: str | None = None, filename: str | None = None,
     return dest
 
 
+def _not_a_checkpoint(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml", b"<")):
+        return "a web page, not a checkpoint"
+    return "not a checkpoint (neither a torch file nor safetensors)"
+
+
 def _download(url: str, dest: Path, sha256: str, file_size: int | None, timeout: float,
               progress: bool) -> None:
+    limit = file_size if file_size is not None else max_download_bytes()
     with atomic_output(dest, make_parents=True) as tmp:  # a failed check leaves nothing
         with open(tmp, "wb") as out:
-            digest, received = _stream(url, out, timeout, progress, dest.name)
+            digest, received = _stream(url, out, timeout, progress, dest.name, limit)
         if file_size is not None and received != file_size:
             raise DownloadError(f"download of {url} gave {received} bytes, expected "
                                 f"{file_size}; nothing was saved")
@@ -123,11 +174,22 @@ def _download(url: str, dest: Path, sha256: str, file_size: int | None, timeout:
             raise DownloadError(f"download of {url} has sha256 {digest[:16]}..., expected "
                                 f"{sha256}: the file is damaged or not the published one; "
                                 "nothing was saved")
+        if checkpoint_format(tmp) is None:
+            raise DownloadError(f"download of {url} is {_not_a_checkpoint(tmp)}; nothing was "
+                                "saved")
     _log.info("saved %s", dest)
 
 
-def _stream(url: str, out, timeout: float, progress: bool, label: str) -> tuple[str, int]:
-    """Copy ``url`` into the open file ``out``; the sha256 hex digest and the byte count."""
+def _too_large(url: str, limit: int) -> DownloadError:
+    return DownloadError(f"download of {url} is larger than {limit / (1 << 20):.0f} MB, the "
+                         f"most expected (set {MAX_DOWNLOAD_ENV} to allow more); nothing was "
+                         "saved")
+
+
+def _stream(url: str, out, timeout: float, progress: bool, label: str, limit: int
+            ) -> tuple[str, int]:
+    """Copy ``url`` into the open file ``out``, at most ``limit`` bytes; the sha256 hex
+    digest and the byte count."""
     h = hashlib.sha256()
     received = 0
     total = None
@@ -136,12 +198,18 @@ def _stream(url: str, out, timeout: float, progress: bool, label: str) -> tuple[
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > limit:
+                raise _too_large(url, limit)
             with _progress_bar(label, total, progress) as advance:
                 while chunk := response.read(_CHUNK):
+                    if received + len(chunk) > limit:
+                        raise _too_large(url, limit)
                     out.write(chunk)
                     h.update(chunk)
                     received += len(chunk)
                     advance(len(chunk))
+    except DownloadError:
+        raise
     except urllib.error.HTTPError as e:
         raise DownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
     except TimeoutError:

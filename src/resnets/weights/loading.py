@@ -231,24 +231,34 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor],
     ``allow_nonfinite``, and fail on any other mismatch, naming the keys."""
     what = model_name or type(model).__name__
     if not allow_nonfinite:
-        bad = nonfinite_tensors(state_dict)
-        if bad:
-            raise ValueError(f"weights {label} hold NaN or infinite values in {len(bad)} "
-                             f"tensors (e.g. {', '.join(bad[:3])}): the run that wrote them "
-                             "diverged; load them with allow_nonfinite to inspect")
+        refuse_nonfinite(state_dict, label)
     own = model.state_dict()
     state_dict = dict(state_dict)
     _adapt_first_conv(model, own, state_dict, label)
     fresh = frozenset() if keep_head else _drop_unfit_head(model, own, state_dict, label, what)
     _check_keys(own, state_dict, label, what, fresh)
+    _check_shapes(own, state_dict, label, what)
+    model.load_state_dict(state_dict, strict=False)
+
+
+def refuse_nonfinite(state_dict: dict[str, torch.Tensor], label: str) -> None:
+    """Raise when a floating-point tensor holds NaN or infinity."""
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        raise ValueError(f"weights {label} hold NaN or infinite values in {len(bad)} "
+                         f"tensors (e.g. {', '.join(bad[:3])}): the run that wrote them "
+                         "diverged; load them with allow_nonfinite to inspect")
+
+
+def _check_shapes(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor],
+                  label: str, what: str) -> None:
     wrong_shape = [f"{k} {list(state_dict[k].shape)} vs {list(own[k].shape)}"
-                   for k in state_dict if state_dict[k].shape != own[k].shape]
+                   for k in state_dict if k in own and state_dict[k].shape != own[k].shape]
     if wrong_shape:
         raise ValueError(f"weights {label} do not fit {what}: {len(wrong_shape)} tensors "
                          f"differ in shape (weights vs model): {'; '.join(wrong_shape[:5])}"
                          f"{'; ...' if len(wrong_shape) > 5 else ''}"
                          f"{_guess_hint(state_dict, what)}")
-    model.load_state_dict(state_dict, strict=False)
 
 
 def _check_keys(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], label: str,
@@ -396,10 +406,12 @@ def get_transforms(model_or_tag: Any) -> v2.Compose:
 # --- conversion ----------------------------------------------------------------------------
 
 def convert(source: Source, out: str | os.PathLike[str], model_name: str | None = None,
-            progress: bool = True) -> Path:
+            progress: bool = True, allow_nonfinite: bool = False) -> Path:
     """Write any loadable checkpoint as a clean safetensors file with metadata (tag, model,
     source file and its sha256, and the source's own plain entries). With ``model_name``
-    the keys are mapped to that model and checked against it."""
+    the keys are mapped to that model and checked against it, names and shapes (the head
+    may have any class count). NaN or infinite tensors are refused unless
+    ``allow_nonfinite``."""
     from .. import __version__
 
     out = Path(out)
@@ -408,12 +420,17 @@ def convert(source: Source, out: str | os.PathLike[str], model_name: str | None 
     path, record = resolve(source, model_name, progress)
     checkpoint = load_checkpoint(path)
     state_dict = checkpoint.state_dict
+    label = record.tag if record else path.name
+    if not allow_nonfinite:
+        refuse_nonfinite(state_dict, label)
     if model_name is not None:
         with torch.device("meta"):
             model = build_model(model_name)
         renamed = map_peer_keys(state_dict, model)
-        _check_keys(model.state_dict(), state_dict, record.tag if record else path.name,
-                    model_name)
+        own = model.state_dict()
+        _check_keys(own, state_dict, label, model_name)
+        _check_shapes({k: v for k, v in own.items() if not k.startswith(HEAD + ".")},
+                      state_dict, label, model_name)
         if record is None:
             record = _record_from_checkpoint(checkpoint, path, model_name, renamed)
     metadata: dict[str, Any] = {"format": "pt", "source": path.name,

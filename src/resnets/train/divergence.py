@@ -1,0 +1,72 @@
+"""Non-finite is failure: a run whose loss turns NaN or infinite stops with the step and the
+likely cause, and never writes NaN weights over a good checkpoint.
+
+A step with a non-finite loss is skipped (no update, as fp16's gradient scaler skips a step
+whose gradients overflow); after ``limit`` such steps in a row the run stops. Before a
+checkpoint is written the weights are checked, so ``last.pt`` and ``best.pt`` always hold
+the last good state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..weights.state_dict_io import nonfinite_tensors
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the weights became NaN or infinite."""
+
+
+class NonFiniteGuard:
+    """Counts consecutive non-finite losses; raises :class:`TrainingDiverged` at ``limit``."""
+
+    def __init__(self, limit: int, run_dir: Path, cause: str) -> None:
+        self.limit = limit
+        self.run_dir = run_dir
+        self.cause = cause
+        self.in_a_row = 0
+
+    def finite(self, loss: torch.Tensor, epoch: int, step: int, steps: int) -> bool:
+        """True when ``loss`` is finite (train on); False to skip this step. Waits for the
+        device once per step: the price of never stepping on a NaN."""
+        if bool(torch.isfinite(loss.detach()).all()):
+            self.in_a_row = 0
+            return True
+        self.in_a_row += 1
+        if self.in_a_row >= self.limit:
+            raise TrainingDiverged(
+                f"training diverged: the loss was NaN or infinite for {self.in_a_row} steps "
+                f"in a row (epoch {epoch + 1}, step {step + 1} of {steps}); likely cause: "
+                f"{self.cause}; {kept_checkpoint(self.run_dir)}")
+        return False
+
+
+def check_weights(model: nn.Module, run_dir: Path, epoch: int, cause: str) -> None:
+    """Refuse to checkpoint weights holding NaN or infinity."""
+    bad = nonfinite_tensors(model.state_dict())
+    if bad:
+        raise TrainingDiverged(
+            f"training diverged: {len(bad)} weight tensors hold NaN or infinite values after "
+            f"epoch {epoch + 1} (e.g. {', '.join(bad[:3])}); likely cause: {cause}; "
+            f"{kept_checkpoint(run_dir)}")
+
+
+def kept_checkpoint(run_dir: Path) -> str:
+    last = run_dir / "last.pt"
+    if last.exists():
+        return f"the last good checkpoint {last} is kept"
+    return "no checkpoint was written"
+
+
+def likely_cause(lr: float, amp: torch.dtype | None, grad_clip: float, high_lr: float) -> str:
+    """A guess at why a run diverged, from its settings."""
+    if lr >= high_lr:
+        return f"the learning rate {lr:g} is far too high"
+    if amp == torch.float16:
+        return "fp16 overflow (train in bf16 or without mixed precision)"
+    clip = "" if grad_clip > 0 else ", or clip the gradient norm (grad_clip)"
+    return f"the learning rate {lr:g} is too high for this model and batch size{clip}"
