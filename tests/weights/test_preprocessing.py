@@ -74,3 +74,10 @@ def test_resize_crop_then_normalize_equals_the_whole_preprocessing(pre):
     assert torch.equal(pre.normalize(geometry), pre(image))
     batch = torch.randint(0, 256, (4, 3, 260, 270), dtype=torch.uint8)
     assert torch.equal(pre.normalize(pre.resize_crop(batch)), torch.stack([pre(x) for x in batch]))
+
+
+def test_a_preprocessing_that_keeps_the_size_only_normalizes():
+    pre = Preprocessing(resize=None, crop=None)  # akamaster's record: images as they are
+    x = torch.randint(0, 256, (2, 3, 20, 24), dtype=torch.uint8)
+    assert torch.equal(pre.resize_crop(x), x)
+    assert torch.allclose(pre(x), pre.normalize(x)) and pre(x).shape == (2, 3, 20, 24)

@@ -148,11 +148,10 @@ class Preprocessing:
 def _compose(pre: Preprocessing) -> v2.Compose:
     from torchvision.transforms import v2
 
-    return v2.Compose([*_geometry(pre).transforms, *_values(pre).transforms])
+    return v2.Compose([*_geometry_steps(pre), *_values(pre).transforms])
 
 
-@functools.lru_cache(maxsize=32)
-def _geometry(pre: Preprocessing) -> v2.Compose:
+def _geometry_steps(pre: Preprocessing) -> list[Any]:
     from torchvision.transforms import InterpolationMode, v2
 
     steps: list[Any] = []
@@ -161,7 +160,16 @@ def _geometry(pre: Preprocessing) -> v2.Compose:
                                antialias=True))
     if pre.crop:
         steps.append(v2.CenterCrop(pre.crop))
-    return v2.Compose(steps)
+    return steps
+
+
+@functools.lru_cache(maxsize=32)
+def _geometry(pre: Preprocessing) -> v2.Transform:
+    """The resize and crop (the identity for a preprocessing that keeps the image size)."""
+    from torchvision.transforms import v2
+
+    steps = _geometry_steps(pre)
+    return v2.Compose(steps) if steps else v2.Identity()
 
 
 @functools.lru_cache(maxsize=32)
