@@ -36,7 +36,8 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -59,7 +60,7 @@ def sweep_stale_temporaries(folder: str | Path) -> list[Path]:
         if match is None or not entry.is_file():
             continue
         pid = int(match.group(1))
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         with contextlib.suppress(OSError):
             entry.unlink()

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..files import atomic_write
+from ..files import atomic_write, pid_alive
 
 LOCK_NAME = "run.lock"
 _log = logging.getLogger(__name__)
@@ -79,16 +79,6 @@ def load_training_state(path: str | Path) -> dict:
     return state
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    return True
-
-
 class RunLock:
     """``run.lock`` in a run folder: the pid and host of the one process writing it. A
     second process is refused with the holder named; the lock of a process that is gone
@@ -123,7 +113,7 @@ class RunLock:
         except (ValueError, KeyError, TypeError, OSError):
             holder, pid, host = {}, -1, "?"
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("since", 0)))
-        if host == socket.gethostname() and pid > 0 and not _alive(pid):
+        if host == socket.gethostname() and pid > 0 and not pid_alive(pid):
             _log.warning("%s: recovered the lock of process %d, which is gone (since %s)",
                          self.path.parent, pid, since)
             self.path.unlink(missing_ok=True)
