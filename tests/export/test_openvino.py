@@ -193,7 +193,7 @@ def test_export_writes_xml_and_bin_that_match_eager(resnet20, tmp_path):
 
 
 def test_export_that_fails_its_check_leaves_neither_file(resnet20, tmp_path, monkeypatch):
-    monkeypatch.setattr(ovx, "_max_diff", lambda *args: (1.0, 1e-4))
+    monkeypatch.setattr(ovx, "compare_outputs", lambda *args: (1.0, 1e-4))
     with pytest.raises(ValueError, match="differs from PyTorch by 1.00e"):
         export_model(resnet20, tmp_path / "m.xml", "openvino", CIFAR_SIZE)
     assert list(tmp_path.iterdir()) == []

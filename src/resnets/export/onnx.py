@@ -185,13 +185,20 @@ def verify_onnx(path: str | Path, model: nn.Module, inputs: list[torch.Tensor],
     except onnx.checker.ValidationError as e:
         raise ValueError(f"the exported ONNX file fails onnx.checker: {_first_line(e)}") from None
     runner = OrtRunner(ort_session(path, threads=None), in_chans=inputs[0].shape[1])
+    return compare_outputs(model, runner, inputs, atol, rtol, "onnxruntime")
+
+
+def compare_outputs(model: nn.Module, runner, inputs: list[torch.Tensor], atol: float,
+                    rtol: float, engine: str) -> tuple[float, float]:
+    """(max |diff|, tolerance) of ``runner`` against PyTorch on ``inputs``; the tolerance
+    grows with the logits (``atol + rtol * max |logit|``)."""
     worst, tolerance = 0.0, atol
     with torch.inference_mode():
         for x in inputs:
             ref = model(x)
             out = runner(x)
             if out.shape != ref.shape:
-                raise ValueError(f"onnxruntime returned shape {tuple(out.shape)} for input "
+                raise ValueError(f"{engine} returned shape {tuple(out.shape)} for input "
                                  f"{tuple(x.shape)}, PyTorch {tuple(ref.shape)}")
             worst = max(worst, float((out - ref).abs().max()))
             tolerance = max(tolerance, atol + rtol * float(ref.abs().max()))

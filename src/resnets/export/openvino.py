@@ -34,7 +34,7 @@ from torch import nn
 from ..data.folder import default_cache_dir
 from ..files import atomic_output
 from .int8 import agreement, pick_calibration_files, preprocess_files
-from .onnx import require_extra, runtime_input
+from .onnx import compare_outputs, require_extra, runtime_input
 from .optimize import fold_batchnorm
 from .shapes import check_inputs, dynamic_shapes, input_dtype, quiet, sample_input
 
@@ -161,22 +161,6 @@ def write_ir(model: Any, path: str | Path, *, make_parents: bool = False,
     return path
 
 
-def _max_diff(model: nn.Module, runner: OvRunner, inputs: list[torch.Tensor],
-              atol: float, rtol: float) -> tuple[float, float]:
-    """(max |diff|, tolerance): the tolerance grows with the logits, as for ONNX."""
-    worst, tolerance = 0.0, atol
-    with torch.inference_mode():
-        for x in inputs:
-            ref = model(x)
-            out = runner(x)
-            if out.shape != ref.shape:
-                raise ValueError(f"OpenVINO returned shape {tuple(out.shape)} for input "
-                                 f"{tuple(x.shape)}, PyTorch {tuple(ref.shape)}")
-            worst = max(worst, float((out - ref).abs().max()))
-            tolerance = max(tolerance, atol + rtol * float(ref.abs().max()))
-    return worst, tolerance
-
-
 def export_openvino(model: nn.Module, path: str | Path, input_size: tuple[int, int, int], *,
                     atol: float = 1e-4, rtol: float = 1e-6,
                     metadata: dict[str, str] | None = None) -> tuple[float, float]:
@@ -194,7 +178,7 @@ def export_openvino(model: nn.Module, path: str | Path, input_size: tuple[int, i
         loaded = ov.Core().read_model(str(xml), str(weights))
         runner = OvRunner(compile_model(loaded), in_chans=input_size[0])
         inputs = check_inputs(input_size, input_dtype(model))
-        diff, tolerance = _max_diff(model, runner, inputs, atol, rtol)
+        diff, tolerance = compare_outputs(model, runner, inputs, atol, rtol, "OpenVINO")
         if not diff <= tolerance:
             raise ValueError(f"OpenVINO output differs from PyTorch by {diff:.2e} > "
                              f"{tolerance:.1e}; nothing was written")
@@ -335,7 +319,7 @@ def openvino_runner(kind: str, model: nn.Module, input_size: tuple[int, int, int
         converted, details = fp32_model(model, input_size)
         runner = OvRunner(compile_model(converted, threads), input_size[0])
         inputs = check_inputs(input_size, input_dtype(model))[:1]
-        diff, _ = _max_diff(model, runner, inputs, 1e-4, 1e-6)
+        diff, _ = compare_outputs(model, runner, inputs, 1e-4, 1e-6, "OpenVINO")
         return runner, {"max_abs_diff": diff, **details}
     if kind != "openvino-int8":
         raise ValueError(f"unknown OpenVINO backend {kind!r}: expected openvino or "
