@@ -255,20 +255,34 @@ def fp32_model(model: nn.Module, input_size: tuple[int, int, int], *, use_cache:
            "input_size": list(input_size), "precision": "fp32", **versions()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     path = cache_dir() / f"{type(model).__name__.lower()}-fp32-{digest[:32]}.xml"
+    cached = _read_cached(ov, path, use_cache)
+    if cached is not None:
+        return cached, {"cached": True, "cache_file": str(path)}
+    converted = convert(model, input_size)
+    return converted, _store(converted, path, use_cache)
+
+
+def _read_cached(ov: ModuleType, path: Path, use_cache: bool) -> Any | None:
+    """The cached model at ``path``, or None (no entry, or a damaged one to replace)."""
     if use_cache and path.is_file() and path.with_suffix(".bin").is_file():
         try:
-            return ov.Core().read_model(str(path)), {"cached": True, "cache_file": str(path)}
+            return ov.Core().read_model(str(path))
         except RuntimeError:
-            pass  # a damaged entry: convert again and replace it
-    converted = convert(model, input_size)
+            return None
+    return None
+
+
+def _store(model: Any, path: Path, use_cache: bool) -> dict[str, Any]:
+    """Write a converted model to the cache; a read-only or full cache costs the next run
+    a conversion (or calibration), not this one: reported in the details."""
     details: dict[str, Any] = {"cached": False, "cache_file": None}
     if use_cache:
         try:
-            write_ir(converted, path, make_parents=True)
+            write_ir(model, path, make_parents=True)
             details["cache_file"] = str(path)
-        except OSError as e:  # a read-only or full cache costs the next run a conversion
+        except OSError as e:
             details["cache_error"] = f"{type(e).__name__}: {e}"
-    return converted, details
+    return details
 
 
 def int8_model(model: nn.Module, input_size: tuple[int, int, int],
@@ -283,24 +297,15 @@ def int8_model(model: nn.Module, input_size: tuple[int, int, int],
     identity, picked = calibration_identity(calibration, count, seed)
     key = int8_cache_key(model, input_size, identity, normalization)
     path = cache_dir() / f"{type(model).__name__.lower()}-{key[:32]}.xml"
-    if use_cache and path.is_file() and path.with_suffix(".bin").is_file():
-        try:
-            return ov.Core().read_model(str(path)), None, {"cached": True, "cache_file": str(path)}
-        except RuntimeError:
-            pass  # a damaged entry: quantize again and replace it
+    cached = _read_cached(ov, path, use_cache)
+    if cached is not None:
+        return cached, None, {"cached": True, "cache_file": str(path)}
     if isinstance(calibration, torch.Tensor):
         images = calibration
     else:
         images = preprocess_files(picked, input_size[1:], *normalization)
     quantized = quantize_openvino(convert(model, input_size), images)
-    details: dict[str, Any] = {"cached": False, "cache_file": None}
-    if use_cache:
-        try:
-            write_ir(quantized, path, make_parents=True)
-            details["cache_file"] = str(path)
-        except OSError as e:  # a read-only or full cache costs the next run a calibration
-            details["cache_error"] = f"{type(e).__name__}: {e}"
-    return quantized, images, details
+    return quantized, images, _store(quantized, path, use_cache)
 
 
 def openvino_runner(kind: str, model: nn.Module, input_size: tuple[int, int, int], *,
