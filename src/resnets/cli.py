@@ -585,9 +585,10 @@ def experiment_degradation(
     for c in summary["comparisons"]:
         verdict = "holds" if c["holds"] else "does NOT hold"
         typer.echo(f"{c['claim']}: {c['a']:.2f} vs {c['b']:.2f} (margin {c['margin']:+.2f}, "
-                   f"seed spread +-{c['seed_spread']:.2f}): {verdict}")
+                   f"half-ranges summed {c['half_range_sum']:.2f}): {verdict}"
+                   f"{'' if c['beyond_spread'] or not c['holds'] else ', within the seed spread'}")
     typer.echo(f"summary: {out}/summary.json, figures: {out}/fig6_errors.png, "
-               f"{out}/gradient_norms.png")
+               f"{out}/gradient_norms.png, {out}/error_vs_depth.png")
 
 
 @app.command()

@@ -38,7 +38,9 @@ def test_tiny_experiment_records_every_field_and_writes_both_figures(tmp_path):
     assert [c["claim"] for c in summary["comparisons"]] == [
         "final training error plain32 > plain20", "final training error resnet32 < resnet20",
         "final training error resnet32 < plain32"]
-    for fig in ("fig6_errors.png", "gradient_norms.png"):
+    for c in summary["comparisons"]:
+        assert c["beyond_spread"] == (c["holds"] and abs(c["margin"]) > c["half_range_sum"])
+    for fig in ("fig6_errors.png", "gradient_norms.png", "error_vs_depth.png"):
         assert (out / fig).stat().st_size > 5000
     assert "final training error plain32 > plain20" in result.output
 
@@ -86,3 +88,24 @@ def test_only_trains_the_named_networks_and_summarises_what_is_finished(tmp_path
                                                          "resnet32"]
     bad = CliRunner().invoke(app, [*base, "--only", "resnet56"])
     assert bad.exit_code == 1 and "--only takes networks of --depths" in bad.output
+
+
+def test_a_difference_counts_only_beyond_the_two_half_ranges_added():
+    from resnets.experiments.degradation import DegradationConfig, summarize
+
+    def rec(net, seed, err):
+        return {"net": net, "seed": seed, "train_error": [err], "train_clean_error": [err],
+                "test_error": [err]}
+
+    # plain20 spread 0, plain56 spread +-1.0: margin 1.5 beats 0 + 1.0 (but not 2 x 1.0)
+    records = [rec("plain20", 0, 10.0), rec("plain20", 1, 10.0),
+               rec("plain56", 0, 10.5), rec("plain56", 1, 12.5),
+               rec("resnet20", 0, 9.0), rec("resnet20", 1, 9.4),
+               rec("resnet56", 0, 8.9), rec("resnet56", 1, 9.3)]
+    cfg = DegradationConfig(data="x", out="y", depths=(20, 56), seeds=(0, 1))
+    by_claim = {c["claim"]: c for c in summarize(cfg, records)["comparisons"]}
+    plain = by_claim["final training error plain56 > plain20"]
+    assert plain["half_range_sum"] == pytest.approx(1.0) and plain["margin"] == pytest.approx(1.5)
+    assert plain["beyond_spread"]
+    res = by_claim["final training error resnet56 < resnet20"]  # -0.1 against 0.2 + 0.2
+    assert res["holds"] and not res["beyond_spread"]
