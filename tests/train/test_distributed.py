@@ -63,3 +63,42 @@ def test_two_process_ddp_matches_single_process(tmp_path, env):
     one_rows = [json.loads(x) for x in (single_out / "metrics.jsonl").read_text().splitlines()]
     assert abs(ddp_rows[-1]["train_loss"] - one_rows[-1]["train_loss"]) < 0.25
     assert not (ddp_out / "rank1_metrics.jsonl").exists()
+
+
+NAN_DRIVER = """
+import json, sys, torch
+import torch.nn.functional as F
+from resnets.train import Trainer, paper_recipe
+data, out = sys.argv[1], sys.argv[2]
+rank = int(__import__("os").environ["RANK"])
+real, calls = F.cross_entropy, [0]
+def poisoned(*args, **kwargs):  # rank 1 alone sees NaN losses at its steps 2 and 3
+    calls[0] += 1
+    loss = real(*args, **kwargs)
+    return loss * float("nan") if rank == 1 and calls[0] in (2, 3) else loss
+F.cross_entropy = poisoned
+cfg = paper_recipe(model="resnet20", data=data, out=out, epochs=1, batch_size=8, lr=0.05,
+                   amp="none", val_fraction=0.25, channels_last=False, seed=0,
+                   max_nonfinite_losses=3)
+t = Trainer(cfg, quiet=True)
+t.fit()
+torch.save(t.model.state_dict(), f"{out}/rank{rank}.pt")
+"""
+
+
+def test_ddp_ranks_skip_a_non_finite_step_together_and_stay_equal(tmp_path, env):
+    """One rank's NaN loss must make every rank skip that step: a rank that skipped alone
+    would leave the others' gradient all-reduce waiting (a hang) or the weights apart."""
+    data = make_folder(tmp_path / "data", per_class=(32, 4))
+    driver = tmp_path / "nan_driver.py"
+    driver.write_text(NAN_DRIVER)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--master_port", "29518", str(driver), str(data), str(out)],
+                   check=True, env=env, timeout=120)
+    w0 = torch.load(out / "rank0.pt", weights_only=True)
+    w1 = torch.load(out / "rank1.pt", weights_only=True)
+    params = [k for k in w0 if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(w0[k], w1[k]) for k in params), "DDP ranks must hold equal weights"
+    assert all(torch.isfinite(w0[k]).all() for k in params)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..weights.state_dict_io import nonfinite_tensors
@@ -30,10 +31,17 @@ class NonFiniteGuard:
         self.cause = cause
         self.in_a_row = 0
 
-    def finite(self, loss: torch.Tensor, epoch: int, step: int, steps: int) -> bool:
+    def finite(self, loss: torch.Tensor, epoch: int, step: int, steps: int,
+               all_ranks: bool = False) -> bool:
         """True when ``loss`` is finite (train on); False to skip this step. Waits for the
-        device once per step: the price of never stepping on a NaN."""
-        if bool(torch.isfinite(loss.detach()).all()):
+        device once per step: the price of never stepping on a NaN. ``all_ranks`` (DDP):
+        the step counts as finite only if it is on every rank, so all ranks skip together
+        (one rank skipping a step the others take would leave its gradient all-reduce
+        unmatched)."""
+        ok = torch.isfinite(loss.detach()).all().to(torch.int32)
+        if all_ranks:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if bool(ok):
             self.in_a_row = 0
             return True
         self.in_a_row += 1

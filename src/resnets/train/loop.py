@@ -359,7 +359,8 @@ class Trainer:
                         loss = distillation_loss(logits.float(), self.teacher(x), target,
                                                  cfg.distill_alpha, cfg.distill_temperature,
                                                  cfg.label_smoothing)
-                if not guard.finite(loss, epoch, b, total):  # skipped, as fp16's scaler does
+                # a non-finite step is skipped (as fp16's scaler does), by every rank at once
+                if not guard.finite(loss, epoch, b, total, all_ranks=self.dist.world > 1):
                     self.optimizer.zero_grad(set_to_none=True)
                     continue
                 self.scaler.scale(loss / cfg.accum_steps).backward()
