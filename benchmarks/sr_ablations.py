@@ -31,6 +31,7 @@ import json
 import math
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ import torch
 
 from resnets.data.sr import holdout, list_sr_images
 from resnets.files import atomic_write
-from resnets.train.sr import SRTrainConfig, train_sr
+from resnets.train.sr import SRTrainConfig, SRTrainer, train_sr, validation_scores
 
 REFERENCE = "reference"
 
@@ -273,6 +274,41 @@ def plot(names: list[str], out: Path, report_sets: tuple[str, ...]) -> Path:
     return path
 
 
+def estimate(names: list[str], args: argparse.Namespace, val_images: tuple[str, ...]
+             ) -> dict[str, dict]:
+    """Each variant's full wall time, from a run of ``args.estimate`` steps in a temporary
+    folder: decoding + steps / (measured steps/s) + epochs x (one epoch's validation and
+    epoch report, timed) + the end of the run (final scores and report, the rest)."""
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            cfg = variant_config(name, args, val_images)
+            short = cfg.replace(out=str(Path(tmp) / name), epochs=1,
+                                steps_per_epoch=args.estimate, checkpoint_every=0)
+            start = time.perf_counter()
+            trainer = SRTrainer(short, quiet=True)
+            built = time.perf_counter()
+            trainer.fit()
+            fitted = time.perf_counter()
+            validation_scores(trainer.model, trainer.val_pairs)
+            for pairs in trainer.epoch_report_pairs.values():
+                validation_scores(trainer.model, pairs)
+            per_epoch = time.perf_counter() - fitted
+            row = _rows(Path(short.out))[-1]
+            end = fitted - built - row["epoch_time_s"] - per_epoch
+            total = (built - start + cfg.total_steps / row["steps_per_s"]
+                     + cfg.epochs * per_epoch + end)
+            found[name] = {"steps_per_s": row["steps_per_s"], "eval_per_epoch_s": per_epoch,
+                           "setup_s": built - start, "end_s": end, "steps": cfg.total_steps,
+                           "estimated_wall_s": total}
+            print(f"{name:16s} {row['steps_per_s']:6.2f} steps/s, validation {per_epoch:5.1f} "
+                  f"s/epoch, setup {built - start:4.1f} s, end {end:5.1f} s: "
+                  f"{cfg.total_steps} steps ~ {total / 60:6.1f} min", flush=True)
+    print(f"all {len(found)}: ~ {sum(v['estimated_wall_s'] for v in found.values()) / 3600:.2f}"
+          f" h at {torch.get_num_threads()} thread(s)")
+    return found
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
@@ -304,6 +340,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--summary-only", action="store_true",
                     help="train nothing: tables (and plot) from the finished variants")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--estimate", type=int, default=0, metavar="N",
+                    help="train nothing for keeps: time N steps of each variant and print "
+                         "the estimated wall time of the full run")
     args = ap.parse_args(argv)
     args.command = " ".join(["benchmarks/sr_ablations.py",
                              *(sys.argv[1:] if argv is None else argv)])
@@ -318,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     names = list(args.variants)
     try:
+        if args.estimate:
+            estimate(names, args, held_out(args))
+            return 0
         if not args.summary_only:
             val_images = held_out(args)
             configs = {n: variant_config(n, args, val_images) for n in names}

@@ -126,3 +126,13 @@ def test_every_default_variant_builds_a_valid_config(ablations, toy_sets):
                for n, c in configs.items()}
     assert changed["l2"] == {"loss"} and changed["augment-flip"] == {"augment"}
     assert changed["seed-1"] == {"seed"}  # val_images stay: scored on the same images
+
+
+def test_estimate_times_a_few_steps_and_leaves_no_runs(ablations, toy_sets, tmp_path, capsys):
+    out = tmp_path / "abl"
+    args = _args(toy_sets, out, "--estimate", "2")
+    args[args.index("--variants") + 1] = "x2-only-third"
+    assert ablations.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "x2-only-third" in printed and "2 steps ~" in printed and "all 1: ~" in printed
+    assert not out.exists()
