@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import subprocess
@@ -11,11 +12,19 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from resnets.cli import app
-from resnets.data.sr import PatchSampler, dihedral, holdout, load_sr_images, patch_size_for
+from resnets.data.sr import (
+    PatchSampler,
+    SRImages,
+    dihedral,
+    holdout,
+    load_sr_images,
+    patch_size_for,
+)
 from resnets.models.imresize import downscale
-from resnets.models.sr import EDSR
+from resnets.models.sr import EDSR, create_sr_model
+from resnets.tasks.sr_eval import evaluate_sr
 from resnets.train.run_folder import load_training_state as load_checkpoint
-from resnets.train.sr import SRTrainConfig, SRTrainer, cosine_factor
+from resnets.train.sr import SRTrainConfig, SRTrainer, cosine_factor, lr_factor
 from resnets.weights.sr import load_sr_weights
 from tests.conftest import shared_path
 
@@ -242,3 +251,131 @@ def test_user_errors_are_one_line(mini_sr, tmp_path):
     assert "fewer validation images than the 8" in error_of(*common[:6], "--val-count", "8")
     SRTrainer(tiny_cfg(mini_sr, tmp_path / "r", epochs=1, steps_per_epoch=1), quiet=True).fit()
     assert "already holds a run" in error_of(*common)
+
+
+def _coded_images() -> SRImages:
+    """Images whose pixels name their place: R = column, G = row, B = the image's number."""
+    images = []
+    for k, (h, w) in enumerate(((40, 48), (52, 36), (30, 30))):
+        y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        images.append(torch.stack([x, y, torch.full_like(x, k)]).to(torch.uint8))
+    return SRImages(["T91/a.png", "T91/b.png", "BSD200/c.png"], images)
+
+
+def _transforms_seen(augment: str, draws: int = 12) -> set[int]:
+    """The dihedral index of every patch a sampler with ``augment`` draws (each patch is
+    matched against the 8 flips/rotations of the crop at its corner)."""
+    data = _coded_images()
+    sampler = PatchSampler(data, 12, (2, 3, 4), augment=augment)
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(draws):
+        for patch in sampler.hr_patches(8, 2, g):
+            img = data.images[int(patch[2, 0, 0])]
+            top, left = int(patch[1].min()), int(patch[0].min())
+            crop = img[:, top:top + 12, left:left + 12]
+            matches = [t for t in range(8) if torch.equal(dihedral(crop, t), patch)]
+            assert len(matches) == 1, "every patch is one transform of a crop"
+            seen.add(matches[0])
+    return seen
+
+
+def test_augment_chooses_which_flips_and_rotations_patches_get():
+    assert _transforms_seen("none") == {0}  # crops exactly as they are in the image
+    assert _transforms_seen("flip") == {0, 4}  # 4: a horizontal flip
+    assert _transforms_seen("dihedral") == set(range(8))
+
+
+def test_default_patches_are_the_ones_drawn_before_augment_existed():
+    """A resumed run of an older config must draw the same patches: this digest was taken
+    with the code before the augment option (seeded sampler, dihedral)."""
+    y, x = (t for t in torch.meshgrid(torch.arange(52), torch.arange(48), indexing="ij"))
+
+    def image(h, w, k):
+        return torch.stack([(x[:h, :w] * 7 + y[:h, :w] * 13 + c * 50 + k * 31) % 256
+                            for c in range(3)]).to(torch.uint8)
+
+    data = SRImages(["T91/a.png", "T91/b.png", "BSD200/c.png"],
+                    [image(40, 48, 0), image(52, 36, 1), image(30, 30, 2)])
+    sampler = PatchSampler(data, 24, (2, 3, 4))
+    g = torch.Generator().manual_seed(3)
+    digest = hashlib.sha256()
+    for scale in (2, 3, 4, 2):
+        lr, hr = sampler.sample(5, scale, g)
+        digest.update(hr.numpy().tobytes())
+        digest.update(lr.numpy().tobytes())
+    assert digest.hexdigest()[:16] == "ad9db908a3f886b6"
+
+
+def test_unknown_augment_is_refused_by_the_sampler():
+    with pytest.raises(ValueError, match="augment must be one of dihedral, flip, none"):
+        PatchSampler(_coded_images(), 12, (2,), augment="rotate")
+
+
+def test_step_schedule_halves_every_step_every_steps_after_the_warmup():
+    cfg = SRTrainConfig(data="x", schedule="step", step_every=10, warmup_steps=4)
+    assert [lr_factor(cfg, s) for s in (0, 3)] == [0.25, 1.0]  # linear warm-up
+    assert [lr_factor(cfg, s) for s in (4, 9, 10, 19, 20, 35)] == [1, 1, .5, .5, .25, .125]
+
+
+def test_constant_schedule_stays_at_the_lr_and_cosine_is_the_default():
+    cfg = SRTrainConfig(data="x", schedule="constant", warmup_steps=2, epochs=1,
+                        steps_per_epoch=100)
+    assert [lr_factor(cfg, s) for s in (0, 1, 2, 50, 99, 500)] == [0.5, 1, 1, 1, 1, 1]
+    default = SRTrainConfig(data="x", epochs=1, steps_per_epoch=100, warmup_steps=10,
+                            min_lr_ratio=0.1)
+    assert default.schedule == "cosine" and default.augment == "dihedral"
+    for s in (0, 5, 10, 40, 99):
+        assert lr_factor(default, s) == cosine_factor(s, 100, 10, 0.1)
+
+
+def test_trainer_follows_the_step_schedule(mini_sr, tmp_path):
+    trainer = SRTrainer(tiny_cfg(mini_sr, tmp_path / "run", schedule="step", step_every=4,
+                                 epochs=2, steps_per_epoch=6), quiet=True)
+    trainer.fit()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # after 6 steps: halved at steps 4 -> 0.5; after 12: halved at 4, 8, 12 -> 0.125
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3 * 0.5, 1e-3 * 0.125])
+
+
+def test_config_refuses_schedule_options_that_would_be_ignored(mini_sr, tmp_path):
+    cases = {
+        "schedule must be one of cosine, step, constant": {"schedule": "linear"},
+        "step_every must be >= 1": {"schedule": "step"},
+        "step_every applies to the step schedule only": {"step_every": 5},
+        "min_lr_ratio is the cosine schedule's floor": {"schedule": "constant",
+                                                        "min_lr_ratio": 0.1},
+        "augment must be one of dihedral, flip, none": {"augment": "rot90"},
+        "epoch_report names a set twice": {"epoch_report": ("Set5", "Set5")},
+    }
+    for message, change in cases.items():
+        with pytest.raises(ValueError, match=message):
+            tiny_cfg(mini_sr, tmp_path / "r", **change).validate()
+    with pytest.raises(FileNotFoundError, match="report set Set7 not found"):
+        SRTrainer(tiny_cfg(mini_sr, tmp_path / "r", epoch_report=("Set7",)), quiet=True)
+
+
+def test_a_config_saved_before_the_new_options_loads_with_todays_behaviour():
+    saved = SRTrainConfig(data="x").to_dict()
+    for name in ("augment", "schedule", "step_every", "epoch_report"):
+        del saved[name]
+    cfg = SRTrainConfig.from_dict(saved)
+    assert (cfg.augment, cfg.schedule, cfg.step_every, cfg.epoch_report) == (
+        "dihedral", "cosine", 0, ())
+
+
+def test_epoch_report_logs_set5_psnr_of_the_current_weights_every_epoch(mini_sr, tmp_path):
+    run = tmp_path / "run"
+    ref = shared_path("sr", "matlab_ref")
+    SRTrainer(tiny_cfg(mini_sr, run, epoch_report=("Set5",), report_data=str(ref)),
+              quiet=True).fit()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(f"Set5_psnr_x{s}" in r for r in rows for s in (2, 3, 4))
+    assert rows[0]["Set5_psnr_x2"] != rows[1]["Set5_psnr_x2"]
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "Set5_psnr_x4" in header and header.index("Set5_psnr_x2") < header.index("lr")
+    model = create_sr_model("edsr_tiny", scales=(2, 3, 4))
+    model.load_state_dict(load_checkpoint(run / "last.pt")["model"])
+    for s in (2, 3, 4):  # the protocol of sr-eval, on the weights at the epoch's end
+        want = evaluate_sr(model.eval(), ref / "Set5", s).mean()[0]
+        assert rows[-1][f"Set5_psnr_x{s}"] == pytest.approx(want, abs=1e-9)

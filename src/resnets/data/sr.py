@@ -3,8 +3,9 @@
 The 291 images are Yang et al.'s T91 plus the 200 BSDS300 training images (Kim et al. 2016,
 Sec. 4.1). They are decoded once into uint8 tensors. A few of them, chosen with a seeded
 permutation, are held out for validation (checkpoint selection); Set5 and Set14 are never
-used for that. A training batch is ``batch`` random HR patches with a random flip and
-90-degree rotation each, and their LR versions made exactly as the benchmarks made theirs:
+used for that. A training batch is ``batch`` random HR patches, each with a random flip and
+90-degree rotation (``augment="dihedral"``, the default; ``"flip"``: a horizontal flip only;
+``"none"``), and their LR versions made exactly as the benchmarks made theirs:
 MATLAB-style bicubic ``downscale`` of the uint8 patch, rounded to uint8. Every random draw
 comes from one ``torch.Generator`` the caller owns, so saving its state makes resume exact.
 """
@@ -21,6 +22,9 @@ from ..models.imresize import downscale
 from .io import is_image_file, read_rgb
 
 TRAIN_SETS = ("T91", "BSD200")  # VDSR's "291" (Kim et al. 2016, Sec. 4.1)
+# Patch augmentations: the 8 flips/rotations (Lim et al. 2017, Sec. 4.2: "random rotations by
+# 90 degrees and horizontal flips"), a horizontal flip alone, or none.
+AUGMENTS = ("dihedral", "flip", "none")
 
 
 @dataclass
@@ -91,12 +95,16 @@ class PatchSampler:
     An image is drawn with probability proportional to its number of pixels, so every pixel
     of the pool is equally likely to be seen; images smaller than the patch are left out
     (``excluded`` names them). One scale per batch (the EDSR upsamplers differ per scale);
-    the trainer cycles through the scales.
+    the trainer cycles through the scales. ``augment`` is one of :data:`AUGMENTS`.
     """
 
-    def __init__(self, data: SRImages, patch_size: int, scales: Sequence[int]) -> None:
+    def __init__(self, data: SRImages, patch_size: int, scales: Sequence[int],
+                 augment: str = "dihedral") -> None:
+        if augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
         self.scales = tuple(scales)
         self.patch_size = patch_size
+        self.augment = augment
         need = max(patch_size_for(patch_size, s) for s in self.scales)
         fits = [min(img.shape[-2:]) >= need for img in data.images]
         self.excluded = [n for n, ok in zip(data.names, fits, strict=True) if not ok]
@@ -109,11 +117,11 @@ class PatchSampler:
                                     dtype=torch.float64)
 
     def hr_patches(self, batch: int, scale: int, generator: torch.Generator) -> torch.Tensor:
-        """``(batch, 3, P, P)`` uint8 random crops, each flipped/rotated by one of 8 ways."""
+        """``(batch, 3, P, P)`` uint8 random crops, each flipped/rotated as ``augment`` says."""
         side = patch_size_for(self.patch_size, scale)
         which = torch.multinomial(self.weights, batch, replacement=True, generator=generator)
         corner = torch.rand(batch, 2, generator=generator, dtype=torch.float64)
-        transform = torch.randint(0, 8, (batch,), generator=generator)
+        transform = self._transforms(batch, generator)
         patches = []
         for i, t, (u, v) in zip(which.tolist(), transform.tolist(), corner.tolist(),
                                 strict=True):
@@ -122,6 +130,14 @@ class PatchSampler:
             left = int(v * (img.shape[-1] - side + 1))
             patches.append(dihedral(img[:, top:top + side, left:left + side], t))
         return torch.stack(patches)
+
+    def _transforms(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """One :func:`dihedral` index per patch (0 = unchanged, 4 = horizontal flip)."""
+        if self.augment == "dihedral":
+            return torch.randint(0, 8, (batch,), generator=generator)
+        if self.augment == "flip":
+            return 4 * torch.randint(0, 2, (batch,), generator=generator)
+        return torch.zeros(batch, dtype=torch.int64)
 
     def sample(self, batch: int, scale: int, generator: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,8 @@ A run folder holds ``config.json`` (with the held-out validation images listed),
 An epoch here is ``steps_per_epoch`` optimizer steps of random patches, not a pass over the
 images, so that checkpoints and validation come every few minutes on a CPU. The best
 checkpoint is chosen on validation PSNR of images held out from the training set; Set5 and
-Set14 are scored only once, at the end, for the report.
+Set14 are scored at the end, for the report, and (``epoch_report``) at every epoch end for a
+PSNR-versus-steps curve, never to choose anything.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.sr import TRAIN_SETS, PatchSampler, SRImages, holdout, load_sr_images
+from ..data.sr import AUGMENTS, TRAIN_SETS, PatchSampler, SRImages, holdout, load_sr_images
 from ..devices import autocast, resolve_amp, resolve_device
 from ..metrics.sr import psnr, rgb_to_y, shave, sr_psnr_ssim
 from ..models.imresize import downscale, modcrop, to_float
 from ..models.sr import SUPPORTED_SCALES, create_sr_model
-from ..tasks.sr_eval import evaluate_sr, super_resolve
+from ..tasks.sr_eval import evaluate_sr, load_pairs, super_resolve
 from ..weights.loading import load_state_dict_into
 from ..weights.sr import save_sr_weights
 from .divergence import NonFiniteGuard, check_weights, likely_cause
@@ -54,13 +55,16 @@ class SRTrainConfig:
     # patches: HR side, rounded down to a multiple of the scale (96: LR 48 / 32 / 24)
     patch_size: int = 96
     batch_size: int = 16
+    augment: str = "dihedral"          # "dihedral" (flips + 90-degree turns) | "flip" | "none"
     # optimisation: L1 loss, Adam, cosine decay (Lim et al. 2017 use L1 and Adam)
     epochs: int = 20
     steps_per_epoch: int = 1000        # an "epoch" is this many steps
     loss: str = "l1"                   # "l1" | "l2"
     lr: float = 5e-4
+    schedule: str = "cosine"           # "cosine" | "step" (halve every step_every) | "constant"
     min_lr_ratio: float = 0.0          # cosine ends at lr * this
-    warmup_steps: int = 0
+    step_every: int = 0                # "step": halve the lr every this many steps
+    warmup_steps: int = 0              # linear warm-up before any schedule
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     grad_clip: float = 0.0             # max gradient norm, 0 = off
@@ -69,6 +73,7 @@ class SRTrainConfig:
     val_images: tuple[str, ...] = ()   # empty: val_count images by a seeded choice
     report_sets: tuple[str, ...] = ("Set5", "Set14")
     report_data: str = ""              # folder with the report sets; "": DATA/matlab_ref
+    epoch_report: tuple[str, ...] = ()  # report sets also scored every epoch (a curve only)
     # machine
     device: str = "auto"
     amp: str = "none"                  # "none" | "bf16" (autocast)
@@ -78,7 +83,8 @@ class SRTrainConfig:
     max_nonfinite_losses: int = 3      # stop after this many NaN/inf losses in a row
 
     def __post_init__(self) -> None:  # JSON and --set give lists; the config keeps tuples
-        for name in ("train_sets", "scales", "betas", "val_images", "report_sets"):
+        for name in ("train_sets", "scales", "betas", "val_images", "report_sets",
+                     "epoch_report"):
             setattr(self, name, tuple(getattr(self, name)))
 
     def replace(self, **changes) -> SRTrainConfig:
@@ -135,6 +141,21 @@ class SRTrainConfig:
             (self.amp in ("none", "bf16"), f"amp must be none or bf16, got {self.amp!r}"),
             (0.0 <= self.min_lr_ratio <= 1.0,
              f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (self.augment in AUGMENTS,
+             f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}"),
+            (self.schedule in SCHEDULES,
+             f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.schedule != "step" or self.step_every >= 1,
+             f"the step schedule halves the lr every step_every steps: step_every must be "
+             f">= 1, got {self.step_every}"),
+            (self.schedule == "step" or self.step_every == 0,
+             f"step_every applies to the step schedule only, got step_every "
+             f"{self.step_every} with schedule {self.schedule!r}"),
+            (self.schedule == "cosine" or self.min_lr_ratio == 0.0,
+             f"min_lr_ratio is the cosine schedule's floor, got {self.min_lr_ratio} with "
+             f"schedule {self.schedule!r}"),
+            (len(set(self.epoch_report)) == len(self.epoch_report),
+             f"epoch_report names a set twice: {list(self.epoch_report)}"),
             (self.val_count >= 1 or bool(self.val_images),
              f"need at least one validation image (val_count >= 1), got {self.val_count}"),
             ("scales" not in self.model_kwargs,
@@ -150,6 +171,9 @@ RESUME_CHANGEABLE = ("epochs", "data", "report_data", "device", "checkpoint_ever
                      "log_every", "max_nonfinite_losses")
 
 
+SCHEDULES = ("cosine", "step", "constant")
+
+
 def cosine_factor(step: int, total: int, warmup: int = 0, floor: float = 0.0) -> float:
     """Learning-rate multiplier at ``step`` of ``total``: linear warm-up, then a cosine from
     1 down to ``floor`` (Loshchilov & Hutter 2017, without restarts)."""
@@ -157,6 +181,20 @@ def cosine_factor(step: int, total: int, warmup: int = 0, floor: float = 0.0) ->
         return (step + 1) / warmup
     progress = min((step - warmup) / max(total - warmup, 1), 1.0)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_factor(cfg: SRTrainConfig, step: int) -> float:
+    """The learning-rate multiplier at optimizer step ``step`` (counted from 0) under
+    ``cfg.schedule``, after ``cfg.warmup_steps`` of linear warm-up. ``"step"`` halves the
+    rate every ``step_every`` steps counted from the start, as EDSR does (Lim et al. 2017,
+    Sec. 4.2: halved every 2x10^5 updates)."""
+    if cfg.schedule == "cosine":
+        return cosine_factor(step, cfg.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "step":
+        return 0.5 ** (step // cfg.step_every)
+    return 1.0
 
 
 ValidationSet = dict[int, list[tuple[str, torch.Tensor, torch.Tensor]]]
@@ -235,7 +273,8 @@ class SRTrainer:
         self.cfg = cfg
         self._build_model()  # before the data: a wrong model name fails at once
         self.cfg = self._build_data(cfg)
-        self.log = MetricsLog(self.run_dir, columns=metric_columns(self.cfg.scales),
+        self.log = MetricsLog(self.run_dir, columns=metric_columns(self.cfg.scales,
+                                                                   self.cfg.epoch_report),
                               figure=sr_curves)
 
     # -- setup -------------------------------------------------------------------------
@@ -243,11 +282,15 @@ class SRTrainer:
         """Decode the images, hold out the validation images; returns the config with them
         listed (so config.json and every checkpoint name them)."""
         data = load_sr_images(cfg.data, cfg.train_sets)
-        for name in cfg.report_sets:  # checked now, not after hours of training
+        for name in dict.fromkeys(cfg.report_sets + cfg.epoch_report):  # now, not hours later
             folder = cfg.report_root() / name
             if not folder.is_dir():
                 raise FileNotFoundError(f"report set {name} not found: expected {folder} "
                                         "(report no benchmark sets to skip the report)")
+        # decoded once; scored every epoch for the curve, never to choose a checkpoint
+        self.epoch_report_pairs = {
+            name: {s: load_pairs(cfg.report_root() / name, s) for s in cfg.scales}
+            for name in cfg.epoch_report}
         val_names = list(cfg.val_images) or holdout(data.names, cfg.val_count, cfg.seed)
         unknown = sorted(set(val_names) - set(data.names))
         if unknown:
@@ -259,7 +302,8 @@ class SRTrainer:
             raise ValueError(f"all {len(data)} images are held out for validation: hold "
                              "out fewer")
         self.val = data.subset(val_names)
-        self.sampler = PatchSampler(data.subset(train_names), cfg.patch_size, cfg.scales)
+        self.sampler = PatchSampler(data.subset(train_names), cfg.patch_size, cfg.scales,
+                                    cfg.augment)
         self.val_pairs = validation_pairs(self.val, cfg.scales)
         return cfg.replace(val_images=tuple(val_names))
 
@@ -276,10 +320,8 @@ class SRTrainer:
         self.model = model.to(self.device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                           weight_decay=cfg.weight_decay)
-        total = cfg.total_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: cosine_factor(s, total, cfg.warmup_steps, cfg.min_lr_ratio))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lambda s: lr_factor(cfg, s))
         self.params = sum(p.numel() for p in model.parameters())
 
     def _cause(self) -> str:
@@ -341,6 +383,9 @@ class SRTrainer:
                 row[f"val_psnr_x{scale}"] = v["psnr"]
                 row[f"bicubic_psnr_x{scale}"] = self.bicubic[scale]["psnr"]
             row["val_psnr"] = math.fsum(v["psnr"] for v in val.values()) / len(val)
+            for name, pairs in self.epoch_report_pairs.items():  # a curve, never a choice
+                for scale, v in validation_scores(self.model, pairs).items():
+                    row[f"{name}_psnr_x{scale}"] = v["psnr"]
             check_weights(self.model, self.run_dir, epoch, self._cause())
             if row["val_psnr"] > best:
                 best, best_epoch = row["val_psnr"], epoch + 1
@@ -445,6 +490,7 @@ class SRTrainer:
             f"x{'/x'.join(map(str, cfg.scales))} on {len(self.sampler.names)} images of "
             f"{cfg.data} ({'+'.join(cfg.train_sets)}), {len(self.val)} held out "
             f"(bicubic val PSNR {bic} dB); {cfg.epochs} epochs of {cfg.steps_per_epoch} steps, "
+            f"{cfg.loss} loss, lr {cfg.lr:g} {cfg.schedule}, augment {cfg.augment}, "
             f"device {self.device}, amp {cfg.amp}; run folder {self.run_dir}")
         if self.changes_applied:
             Console(stderr=True).print(f"resumed with changes: {'; '.join(self.changes_applied)}")
@@ -456,18 +502,24 @@ class SRTrainer:
             f"x{s} {row[f'val_psnr_x{s}']:.2f} "
             f"({row[f'val_psnr_x{s}'] - row[f'bicubic_psnr_x{s}']:+.2f} vs bicubic)"
             for s in self.cfg.scales)
-        Console(stderr=True).print(f"epoch {row['epoch']}: val PSNR {per_scale}")
+        report = "".join(f"; {name} " + ", ".join(f"x{s} {row[f'{name}_psnr_x{s}']:.2f}"
+                                                  for s in self.cfg.scales)
+                         for name in self.cfg.epoch_report)
+        Console(stderr=True).print(f"epoch {row['epoch']}: val PSNR {per_scale}{report}")
 
 
-def metric_columns(scales: tuple[int, ...]) -> tuple[str, ...]:
-    """metrics.csv columns for a run at ``scales``."""
+def metric_columns(scales: tuple[int, ...], epoch_report: tuple[str, ...] = ()
+                   ) -> tuple[str, ...]:
+    """metrics.csv columns for a run at ``scales`` scoring ``epoch_report`` every epoch."""
     per_scale = [c for s in scales for c in (f"val_psnr_x{s}", f"bicubic_psnr_x{s}")]
-    return ("epoch", "step", "train_loss", "val_psnr", *per_scale, "lr", "steps_per_s",
-            "epoch_time_s")
+    report = [f"{name}_psnr_x{s}" for name in epoch_report for s in scales]
+    return ("epoch", "step", "train_loss", "val_psnr", *per_scale, *report, "lr",
+            "steps_per_s", "epoch_time_s")
 
 
 def sr_curves(rows: list[dict]):
-    """Training loss and validation PSNR per scale (bicubic dashed) against the epoch."""
+    """Training loss and validation PSNR per scale (bicubic dashed, ``epoch_report`` sets
+    dotted) against the epoch."""
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 4))
@@ -480,6 +532,10 @@ def sr_curves(rows: list[dict]):
                              label=f"x{s}")
         ax_psnr.plot(epochs, [r[f"bicubic_psnr_x{s}"] for r in rows], "--",
                      color=line.get_color(), label=f"x{s} bicubic")
+        for key in sorted(k for k in rows[0] if k.endswith(f"_psnr_x{s}")
+                          and not k.startswith(("val_", "bicubic_"))):  # epoch_report sets
+            ax_psnr.plot(epochs, [r[key] for r in rows], ":", color=line.get_color(),
+                         label=f"x{s} {key.removesuffix(f'_psnr_x{s}')}")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss")
     ax_psnr.set(xlabel="epoch", ylabel="PSNR (dB, Y)", title="held-out validation PSNR")
     for ax in (ax_loss, ax_psnr):
