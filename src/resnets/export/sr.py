@@ -130,9 +130,12 @@ class SRBackend(nn.Module):
 
 def load_sr_backend(kind: str, model: nn.Module, *, threads: int | None = None,
                     scales: tuple[int, ...] = ()) -> SRBackend:
-    """``model`` run by ``kind`` (``auto``: :func:`resolve_sr_backend`); the graphs of
+    """``model`` run by ``kind`` (``auto``: :func:`resolve_sr_backend`, or eager for a model
+    without parameters, the bicubic baseline); the graphs of
     ``scales`` are made now, any other when first asked for. ``threads`` pins onnxruntime's
     and OpenVINO's threads (PyTorch's are global: ``torch.set_num_threads``)."""
+    if kind == AUTO and next(model.parameters(), None) is None:
+        kind = "torch"  # bicubic: no network to speed up, and eager is the reference
     backend = SRBackend(resolve_sr_backend(kind, _device_of(model)), model, threads)
     for scale in scales:
         backend.runner(scale)
