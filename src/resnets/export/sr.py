@@ -10,7 +10,8 @@ float64 one.
 - ``torch``: eager fp32, the reference.
 - ``bf16``: eager under ``torch.autocast`` (bfloat16): the convolutions run in bf16, the
   bicubic base stays float64 (autocast leaves float64 alone), so only the learned residual
-  is rounded. Not exact: its PSNR against fp32 is measured, not assumed (BENCHMARKS.md).
+  is rounded. Not exact: its PSNR against fp32 is measured, not assumed (BENCHMARKS.md),
+  and ``auto`` does not pick it.
 - ``onnxruntime``, ``openvino``: fp32 graphs checked against PyTorch when made; OpenVINO's
   converted graphs are cached on disk (:mod:`resnets.export.openvino`).
 
@@ -32,9 +33,15 @@ from .graphs import AtScale
 
 SR_BACKENDS = ("torch", "bf16", "onnxruntime", "openvino")
 _ALIASES = {"eager": "torch"}
-# What ``auto`` picks on the CPU: the backends whose Set5 PSNR is within 0.01 dB of fp32
-# eager at x2/x3/x4 (tests/export/test_sr.py), fastest first, with what each needs
-# installed. bf16 is left out: faster, but not within 0.01 dB (BENCHMARKS.md, issue #18).
+# What ``auto`` picks on the CPU, fastest first, with what each needs installed: the fp32
+# runtimes, within 0.0001 dB of fp32 eager on Set5 at x2/x3/x4 for any network (float32
+# rounding; tests/export/test_sr.py). Issue #18's run (edsr_small_x234, 12 MP output, 2
+# threads; BENCHMARKS.md): OpenVINO 1.74x / 1.19x eager at x2 / x4, onnxruntime 1.67x /
+# 1.19x (and it exports afresh on every start; OpenVINO's graphs are cached). bf16 was
+# faster still (2.03x / 1.43x) and within 0.002 dB on Set5 for edsr_small, but it is left
+# to be asked for: its rounding error depends on the network (more for a deeper one) and
+# its speed on the CPU having bf16 instructions, so it is not exact for every model and
+# machine the default meets.
 EXACT_BY_SPEED = (("openvino", ("openvino",)),
                   ("onnxruntime", ("onnxruntime", "onnx", "onnxscript")),
                   ("torch", ()))

@@ -23,7 +23,9 @@ from ..models.sr import Bicubic, check_scale, create_sr_model
 from .upscale import describe_inference, inference_model, load_picture, run_sr
 
 # ../shared/data/README.md, "Published PSNR / SSIM (Y channel)": (PSNR, SSIM) per method.
-# Bicubic, SRCNN 9-5-5 (Dong et al. 2016), VDSR (Kim et al. 2016), EDSR (Lim et al. 2017).
+# Bicubic, SRCNN 9-5-5 and VDSR: Kim et al. 2016 (VDSR), Table 3. EDSR: Lim et al. 2017,
+# Table 3. EDSR-baseline (16 blocks of 64): the x2/x4 figures later lightweight-SR
+# comparisons cite for Lim et al. 2017's baseline; x3 is left out, not confirmed.
 PUBLISHED: dict[tuple[str, int], dict[str, tuple[float, float]]] = {
     ("Set5", 2): {"Bicubic": (33.66, .9299), "SRCNN": (36.66, .9542), "VDSR": (37.53, .9587),
                   "EDSR-baseline": (37.99, .9604), "EDSR": (38.11, .9601)},
