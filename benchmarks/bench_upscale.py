@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from resnets.models.sr import get_sr_model
 from resnets.tasks.upscale import upscale_tensor
+from resnets.weights.sr import get_sr_model
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sr" / "butterfly.png"
 

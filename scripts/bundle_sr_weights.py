@@ -7,6 +7,7 @@ Copies ``RUN/model.safetensors`` (absolute paths in its metadata cut to run name
 ``src/resnets/weights/bundled/sr/<model>_x<scales>
 .safetensors``, scores it with ``sr-eval``'s code on the matlab_ref Set5/Set14 images at
 every scale it serves, and writes the provenance JSON beside it (the tests recompute it).
+Other bundled models stay; the record's Set5/Set14 PSNR decides which one is the default.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from resnets.models.sr import BUNDLED_SR_DIR, load_sr_weights
 from resnets.tasks.sr_eval import evaluate_sr
 from resnets.weights.provenance import copy_without_machine_paths, strip_machine_paths
+from resnets.weights.sr import BUNDLED_SR_DIR, load_sr_weights
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sr" / "matlab_ref"
 # Published PSNR (Y, dB) of the bars the issue sets (shared/data/README.md).
@@ -37,9 +38,9 @@ def main() -> None:
     cfg = json.loads((run / "config.json").read_text())
     scales = cfg["scales"]
     BUNDLED_SR_DIR.mkdir(parents=True, exist_ok=True)
-    for old in BUNDLED_SR_DIR.glob("*"):
-        old.unlink()
     dest = BUNDLED_SR_DIR / f"{cfg['model']}_x{''.join(map(str, scales))}.safetensors"
+    for old in (dest, dest.with_suffix(".json")):  # other bundled models stay: the records
+        old.unlink(missing_ok=True)                # rank them (weights.sr.bundled_sr_files)
     copy_without_machine_paths(run / "model.safetensors", dest)  # runs, not paths
     model = load_sr_weights(dest)
     scores = {}

@@ -1,6 +1,7 @@
 import torch
 
-from resnets.export.graphs import PooledFeatures, Uint8Input
+from resnets.export.graphs import AtScale, PooledFeatures, Uint8Input
+from resnets.models.sr import create_sr_model
 from resnets.weights.preprocessing import cifar_default
 
 
@@ -21,3 +22,14 @@ def test_pooled_features_are_what_fc_takes(resnet20):
         out = features(x)
         assert out.shape == (2, resnet20.num_features) == (2, 64)
         torch.testing.assert_close(resnet20.fc(out), resnet20(x))
+
+
+def test_at_scale_runs_the_upsampler_of_its_scale():
+    model = create_sr_model("edsr_tiny", scales=(2, 3)).eval()
+    x = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        for scale in (2, 3):
+            graph = AtScale(model, scale)
+            torch.testing.assert_close(graph(x), model(x, scale), rtol=0, atol=0)
+            assert f"scale={scale}" in repr(graph)  # the OpenVINO cache keys on it
+        assert AtScale(model, 3)(x).shape == (1, 3, 30, 36)

@@ -13,6 +13,7 @@ from resnets.models.imresize import (
     to_float,
     to_uint8,
     upscale,
+    upscale_by_convolution,
 )
 from tests.conftest import shared_path
 
@@ -111,6 +112,31 @@ def test_shapes_batches_and_dtypes():
     per_image = torch.stack([upscale(x[i], 2) for i in range(2)])
     assert torch.allclose(upscale(x, 2), per_image)
     assert torch.allclose(upscale(x, 2), upscale(x.double(), 2).float(), atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("size", [(1, 1), (2, 5), (17, 23)])
+def test_upscale_by_convolution_equals_the_matlab_port(scale, size):
+    x = torch.rand(2, 3, *size, dtype=torch.float64)
+    assert torch.allclose(upscale_by_convolution(x, scale), upscale(x, scale), atol=1e-12)
+    x32 = x.float()
+    assert torch.allclose(upscale_by_convolution(x32, scale), upscale(x32, scale), atol=1e-6)
+
+
+def test_upscale_traces_with_free_height_and_width():
+    class Up(torch.nn.Module):
+        def forward(self, x):
+            return upscale(x, 3)
+
+    free = torch.export.Dim.DYNAMIC
+    program = torch.export.export(Up(), (torch.rand(2, 3, 16, 16),),
+                                  dynamic_shapes=({0: free, 2: free, 3: free},))
+    x = torch.rand(1, 3, 11, 7)
+    out = program.module()(x)
+    assert out.shape == (1, 3, 33, 21)
+    assert torch.allclose(out, upscale(x, 3), atol=1e-6)
+    with pytest.raises(ValueError, match="expected a float batch"):
+        upscale_by_convolution(torch.zeros(3, 4, 4, dtype=torch.uint8), 2)
 
 
 def test_resizes_the_more_shrunk_axis_first():

@@ -23,10 +23,18 @@ def test_bundled_sr_sha256_and_set5_scores_match_the_record(record):
     rec = json.loads(record.read_text())
     path = BUNDLED_SR_DIR / rec["file"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == rec["sha256"]
-    model, label = get_sr_model()  # no name, no weights: the bundled default
-    assert "bundled" in label
+    model, label = get_sr_model(record.stem)  # by the bundled file's name
+    assert label == f"{record.stem} (bundled)"
     for s in rec["scales"]:
         ev = evaluate_sr(model, shared_path("sr", "matlab_ref", "Set5", f"x{s}"), s)
         psnr, _ = ev.mean()
         assert psnr == pytest.approx(rec["benchmarks"][f"Set5_x{s}"]["psnr"], abs=0.01)
         assert psnr > ev.bicubic_mean()[0] + 0.3  # a real gain over the bicubic baseline
+
+
+def test_the_default_is_the_record_with_the_best_benchmark_psnr():
+    if not RECORDS:
+        pytest.skip("no bundled super-resolution weights")
+    best = max(RECORDS, key=lambda p: sum(v["psnr"] for v in json.loads(
+        p.read_text())["benchmarks"].values()))
+    assert get_sr_model()[1] == f"{best.stem} (bundled)"

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from resnets.cli import app
 from resnets.models.sr import create_sr_model
 from resnets.tasks.sr_eval import PUBLISHED, benchmark_name, evaluate_sr, load_pairs
-from resnets.weights.sr import save_sr_weights
+from resnets.weights.sr import get_sr_model, save_sr_weights
 from tests.conftest import shared_path
 
 runner = CliRunner()
@@ -70,7 +70,7 @@ def test_model_with_weights_on_a_folder_of_hr_images(tmp_path):
     weights = tmp_path / "w.safetensors"
     save_sr_weights(create_sr_model("edsr_tiny", scales=(2, 3)), weights)
     result = runner.invoke(app, ["sr-eval", "--data", str(tmp_path / "photos"), "--scale", "3",
-                                 "--weights", str(weights), "--json"])
+                                 "--weights", str(weights), "--backend", "torch", "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["model"] == "w" and record["published"] is None
@@ -113,3 +113,34 @@ def test_benchmark_names_and_published_table():
     assert benchmark_name("/x/photos") is None
     assert PUBLISHED[("Set14", 4)]["Bicubic"] == (26.00, .7027)
     assert len(PUBLISHED) == 6
+
+
+def test_self_ensemble_is_labelled_and_beats_the_single_pass_on_set5():
+    model, label = get_sr_model("edsr_small_x234")
+    data = shared_path("sr", "matlab_ref", "Set5", "x4")
+    single = evaluate_sr(model, data, 4, label)
+    ensemble = evaluate_sr(model, data, 4, label, self_ensemble=True)
+    assert single.inference == "single pass" and single.model == label
+    assert ensemble.inference == "self-ensemble x8"
+    assert ensemble.model == f"{label}, self-ensemble x8"
+    record = ensemble.to_dict()
+    assert record["inference"] == "self-ensemble x8" and "self-ensemble x8" in record["model"]
+    gain = ensemble.mean()[0] - single.mean()[0]
+    assert 0.01 < gain < 0.5  # EDSR+ gains about 0.1 dB (Lim et al. 2017, Table 3)
+    assert ensemble.bicubic_mean() == single.bicubic_mean()  # the baseline is not ensembled
+
+
+def test_cli_names_the_backend_and_the_inference(tmp_path):
+    data = shared_path("sr", "matlab_ref", "Set5", "x4")
+    result = runner.invoke(app, ["sr-eval", "--data", str(data), "--scale", "4", "--model",
+                                 "edsr_small_x234", "--backend", "bf16", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["backend"] == "bf16" and record["inference"] == "single pass"
+    assert record["model"] == "edsr_small_x234 (bundled)"
+    table = runner.invoke(app, ["sr-eval", "--data", str(data), "--scale", "4", "--model",
+                                "edsr_small_x234", "--backend", "torch", "--self-ensemble"],
+                          env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "(torch, self-ensemble x8)" in table.output
+    assert "edsr_small_x234 (bundled), self-ensemble x8 (this run)" in table.output

@@ -1,19 +1,30 @@
+import io
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from rich.console import Console
+from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 from typer.testing import CliRunner
 
 from resnets.cli import app
 from resnets.models.imresize import to_uint8, upscale
+from resnets.models.self_ensemble import SelfEnsemble
 from resnets.models.sr import create_sr_model
+from resnets.tasks import upscale as upscale_module
 from resnets.tasks.upscale import (
     Picture,
+    TileProgress,
     _tile_starts,
+    describe_inference,
+    inference_model,
     load_picture,
     run_sr,
     save_png,
     upscale_files,
+    upscale_picture,
     upscale_tensor,
 )
 from resnets.weights.sr import save_sr_weights
@@ -151,7 +162,11 @@ def test_png_write_is_atomic(tmp_path, monkeypatch):
     assert Image.open(target).size == (8, 8)
 
 
-def test_progress_bar_follows_large_images(tmp_path, monkeypatch):
+def _terminal() -> Console:
+    return Console(file=io.StringIO(), force_terminal=True, width=100)
+
+
+def test_progress_bar_follows_large_images_on_a_terminal(tmp_path, monkeypatch):
     import rich.progress
 
     updates = []
@@ -165,10 +180,59 @@ def test_progress_bar_follows_large_images(tmp_path, monkeypatch):
     Image.fromarray(_smooth_image(60, 60)).save(tmp_path / "big.png")
     Image.fromarray(_smooth_image(10, 10)).save(tmp_path / "small.png")
     model = create_sr_model("bicubic")
+    upscale_files(model, [tmp_path / "big.png"], 2, tile=32, overlap=4)
+    assert updates == []  # stderr is not a terminal under pytest: no bar
+    monkeypatch.setattr(upscale_module, "progress_console", _terminal)
     upscale_files(model, [tmp_path / "small.png"], 2, tile=32, overlap=4)
     assert updates == []  # one tile: no bar
+    upscale_files(model, [tmp_path / "big.png"], 2, tile=32, overlap=4, progress=False)
+    assert updates == []  # asked to be quiet
     upscale_files(model, [tmp_path / "big.png"], 2, tile=32, overlap=4)
     assert updates == [1, 2, 3, 4]
+
+
+def test_tile_callback_drives_a_bar_with_elapsed_and_remaining_time():
+    console = _terminal()
+    pic = Picture(torch.rand(3, 50, 70))
+    with TileProgress("photo.png", console=console) as on_tile:
+        upscale_picture(create_sr_model("bicubic"), pic, 2, tile=32, overlap=8,
+                        on_tile=on_tile)
+        bar = on_tile.__self__.progress
+        [task] = bar.tasks
+        assert task.total == 6 and task.completed == 6  # 2 x 3 tiles, every one counted
+        assert task.description == "upscaling photo.png"
+    columns = [type(c) for c in bar.columns]
+    assert TimeElapsedColumn in columns and TimeRemainingColumn in columns
+    assert "upscaling photo.png" in console.file.getvalue()
+    assert not TileProgress("x", console=Console(file=io.StringIO())).enabled  # no terminal
+
+
+@pytest.mark.parametrize("kind", ["torch", "bf16", "onnxruntime", "openvino"])
+def test_tiled_upscale_through_each_backend(kind):
+    for module in {"onnxruntime": ("onnx", "onnxruntime", "onnxscript"),
+                   "openvino": ("openvino",)}.get(kind, ()):
+        pytest.importorskip(module, reason=f"the {kind} backend needs {module}")
+    model = create_sr_model("edsr_tiny", scales=(2, 3)).eval()
+    x = torch.rand(3, 50, 70)
+    run = inference_model(model, kind, threads=1, scales=(3,))
+    assert describe_inference(run) == {"backend": kind, "inference": "single pass"}
+    whole = upscale_tensor(model, x, 3, tile=None)
+    tiled = upscale_tensor(run, x, 3, tile=32, overlap=8, pad=16)
+    gray = upscale_tensor(run, x[:1], 3, tile=32, overlap=8, pad=16)  # 1 channel, RGB model
+    assert tiled.shape == whole.shape and gray.shape == (1, 150, 210)
+    assert (tiled - whole).abs().max() <= (4 if kind == "bf16" else 1) / 255
+
+
+def test_self_ensemble_runs_through_tiles_and_says_so():
+    model = create_sr_model("edsr_tiny", scales=(2,)).eval()
+    run = inference_model(model, "torch", self_ensemble=True)
+    assert isinstance(run, SelfEnsemble)
+    assert describe_inference(run) == {"backend": "torch", "inference": "self-ensemble x8"}
+    x = torch.rand(3, 40, 40)
+    whole = upscale_tensor(run, x, 2, tile=None)
+    tiled = upscale_tensor(run, x, 2, tile=24, overlap=8, pad=16)
+    assert (tiled - whole).abs().max() <= 1 / 255
+    assert (whole - upscale_tensor(model, x, 2, tile=None)).abs().max() > 1e-3
 
 
 def test_cli_upscale_writes_and_reports(tmp_path):
@@ -209,3 +273,19 @@ def test_cli_upscale_refuses_a_scale_the_weights_lack(tmp_path):
                                  "--scale", "4"])
     assert result.exit_code == 1
     assert "error: this model serves scales [2], got scale 4" in result.output
+
+
+def test_cli_upscale_json_names_backend_and_self_ensemble(tmp_path):
+    Image.fromarray(_smooth_image(20, 24)).save(tmp_path / "p.png")
+    weights = tmp_path / "w.safetensors"
+    save_sr_weights(create_sr_model("edsr_tiny"), weights)
+    result = runner.invoke(app, ["upscale", str(tmp_path / "p.png"), "--weights", str(weights),
+                                 "--backend", "torch", "--self-ensemble", "--json"])
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.splitlines()
+    record = json.loads(line)
+    assert record["backend"] == "torch" and record["inference"] == "self-ensemble x8"
+    assert record["out_size"] == [48, 40] and record["model"] == "w"
+    bad = runner.invoke(app, ["upscale", str(tmp_path / "p.png"), "--weights", str(weights),
+                              "--backend", "int8"])
+    assert bad.exit_code == 1 and "unknown super-resolution backend 'int8'" in bad.output

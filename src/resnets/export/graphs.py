@@ -4,8 +4,10 @@
   cropped, 0-255) go straight in; any program runs the file without knowing the mean and std.
 - :class:`PooledFeatures`: the pooled ``pre_logits`` vector instead of logits, for
   embeddings (similarity search, linear probes).
+- :class:`AtScale`: a super-resolution model at one scale, ``(N, C, H, W)`` in, the
+  upscaled batch out: exported graphs take one tensor, and the scale picks the upsampler.
 
-Both are plain modules: every backend and export format takes them like the model itself.
+All are plain modules: every backend and export format takes them like the model itself.
 """
 
 from __future__ import annotations
@@ -51,3 +53,19 @@ class PooledFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+class AtScale(nn.Module):
+    """A super-resolution model (``model(x, scale)``) fixed at ``scale``: one graph per scale,
+    since a multi-scale network runs a different upsampler for each."""
+
+    def __init__(self, model: nn.Module, scale: int) -> None:
+        super().__init__()
+        self.model = model
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, self.scale)
+
+    def extra_repr(self) -> str:  # part of the OpenVINO cache key (export.openvino)
+        return f"scale={self.scale}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 CUBIC_SUPPORT = 4.0  # the a = -0.5 cubic is non-zero on (-2, 2)
 _BLOCK = 256  # output pixels per matrix product in _resize_axis
@@ -144,8 +145,51 @@ def downscale(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def upscale(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Bicubic upscale by an integer factor (the baseline, and the input of VDSR and EDSR)."""
+    """Bicubic upscale by an integer factor (the baseline, and the input of VDSR and EDSR).
+
+    Under ``torch.compile`` and ``torch.export`` (the ONNX and OpenVINO exports) this is
+    :func:`upscale_by_convolution`, which traces with free height and width; in eager mode
+    it is :func:`imresize`, computed in float64.
+    """
+    if torch.compiler.is_compiling():
+        return upscale_by_convolution(x, factor)
     return imresize(x, float(factor), size=(x.shape[-2] * factor, x.shape[-1] * factor))
+
+
+def _phase_weights(factor: int) -> torch.Tensor:
+    """``(factor, 5)`` float64: the taps on input pixels k-2..k+2 that give output pixel
+    ``factor * k + p`` of a bicubic upscale, one row per phase ``p`` (MATLAB's
+    ``contributions`` for an integer scale, where every output pixel of a phase sits at the
+    same offset from its input pixel)."""
+    p = torch.arange(1, factor + 1, dtype=torch.float64)
+    offset = p / factor + 0.5 * (1 - 1 / factor) - 1  # output centre minus input pixel k
+    dist = offset[:, None] - torch.arange(-2, 3, dtype=torch.float64)[None, :]
+    weights = _cubic(dist)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def _upscale_axis(x: torch.Tensor, factor: int, axis: int) -> torch.Tensor:
+    """``(N, C, H, W)`` float upscaled along height (-2) or width (-1) by ``factor``."""
+    n, c, h, w = x.shape
+    taps = _phase_weights(factor).to(device=x.device, dtype=x.dtype)
+    planes = x.reshape(n * c, 1, h, w)
+    if axis == -2:
+        padded = F.pad(planes, (0, 0, 2, 2), mode="replicate")  # MATLAB clamps the indices
+        out = F.conv2d(padded, taps.view(factor, 1, 5, 1))  # (N*C, factor, H, W)
+        return out.permute(0, 2, 1, 3).reshape(n, c, h * factor, w)
+    padded = F.pad(planes, (2, 2, 0, 0), mode="replicate")
+    out = F.conv2d(padded, taps.view(factor, 1, 1, 5))  # (N*C, factor, H, W)
+    return out.permute(0, 2, 3, 1).reshape(n, c, h, w * factor)
+
+
+def upscale_by_convolution(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """:func:`upscale` as two strided-phase convolutions with replicated borders, in the
+    input's dtype: the same kernel and borders (equal to float rounding), written with
+    operations every exporter takes for any height and width."""
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"expected a float batch (N, C, H, W), got shape {tuple(x.shape)} "
+                         f"of {x.dtype}")
+    return _upscale_axis(_upscale_axis(x, factor, -2), factor, -1)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,12 @@ from ..data.io import ImageReadError, is_image_file
 from ..metrics.sr import sr_psnr_ssim
 from ..models.imresize import downscale, modcrop, to_float, to_uint8
 from ..models.sr import Bicubic, check_scale, create_sr_model
-from .upscale import load_picture, run_sr
+from .upscale import describe_inference, inference_model, load_picture, run_sr
 
 # ../shared/data/README.md, "Published PSNR / SSIM (Y channel)": (PSNR, SSIM) per method.
-# Bicubic, SRCNN 9-5-5 (Dong et al. 2016), VDSR (Kim et al. 2016), EDSR (Lim et al. 2017).
+# Bicubic, SRCNN 9-5-5 and VDSR: Kim et al. 2016 (VDSR), Table 3. EDSR: Lim et al. 2017,
+# Table 3. EDSR-baseline (16 blocks of 64): the x2/x4 figures later lightweight-SR
+# comparisons cite for Lim et al. 2017's baseline; x3 is left out, not confirmed.
 PUBLISHED: dict[tuple[str, int], dict[str, tuple[float, float]]] = {
     ("Set5", 2): {"Bicubic": (33.66, .9299), "SRCNN": (36.66, .9542), "VDSR": (37.53, .9587),
                   "EDSR-baseline": (37.99, .9604), "EDSR": (38.11, .9601)},
@@ -59,6 +61,8 @@ class SREvaluation:
     images: list[ImageScore]
     benchmark: str | None = None  # "Set5" or "Set14" when the folder is one of them
     errors: list[str] = field(default_factory=list)  # one "path: reason" per unread image
+    backend: str = "torch"  # what ran the model (resnets.export.sr)
+    inference: str = "single pass"  # or "self-ensemble x8": never mixed with single pass
 
     def mean(self) -> tuple[float, float]:
         if not self.images:
@@ -75,12 +79,13 @@ class SREvaluation:
         return PUBLISHED.get((self.benchmark, self.scale)) if self.benchmark else None
 
     def to_dict(self) -> dict:
-        """The ``--json`` record: ``images``, ``mean`` and ``bicubic``, plus context."""
+        """The JSON record: ``images``, ``mean`` and ``bicubic``, plus context (``inference``
+        says whether ``mean`` is a single pass or a self-ensemble)."""
         (p, s), (bp, bs) = self.mean(), self.bicubic_mean()
         published = self.published()
         return {
             "model": self.model, "scale": self.scale, "data": self.data,
-            "benchmark": self.benchmark,
+            "benchmark": self.benchmark, "backend": self.backend, "inference": self.inference,
             "images": [asdict(i) for i in self.images], "errors": self.errors,
             "mean": {"psnr": p, "ssim": s},
             "bicubic": {"psnr": bp, "ssim": bs},
@@ -184,20 +189,30 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int) -> torch.Tenso
     return to_uint8(run_sr(model, to_float(lr), scale))
 
 
-def evaluate_sr(model: nn.Module, data: str | Path, scale: int, label: str = "model"
-                ) -> SREvaluation:
+def evaluate_sr(model: nn.Module, data: str | Path, scale: int, label: str = "model", *,
+                backend: str | None = None, self_ensemble: bool = False,
+                threads: int | None = None) -> SREvaluation:
     """Score ``model`` and bicubic on every readable image of ``data`` at ``scale``; the
-    others are listed in ``errors``."""
+    others are listed in ``errors``. ``backend`` runs the model (:mod:`resnets.export.sr`;
+    ``auto``: the fastest exact one; None: as given), ``self_ensemble`` averages its 8 poses
+    (:mod:`resnets.models.self_ensemble`); the result says which."""
     check_scale(model, scale)
     baseline = create_sr_model("bicubic")
-    scores = []
     errors: list[str] = []
-    for name, hr, lr in load_pairs(data, scale, errors):
+    pairs = load_pairs(data, scale, errors)
+    plain_bicubic = isinstance(model, Bicubic) and not self_ensemble  # the baseline itself
+    run = model if plain_bicubic else inference_model(
+        model, backend, self_ensemble, threads, scales=(scale,) if pairs else ())
+    scores = []
+    for name, hr, lr in pairs:
         bic = sr_psnr_ssim(super_resolve(baseline, lr, scale), hr, scale)
-        ours = bic if isinstance(model, Bicubic) else sr_psnr_ssim(
-            super_resolve(model, lr, scale), hr, scale)
+        ours = bic if plain_bicubic else sr_psnr_ssim(super_resolve(run, lr, scale), hr, scale)
         scores.append(ImageScore(name, ours[0], ours[1], bic[0], bic[1]))
-    return SREvaluation(label, scale, str(data), scores, benchmark_name(data), errors)
+    how = describe_inference(run)
+    if self_ensemble:
+        label = f"{label}, {how['inference']}"
+    return SREvaluation(label, scale, str(data), scores, benchmark_name(data), errors,
+                        how["backend"], how["inference"])
 
 
 def print_evaluation(result: SREvaluation) -> None:
@@ -207,7 +222,8 @@ def print_evaluation(result: SREvaluation) -> None:
     from ..terminal import result_console
 
     console = result_console()
-    table = Table(title=f"{result.model} x{result.scale} on {result.data}",
+    table = Table(title=f"{result.model} x{result.scale} on {result.data} "
+                        f"({result.backend}, {result.inference})",
                   caption=f"Y channel (BT.601), {result.scale} px shaved, SSIM 11x11 "
                           f"Gaussian sigma 1.5")
     for col in ("image", "PSNR", "SSIM", "bicubic PSNR", "bicubic SSIM"):

@@ -17,11 +17,24 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import nn
 
 from ..data.io import open_image
+from ..export.sr import SRBackend, load_sr_backend
 from ..files import atomic_output
 from ..models.imresize import to_uint8, upscale
+from ..models.self_ensemble import LABEL as SELF_ENSEMBLE
+from ..models.self_ensemble import SelfEnsemble
 
 DEFAULT_TILE = 256  # low-resolution pixels per tile side
 DEFAULT_OVERLAP = 16  # pixels two neighbouring tiles share, blended
@@ -100,6 +113,24 @@ def run_sr(model: nn.Module, x: torch.Tensor, scale: int) -> torch.Tensor:
             return model(x[:, None], scale)[:, 0].float().cpu()
     raise ValueError(f"expected a 1- or 3-channel image for a {chans}-channel model, got "
                      f"{x.shape[0]} channels")
+
+
+def inference_model(model: nn.Module, backend: str | None = None, self_ensemble: bool = False,
+                    threads: int | None = None, scales: tuple[int, ...] = ()) -> nn.Module:
+    """``model`` as the tasks run it: through ``backend`` (:mod:`resnets.export.sr`, graphs
+    for ``scales`` made now; None: as given), and averaged over the 8 poses of its input
+    with ``self_ensemble`` (:class:`~resnets.models.self_ensemble.SelfEnsemble`)."""
+    run = model if backend is None else load_sr_backend(backend, model, threads=threads,
+                                                        scales=scales)
+    return SelfEnsemble(run) if self_ensemble else run
+
+
+def describe_inference(model: nn.Module) -> dict[str, str]:
+    """What runs a model from :func:`inference_model`: ``backend`` (``torch`` for a plain
+    module) and ``inference`` (``single pass`` or ``self-ensemble x8``)."""
+    inner = model.model if isinstance(model, SelfEnsemble) else model
+    return {"backend": inner.kind if isinstance(inner, SRBackend) else "torch",
+            "inference": SELF_ENSEMBLE if isinstance(model, SelfEnsemble) else "single pass"}
 
 
 def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -209,7 +240,8 @@ def upscale_files(model: nn.Module, inputs: Sequence[str | Path], scale: int,
                   progress: bool = True) -> list[UpscaleResult]:
     """Upscale each file to a PNG; a file that fails gets an error, the others still run.
 
-    A progress bar (on stderr) follows each image that takes more than one tile.
+    A progress bar (on stderr, on a terminal) follows each image that takes more than one
+    tile, with the time left (:class:`TileProgress`).
     """
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -228,7 +260,7 @@ def upscale_files(model: nn.Module, inputs: Sequence[str | Path], scale: int,
                                  f"{written[target]}: rename one of them")
             pic = load_picture(source)
             result.in_size = pic.size
-            with _TileProgress(source.name, enabled=progress) as on_tile:
+            with TileProgress(source.name, enabled=progress) as on_tile:
                 up = upscale_picture(model, pic, scale, tile, overlap, pad, on_tile)
             save_png(up, target)
             result.output, result.out_size = target, up.size
@@ -239,13 +271,24 @@ def upscale_files(model: nn.Module, inputs: Sequence[str | Path], scale: int,
     return results
 
 
-class _TileProgress:
-    """A rich progress bar over tiles, shown only once an image needs a second tile."""
+def progress_console() -> Console:
+    """Where progress bars go: stderr (stdout carries the results)."""
+    return Console(stderr=True)
 
-    def __init__(self, label: str, enabled: bool) -> None:
-        self.label, self.enabled = label, enabled
-        self.progress = None
-        self.task = None
+
+class TileProgress:
+    """A rich progress bar over the tiles of one image, with elapsed and remaining time.
+
+    Shown on a terminal only, and only once an image needs a second tile; its
+    :meth:`update` is an ``on_tile`` callback for :func:`upscale_tensor`.
+    """
+
+    def __init__(self, label: str, enabled: bool = True, console: Console | None = None) -> None:
+        self.label = label
+        self.console = console or progress_console()
+        self.enabled = enabled and self.console.is_terminal
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> Callable[[int, int], None]:
         return self.update
@@ -254,10 +297,10 @@ class _TileProgress:
         if not self.enabled or total <= 1:
             return
         if self.progress is None:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self.progress = Progress(console=Console(stderr=True), transient=True)
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("tiles"), TimeElapsedColumn(), TextColumn("left"),
+                TimeRemainingColumn(), console=self.console, transient=True)
             self.progress.start()
             self.task = self.progress.add_task(f"upscaling {self.label}", total=total)
         self.progress.update(self.task, completed=done)

@@ -9,6 +9,7 @@ the model's name, and an EDSR's scales are then read from its upsampler keys.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -79,30 +80,75 @@ def load_sr_weights(path: str | Path, name: str | None = None,
     return model.to(resolve_device(device)).eval()
 
 
-def bundled_sr_weights(name: str | None = None) -> Path | None:
-    """The bundled weights file of ``name`` (or the default bundled network), if shipped.
+def bundled_sr_record(weights: Path) -> dict[str, Any]:
+    """The provenance record beside a bundled weights file (``<stem>.json``), or ``{}``."""
+    path = weights.with_suffix(".json")
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
-    Files are named ``<model>_x<scales>.safetensors`` beside a provenance JSON record.
+
+def _benchmark_psnr(record: dict[str, Any]) -> dict[str, float]:
+    """``{"Set5_x2": psnr, ...}`` from a record's ``benchmarks`` (the numbers its bundling
+    measured on the matlab_ref images)."""
+    scores = record.get("benchmarks")
+    if not isinstance(scores, dict):
+        return {}
+    return {k: float(v["psnr"]) for k, v in scores.items()
+            if isinstance(v, dict) and isinstance(v.get("psnr"), (int, float))}
+
+
+def rank_by_quality(files: list[Path]) -> list[Path]:
+    """Bundled weights files, best first: by mean PSNR over the benchmark entries (set and
+    scale) that every ranked record measured; files without measurements last, by name."""
+    scores = {f: _benchmark_psnr(bundled_sr_record(f)) for f in files}
+    measured = [s for s in scores.values() if s]
+    shared = set.intersection(*(set(s) for s in measured)) if measured else set()
+
+    def quality(f: Path) -> float:
+        own = scores[f]
+        keys = shared or set(own)
+        return sum(own[k] for k in keys) / len(keys) if own and keys else float("-inf")
+
+    return sorted(sorted(files, key=lambda f: f.name), key=quality, reverse=True)
+
+
+def bundled_sr_files() -> list[Path]:
+    """Every bundled weights file, best first (:func:`rank_by_quality`)."""
+    return rank_by_quality(sorted(BUNDLED_SR_DIR.glob("*.safetensors")))
+
+
+def bundled_sr_weights(name: str | None = None) -> Path | None:
+    """The bundled weights of ``name`` (a model name such as ``edsr_small``, or a bundled
+    file's name such as ``edsr_small_x234``), or the best bundled network, if shipped.
+
+    Files are named ``<model>_x<scales>.safetensors`` beside a provenance JSON record whose
+    ``benchmarks`` (Set5/Set14 PSNR per scale) rank them: the default is the best measured.
     """
-    files = sorted(BUNDLED_SR_DIR.glob("*.safetensors"))
+    files = bundled_sr_files()
     if name is not None:
-        files = [f for f in files if f.stem.rsplit("_x", 1)[0] == name]
+        files = [f for f in files if name in (f.stem, f.stem.rsplit("_x", 1)[0])]
     return files[0] if files else None
 
 
 def get_sr_model(name: str | None = None, weights: str | Path | None = None,
                  device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """The model a command runs, with a label: a weights file, the bundled network (no
-    ``name`` or a bundled model's name), or the bicubic baseline (``"bicubic"``)."""
+    """The model a command runs, with a label: a weights file, a bundled network (no
+    ``name``: the best one; or a bundled model's or file's name), or the bicubic baseline
+    (``"bicubic"``)."""
     dev = resolve_device(device)
     if weights is not None:
         model = load_sr_weights(weights, name, dev)
         return model, name or Path(weights).stem
     if name == "bicubic":
         return create_sr_model(name).to(dev).eval(), name
-    if name is not None:
-        create_sr_model(name)  # an unknown name fails here with the list of known ones
     bundled = bundled_sr_weights(name)
+    if name is not None and bundled is None:
+        create_sr_model(name)  # an unknown name fails here with the list of known ones
     if bundled is None:
         what = f"for {name!r} " if name else ""
         raise ValueError(f"no bundled super-resolution weights {what}yet: use the bicubic "
