@@ -58,6 +58,7 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     REFERENCE: Variant(note="L1, dihedral, cosine, patch 96 x 16, x2/x3/x4"),
     "seed-1": Variant({"seed": 1}, note="reference, another seed: the noise level"),
+    "fp32": Variant({"amp": "none"}, note="no bf16 autocast: what bf16 training costs"),
     "l2": Variant({"loss": "l2"}, note="L2 (MSE) loss"),
     "augment-none": Variant({"augment": "none"}, note="no flips or rotations"),
     "augment-flip": Variant({"augment": "flip"}, note="horizontal flips only"),

@@ -126,6 +126,7 @@ def test_every_default_variant_builds_a_valid_config(ablations, toy_sets):
                for n, c in configs.items()}
     assert changed["l2"] == {"loss"} and changed["augment-flip"] == {"augment"}
     assert changed["seed-1"] == {"seed"}  # val_images stay: scored on the same images
+    assert changed["fp32"] == {"amp"} and configs["fp32"].amp == "none"
 
 
 def test_estimate_times_a_few_steps_and_leaves_no_runs(ablations, toy_sets, tmp_path, capsys):
