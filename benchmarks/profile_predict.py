@@ -87,11 +87,13 @@ def main() -> None:
                for i in range(0, n, args.batch_size)]
     t, _ = timed(lambda: [pre.normalize(b) for b in batches], args.repeats)
     rows["normalize in torch (not in predict)"] = t
+    t, _ = timed(lambda: list(run.map(batches)), args.repeats)
+    rows[f"network alone, batch {args.batch_size} (Backend.map)"] = t
     t, _ = timed(lambda: [run(x) for x in batches], args.repeats)
-    rows[f"network alone, batch {args.batch_size}"] = t
+    rows[f"network alone, batch {args.batch_size}, one call at a time"] = t
     big = [torch.cat(batches[i:i + 4]) for i in range(0, len(batches), 4)]
-    t, _ = timed(lambda: [run(x) for x in big], args.repeats)
-    rows[f"network alone, batch {4 * args.batch_size}"] = t
+    t, _ = timed(lambda: list(run.map(big)), args.repeats)
+    rows[f"network alone, batch {4 * args.batch_size} (Backend.map)"] = t
     t, _ = timed(lambda: list(image_batches(paths, pre, args.batch_size, args.workers)),
                  args.repeats)
     rows["decode pipeline (threads, no network)"] = t

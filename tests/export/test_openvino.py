@@ -89,6 +89,26 @@ def test_backend_rejects_wrong_channel_count(fp32_backend):
         fp32_backend(torch.zeros(1, 4, 32, 32))
 
 
+def test_second_fp32_load_reads_the_converted_model_from_the_cache(resnet20, monkeypatch,
+                                                                   tmp_path):
+    conversions: list[int] = []
+    original = ovx.convert
+
+    def counted(model, input_size):
+        conversions.append(1)
+        return original(model, input_size)
+
+    monkeypatch.setattr(ovx, "convert", counted)
+    first = load_backend("openvino", resnet20, input_size=CIFAR_SIZE, threads=1)
+    second = load_backend("openvino", resnet20, input_size=CIFAR_SIZE, threads=1,
+                          uint8_input=True, throughput=True)  # compiled differently, same IR
+    assert len(conversions) == 1
+    assert first.details["cached"] is False and second.details["cached"] is True
+    assert second.details["cache_file"] == first.details["cache_file"]
+    assert second.details["max_abs_diff"] <= 1e-4
+    assert list((tmp_path / "cache" / "openvino").glob("*-fp32-*.xml"))
+
+
 def test_uint8_input_is_normalised_inside_the_graph(resnet20):
     from resnets.weights.preprocessing import CIFAR_MEAN, CIFAR_STD, cifar_default
 
