@@ -115,3 +115,18 @@ def test_map_gives_each_batch_its_own_output_in_order(resnet20):
     assert [len(o) for o in outputs] == [3, 1, 2]
     for x, out in zip(batches, outputs, strict=True):
         torch.testing.assert_close(out, backend(x), rtol=0, atol=0)
+
+
+def test_a_runtime_backend_leaves_pytorch_one_thread_and_restores_the_count():
+    from resnets.export.backends import runtime_owns_cores
+
+    torch.set_num_threads(2)
+    with runtime_owns_cores("openvino"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError, match="boom"), runtime_owns_cores("int8"):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == 2
+    with runtime_owns_cores("optimized"):  # the model itself runs in PyTorch
+        assert torch.get_num_threads() == 2

@@ -17,7 +17,13 @@ import torch
 from ..data.folder import scan_folder
 from ..data.io import ImageReadError, is_image_file, read_rgb
 from ..data.stream import Batch, image_batches
-from ..export.backends import AUTO, Backend, load_backend, resolve_backend
+from ..export.backends import (
+    AUTO,
+    Backend,
+    load_backend,
+    resolve_backend,
+    runtime_owns_cores,
+)
 from ..export.exported import ExportedClassifier, is_exported_file, load_exported
 from ..files import atomic_output
 from ..weights.classifier import Classifier, load_classifier
@@ -244,8 +250,9 @@ def predict_with(clf: Classifier, paths: list[Path], top_k: int = 5, batch_size:
         return run.map(images.to(device) for images in batches)
 
     note = functools.partial(size_mismatch_note, clf)
-    return classify_files(logits, clf.classes, clf.preprocessing, paths, top_k, batch_size,
-                          workers, note)
+    with runtime_owns_cores(run.kind):
+        return classify_files(logits, clf.classes, clf.preprocessing, paths, top_k,
+                              batch_size, workers, note)
 
 
 def predict_exported(exported: ExportedClassifier, paths: list[Path], top_k: int = 5,
@@ -256,8 +263,9 @@ def predict_exported(exported: ExportedClassifier, paths: list[Path], top_k: int
     def logits(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         return (exported.run(exported.prepare(images)) for images in batches)
 
-    return classify_files(logits, exported.classes, exported.preprocessing, paths, top_k,
-                          batch_size, workers)
+    with runtime_owns_cores(exported.runtime):
+        return classify_files(logits, exported.classes, exported.preprocessing, paths, top_k,
+                              batch_size, workers)
 
 
 def classify_files(logits: Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]],

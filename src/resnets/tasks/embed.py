@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data.stream import image_batches
-from ..export.backends import resolve_backend
+from ..export.backends import resolve_backend, runtime_owns_cores
 from ..export.graphs import PooledFeatures
 from ..files import atomic_output
 from ..weights.classifier import Classifier, load_classifier
@@ -64,8 +64,9 @@ def embed_with(clf: Classifier, paths: list[Path], batch_size: int = 64,
             kept.extend(str(p) for p in batch.paths)
             yield batch.images.to(device)
 
-    for out in run.map(readable()):
-        rows.append(out.float().cpu().numpy())
+    with runtime_owns_cores(run.kind):
+        for out in run.map(readable()):
+            rows.append(out.float().cpu().numpy())
     dim = features.num_features or (rows[0].shape[1] if rows else 0)
     array = np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
     return Embeddings(array.astype(np.float32, copy=False), kept, errors, clf.name,
