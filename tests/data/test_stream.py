@@ -82,3 +82,12 @@ def test_reduced_decoding_keeps_top1_on_photo_sized_cifar_images(tmp_path):
 
     assert read_rgb(paths[0], min_side=32).shape == (3, 192, 256)
     assert torch.equal(top1(True), top1(False))
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(None, 1), (1, 1), (2, 1), (3, 1), (8, 4),
+                                                (64, 4)])
+def test_default_workers_leave_half_the_cores_to_the_model(monkeypatch, cores, threads):
+    from resnets.data import stream
+
+    monkeypatch.setattr(stream.os, "cpu_count", lambda: cores)
+    assert stream.default_workers() == threads

@@ -89,3 +89,44 @@ def test_auto_backend_with_nothing_extra_is_exact_pytorch(resnet20, monkeypatch)
     x = torch.randn(2, *CIFAR_SIZE)
     assert backend.kind == "optimized"
     torch.testing.assert_close(backend(x), resnet20(x), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["torch", "optimized", "onnxruntime"])
+def test_uint8_input_backend_normalises_like_preprocessing(resnet20, kind):
+    from resnets.weights.preprocessing import CIFAR_MEAN, CIFAR_STD, cifar_default
+
+    if kind == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    images = torch.randint(0, 256, (3, *CIFAR_SIZE), dtype=torch.uint8)
+    float_in = load_backend(kind, resnet20, input_size=CIFAR_SIZE)
+    uint8_in = load_backend(kind, resnet20, input_size=CIFAR_SIZE, uint8_input=True,
+                            normalization=(CIFAR_MEAN, CIFAR_STD))
+    assert float_in.input_dtype == torch.float32 and uint8_in.input_dtype == torch.uint8
+    expected = float_in(cifar_default().normalize(images))
+    torch.testing.assert_close(uint8_in(images), expected, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="takes uint8 images .* got float32"):
+        uint8_in(images.float())
+
+
+def test_map_gives_each_batch_its_own_output_in_order(resnet20):
+    backend = load_backend("torch", resnet20, input_size=CIFAR_SIZE)
+    batches = [torch.randn(n, *CIFAR_SIZE) for n in (3, 1, 2)]
+    outputs = list(backend.map(iter(batches)))
+    assert [len(o) for o in outputs] == [3, 1, 2]
+    for x, out in zip(batches, outputs, strict=True):
+        torch.testing.assert_close(out, backend(x), rtol=0, atol=0)
+
+
+def test_a_runtime_backend_leaves_pytorch_one_thread_and_restores_the_count():
+    from resnets.export.backends import runtime_owns_cores
+
+    torch.set_num_threads(2)
+    with runtime_owns_cores("openvino"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError, match="boom"), runtime_owns_cores("int8"):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == 2
+    with runtime_owns_cores("optimized"):  # the model itself runs in PyTorch
+        assert torch.get_num_threads() == 2

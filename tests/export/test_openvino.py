@@ -89,6 +89,76 @@ def test_backend_rejects_wrong_channel_count(fp32_backend):
         fp32_backend(torch.zeros(1, 4, 32, 32))
 
 
+def test_second_fp32_load_reads_the_converted_model_from_the_cache(resnet20, monkeypatch,
+                                                                   tmp_path):
+    conversions: list[int] = []
+    original = ovx.convert
+
+    def counted(model, input_size):
+        conversions.append(1)
+        return original(model, input_size)
+
+    monkeypatch.setattr(ovx, "convert", counted)
+    first = load_backend("openvino", resnet20, input_size=CIFAR_SIZE, threads=1)
+    second = load_backend("openvino", resnet20, input_size=CIFAR_SIZE, threads=1,
+                          uint8_input=True, throughput=True)  # compiled differently, same IR
+    assert len(conversions) == 1
+    assert first.details["cached"] is False and second.details["cached"] is True
+    assert second.details["cache_file"] == first.details["cache_file"]
+    assert second.details["max_abs_diff"] <= 1e-4
+    assert list((tmp_path / "cache" / "openvino").glob("*-fp32-*.xml"))
+
+
+def test_uint8_input_is_normalised_inside_the_graph(resnet20):
+    from resnets.weights.preprocessing import CIFAR_MEAN, CIFAR_STD, cifar_default
+
+    backend = load_backend("openvino", resnet20, input_size=CIFAR_SIZE, threads=1,
+                           uint8_input=True, normalization=(CIFAR_MEAN, CIFAR_STD))
+    assert backend.input_dtype == torch.uint8 and backend.details["max_abs_diff"] <= 1e-4
+    compiled = backend.fn.compiled
+    assert compiled.inputs[0].get_element_type() == ov.Type.u8  # no float copy in Python
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        ref = resnet20(cifar_default().normalize(images))
+    assert (backend(images) - ref).abs().max() <= 1e-4
+    with pytest.raises(ValueError, match="takes uint8 images"):
+        backend(images.float())
+
+
+def test_throughput_map_keeps_the_order_of_the_batches(resnet20):
+    from resnets.weights.preprocessing import CIFAR_MEAN, CIFAR_STD
+
+    backend = load_backend("openvino", resnet20, input_size=CIFAR_SIZE, uint8_input=True,
+                           normalization=(CIFAR_MEAN, CIFAR_STD), throughput=True)
+    assert str(backend.fn.compiled.get_property("PERFORMANCE_HINT")) == "THROUGHPUT"
+    batches = [torch.randint(0, 256, (n, *CIFAR_SIZE), dtype=torch.uint8)
+               for n in (5, 1, 3, 2, 4, 1, 2)]
+    outputs = list(backend.map(iter(batches)))
+    assert [len(o) for o in outputs] == [5, 1, 3, 2, 4, 1, 2]
+    for x, out in zip(batches, outputs, strict=True):
+        assert (out - backend(x)).abs().max() <= 1e-5
+
+
+def test_int8_with_uint8_input_reuses_the_cached_model(resnet20, cifar_train, monkeypatch):
+    from resnets.data.folder import scan_folder
+    from resnets.data.io import read_rgb
+    from resnets.weights.preprocessing import cifar_default
+
+    pre = cifar_default()
+    calls = count_quantize_calls(monkeypatch)
+    kw = {"input_size": CIFAR_SIZE, "threads": 1, "calibration": cifar_train[:8],
+          "normalization": (pre.mean, pre.std)}
+    float_in = load_backend("openvino-int8", resnet20, **kw)
+    uint8_in = load_backend("openvino-int8", resnet20, uint8_input=True, **kw)
+    assert calls == [8] and uint8_in.details["cached"] is True  # the same quantized model
+    assert uint8_in.input_dtype == torch.uint8
+    files = scan_folder(shared_path("cifar10", "test")).paths[::625]  # 16, every class
+    images = torch.stack([read_rgb(p) for p in files])
+    a, b = float_in(pre.normalize(images)), uint8_in(images)
+    assert F.cosine_similarity(a.double(), b.double(), dim=1).min() > 0.999
+    assert (a.argmax(1) == b.argmax(1)).all()
+
+
 def test_int8_logits_follow_fp32_on_real_test_images(resnet20, int8_backend, cifar_test):
     with torch.no_grad():
         ref = resnet20(cifar_test)

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 import torchvision
@@ -129,6 +132,20 @@ def test_default_init_is_he_normal_and_bn_identity():
     expected_std = (2.0 / (9 * 256)) ** 0.5
     assert abs(w.std().item() - expected_std) / expected_std < 0.05
     assert torch.all(model.layer1[0].bn3.weight == 1) and torch.all(model.bn1.bias == 0)
+
+
+def test_a_model_built_on_the_meta_device_skips_init_and_torch_dynamo():
+    # normal_ on meta tensors runs a Python reference that imports torch._dynamo (1.5 s of
+    # every `resnets predict`, which builds the model on meta to map a checkpoint's keys)
+    code = ("import sys, torch\n"
+            "from resnets.models.registry import build_model\n"
+            "with torch.device('meta'):\n"
+            "    model = build_model('resnet50')\n"
+            "print(model.conv1.weight.is_meta, 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]
 
 
 def test_bad_inputs_and_options_name_what_was_expected():

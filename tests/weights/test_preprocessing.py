@@ -2,6 +2,8 @@
 images, single tensors and batches."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -81,3 +83,39 @@ def test_a_preprocessing_that_keeps_the_size_only_normalizes():
     x = torch.randint(0, 256, (2, 3, 20, 24), dtype=torch.uint8)
     assert torch.equal(pre.resize_crop(x), x)
     assert torch.allclose(pre(x), pre.normalize(x)) and pre(x).shape == (2, 3, 20, 24)
+
+
+@pytest.mark.parametrize(("pre", "shape"), [
+    (cifar_default(), (3, 32, 32)),
+    (cifar_default(), (5, 3, 32, 32)),
+    (Preprocessing(resize=32, crop=None), (3, 32, 40)),  # shorter side already 32
+    (Preprocessing(resize=None, crop=24), (2, 3, 24, 24)),
+])
+def test_an_image_already_of_the_output_size_passes_through_unchanged(pre, shape):
+    x = torch.randint(0, 256, shape, dtype=torch.uint8)
+    out = pre.resize_crop(x)
+    assert torch.equal(out, x) and out.data_ptr() == x.data_ptr()  # no copy
+    assert torch.equal(pre.normalize(out), pre(x))  # what torchvision's transforms give
+
+
+@pytest.mark.parametrize(("pre", "shape"), [
+    (imagenet_default(), (3, 224, 224)),  # 224 square, but resized to 256 first
+    (cifar_default(), (3, 32, 33)),
+    (Preprocessing(resize=None, crop=24), (3, 24, 30)),
+])
+def test_an_image_of_another_size_is_still_resized_and_cropped(pre, shape):
+    x = torch.randint(0, 256, shape, dtype=torch.uint8)
+    assert torch.equal(pre.normalize(pre.resize_crop(x)), pre(x))
+    assert pre.resize_crop(x).shape[-2:] == (pre.input_size, pre.input_size)
+
+
+def test_resize_crop_at_the_output_size_does_not_import_torchvision():
+    # importing torchvision imports torch._dynamo: over a second of `resnets predict`
+    code = ("import sys, torch\n"
+            "from resnets.weights.preprocessing import cifar_default\n"
+            "cifar_default().resize_crop(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))\n"
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -3,14 +3,17 @@
 ``load_backend(kind, model)`` returns a function taking a float ``(N, 3, H, W)`` batch
 (normalized like the model's training data) and returning float32 logits, whatever runs
 underneath: PyTorch eager, :func:`~resnets.export.optimize`, onnxruntime fp32 or int8,
-OpenVINO fp32 or int8.
+OpenVINO fp32 or int8. With ``uint8_input`` it takes uint8 images (resized and cropped)
+instead and normalises them itself: OpenVINO inside its compiled graph, the others with
+:meth:`resnets.weights.Preprocessing.normalize` first.
 ``resnets predict --backend`` and ``resnets bench`` both use it.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -18,6 +21,7 @@ from torch import nn
 
 from ..models.registry import build_model, get_spec
 from ..weights.classifier import load_classifier
+from ..weights.preprocessing import Preprocessing
 from .onnx import OrtRunner, export_onnx, ort_session
 from .optimize import optimize
 
@@ -59,24 +63,73 @@ def resolve_backend(kind: str, device: str | torch.device = "cpu") -> str:
 
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
+TORCH_KINDS = ("torch", "optimized", "compiled", "bf16")  # the model runs in PyTorch
+
+
+@contextmanager
+def runtime_owns_cores(kind: str) -> Iterator[None]:
+    """While a runtime (OpenVINO, onnxruntime) runs the model, PyTorch, left with the glue
+    (stacking decoded images, softmax), runs on one thread, and gets its thread count back
+    after: its OpenMP threads otherwise compete with the runtime's for the cores. Measured
+    on 2 cores (issue #17): predict 12% faster with openvino-int8, 5% with openvino. A
+    PyTorch ``kind`` keeps its threads."""
+    if kind in TORCH_KINDS:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Backend:
     """A model behind a uniform call; ``kind`` names what runs it."""
 
     def __init__(self, kind: str, fn: Callable[[torch.Tensor], torch.Tensor],
-                 input_size: tuple[int, int, int], details: dict | None = None) -> None:
+                 input_size: tuple[int, int, int], details: dict | None = None,
+                 input_dtype: torch.dtype = torch.float32,
+                 map_fn: Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]] | None
+                 = None) -> None:
         self.kind = kind
         self.fn = fn
         self.input_size = input_size
         self.details = details or {}  # e.g. int8's agreement with fp32 on calibration images
+        self.input_dtype = input_dtype  # torch.uint8: images in, normalised by the backend
+        self.map_fn = map_fn  # a runtime's own pipelined map (OpenVINO's streams), if any
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.fn(x)
 
+    def map(self, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Outputs of ``batches``, in order: the runtime's pipelined map where it has one
+        (several batches in flight), else one call after another. ``batches`` is read
+        lazily, so it may be decoded while earlier batches run."""
+        if self.map_fn is not None:
+            yield from self.map_fn(batches)
+            return
+        for x in batches:
+            yield self(x)
+
     def __repr__(self) -> str:
         return f"Backend({self.kind!r}, input_size={self.input_size})"
+
+
+def _normalizing(backend: Backend, normalization: Normalization) -> Backend:
+    """``backend`` taking uint8 images, normalised by :class:`Preprocessing` first."""
+    mean, std = normalization
+    pre = Preprocessing(resize=None, crop=None, mean=mean, std=std)
+    inner = backend.fn
+
+    def fn(images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise ValueError(f"this backend takes uint8 images (0-255, resized and cropped), "
+                             f"got {str(images.dtype).removeprefix('torch.')}")
+        return inner(pre.normalize(images))
+
+    return Backend(backend.kind, fn, backend.input_size, backend.details, torch.uint8)
 
 
 def _resolve_model(model: nn.Module | str, weights: str | Path | None,
@@ -132,7 +185,8 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
                  input_size: tuple[int, int, int] | None = None, threads: int | None = None,
                  calibration: str | Path | list[Path] | torch.Tensor | None = None,
                  calibration_count: int = 128,
-                 normalization: Normalization | None = None) -> Backend:
+                 normalization: Normalization | None = None,
+                 uint8_input: bool = False, throughput: bool = False) -> Backend:
     """``model`` (a module, or a registry name with optional ``weights``) run by ``kind``.
 
     Kinds: ``auto`` (:func:`resolve_backend`), ``torch`` (eager, alias ``eager``),
@@ -145,18 +199,17 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
     Calibration images are normalized with ``normalization`` (mean, std), by default the
     one the weights record (``resnets train`` metadata, a pretrained record) or ImageNet's.
     ``threads`` pins onnxruntime's and OpenVINO's threads (PyTorch's are global:
-    ``torch.set_num_threads``).
+    ``torch.set_num_threads``). ``uint8_input``: the backend takes uint8 images (resized and
+    cropped, 0-255) and normalises them with ``normalization``; OpenVINO does it inside its
+    compiled graph (``Backend.input_dtype`` says what a backend takes). ``throughput``:
+    compiled for :meth:`Backend.map` over many batches, where the runtime has streams
+    (OpenVINO's THROUGHPUT hint); a single call may then be slower.
     """
     kind = resolve_backend(kind)
     if kind not in BACKENDS:
         raise ValueError(f"unknown backend {kind!r}: expected one of "
                          f"{', '.join((AUTO, 'eager') + BACKENDS)}")
     model, input_size, recorded = _resolve_model(model, weights, input_size)
-    if kind == "torch":
-        return Backend(kind, model, input_size)
-    if kind in ("optimized", "compiled", "bf16"):
-        return Backend(kind, optimize(model, compile=kind == "compiled", bf16=kind == "bf16"),
-                       input_size)
     normalization = normalization or recorded
     if kind in ("openvino", "openvino-int8"):
         from .int8 import normalization_of
@@ -165,8 +218,28 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
         source = _calibration_source(kind, calibration) if kind in CALIBRATED else None
         runner, details = openvino_runner(
             kind, model, input_size, threads=threads, calibration=source,
-            count=calibration_count, normalization=normalization or normalization_of(model))
-        return Backend(kind, runner, input_size, details)
+            count=calibration_count, normalization=normalization or normalization_of(model),
+            uint8_input=uint8_input, throughput=throughput)
+        return Backend(kind, runner, input_size, details, runner.input_dtype, runner.map)
+    backend = _float_backend(kind, model, input_size, threads, calibration, calibration_count,
+                             normalization)
+    if not uint8_input:
+        return backend
+    from .int8 import normalization_of
+
+    return _normalizing(backend, normalization or normalization_of(model))
+
+
+def _float_backend(kind: str, model: nn.Module, input_size: tuple[int, int, int],
+                   threads: int | None,
+                   calibration: str | Path | list[Path] | torch.Tensor | None,
+                   calibration_count: int, normalization: Normalization | None) -> Backend:
+    """The PyTorch and onnxruntime kinds of :func:`load_backend`, normalised input."""
+    if kind == "torch":
+        return Backend(kind, model, input_size)
+    if kind in TORCH_KINDS:
+        return Backend(kind, optimize(model, compile=kind == "compiled", bf16=kind == "bf16"),
+                       input_size)
     images = None
     if kind == "int8":
         images = _calibration(model, calibration, calibration_count, input_size, normalization)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +33,7 @@ from torch import nn
 
 from ..data.folder import default_cache_dir
 from ..files import atomic_output
+from .graphs import Uint8Input
 from .int8 import agreement, pick_calibration_files, preprocess_files
 from .onnx import compare_outputs, require_extra, runtime_input
 from .optimize import fold_batchnorm
@@ -104,23 +105,45 @@ def convert(model: nn.Module, input_size: tuple[int, int, int]):  # -> openvino.
     return converted
 
 
-def compile_model(model: Any, threads: int | None = None, exact: bool = True):
+def compile_model(model: Any, threads: int | None = None, exact: bool = True,
+                  throughput: bool = False):
     """A CPU ``CompiledModel`` of an ``openvino.Model`` or IR path, ``threads`` pinned.
 
     ``exact`` asks for f32 inference precision (OpenVINO's CPU default is bf16 where the CPU
-    has it)."""
+    has it). ``throughput``: OpenVINO's THROUGHPUT hint, several streams (one per core or
+    two here) that run requests side by side, for :meth:`OvRunner.map`; one request alone
+    then runs on one stream's threads."""
     ov = require_openvino()
     config: dict[str, Any] = {}
     if exact:
         config["INFERENCE_PRECISION_HINT"] = "f32"
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
+    if throughput:
+        config["PERFORMANCE_HINT"] = "THROUGHPUT"
     return ov.Core().compile_model(model if not isinstance(model, Path) else str(model), "CPU",
                                    config)
 
 
+def with_uint8_input(model: Any, normalization: Normalization):  # -> openvino.Model
+    """``model`` (float32, normalised ``(N, C, H, W)`` input) taking uint8 images instead
+    (0-255, resized and cropped): OpenVINO's ``PrePostProcessor`` converts them to float32,
+    scales by 1/255 and normalises with ``normalization`` (mean, std) inside the compiled
+    graph, the steps of :meth:`resnets.weights.Preprocessing.normalize`, so no float copy of
+    the batch is made in Python. Changes ``model`` in place and returns it."""
+    ov = require_openvino()
+    mean, std = normalization
+    ppp = ov.preprocess.PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8)
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0) \
+        .mean(list(mean)).scale(list(std))
+    return ppp.build()
+
+
 class OvRunner:
-    """Call a compiled OpenVINO model like a model: float ``(N, C, H, W)`` tensor in, logits out."""
+    """Call a compiled OpenVINO model like a model: an ``(N, C, H, W)`` tensor in (float, or
+    uint8 for a graph that takes images, :func:`with_uint8_input`), logits out."""
 
     def __init__(self, compiled, in_chans: int = 3) -> None:
         self.compiled = compiled
@@ -134,6 +157,34 @@ class OvRunner:
         self.request.infer({0: array})
         # copied: the request reuses its output buffer on the next call
         return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+
+    def map(self, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Logits of each batch, in order, several in flight (OpenVINO's ``AsyncInferQueue``,
+        as many requests as the compiled model's streams want): on a model compiled for
+        throughput the streams run side by side, and inference never waits for the caller
+        to make the next batch. Takes the batches as they come, so a lazy iterable is read
+        while earlier batches run."""
+        ov = require_openvino()
+        jobs = self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        queue = ov.AsyncInferQueue(self.compiled, max(1, int(jobs)))
+        done: dict[int, torch.Tensor] = {}
+
+        def finished(request, index: int) -> None:  # on OpenVINO's thread, the GIL held
+            done[index] = torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+        queue.set_callback(finished)
+        submitted = returned = 0
+        for x in batches:
+            queue.start_async({0: runtime_input(x, self.in_chans, self.input_dtype)},
+                              submitted)
+            submitted += 1
+            while returned in done:
+                yield done.pop(returned)
+                returned += 1
+        queue.wait_all()
+        while returned < submitted:
+            yield done.pop(returned)
+            returned += 1
 
 
 def write_ir(model: Any, path: str | Path, *, make_parents: bool = False,
@@ -312,19 +363,30 @@ def openvino_runner(kind: str, model: nn.Module, input_size: tuple[int, int, int
                     threads: int | None = None,
                     calibration: str | Path | list[Path] | torch.Tensor | None = None,
                     count: int = 128,
-                    normalization: Normalization | None = None
+                    normalization: Normalization | None = None,
+                    uint8_input: bool = False, throughput: bool = False
                     ) -> tuple[OvRunner, dict[str, Any]]:
     """``openvino`` (fp32) or ``openvino-int8`` as a callable, with what was checked.
 
     fp32 reports its max |diff| against PyTorch; a fresh int8 model reports its top-1
-    agreement and lowest logit cosine with fp32 on the calibration images.
+    agreement and lowest logit cosine with fp32 on the calibration images. ``uint8_input``:
+    the runner takes uint8 images and normalises them in the graph with ``normalization``
+    (:func:`with_uint8_input`); the cached models stay float-input. ``throughput``: compiled
+    for :meth:`OvRunner.map` (:func:`compile_model`).
     """
     model = model.eval()
+    if uint8_input and normalization is None:
+        raise ValueError("uint8 input needs the normalization (mean, std) to apply in the graph")
     if kind == "openvino":
         converted, details = fp32_model(model, input_size)
-        runner = OvRunner(compile_model(converted, threads), input_size[0])
-        inputs = check_inputs(input_size, input_dtype(model))[:1]
-        diff, _ = compare_outputs(model, runner, inputs, 1e-4, 1e-6, "OpenVINO")
+        reference: nn.Module = model
+        if uint8_input:
+            converted = with_uint8_input(converted, normalization)
+            reference = Uint8Input(model, *normalization).eval()
+        runner = OvRunner(compile_model(converted, threads, throughput=throughput),
+                          input_size[0])
+        inputs = check_inputs(input_size, input_dtype(reference))[:1]
+        diff, _ = compare_outputs(reference, runner, inputs, 1e-4, 1e-6, "OpenVINO")
         return runner, {"max_abs_diff": diff, **details}
     if kind != "openvino-int8":
         raise ValueError(f"unknown OpenVINO backend {kind!r}: expected openvino or "
@@ -333,9 +395,14 @@ def openvino_runner(kind: str, model: nn.Module, input_size: tuple[int, int, int
         raise ValueError("openvino-int8 needs calibration images and their normalization")
     quantized, images, details = int8_model(model, input_size, calibration, count=count,
                                             normalization=normalization)
-    runner = OvRunner(compile_model(quantized, threads), input_size[0])
-    if images is not None:
+    if images is not None:  # fresh: compare with fp32 on the (normalised) calibration images
+        float_runner = OvRunner(compile_model(quantized, threads), input_size[0])
         with torch.inference_mode():
-            top1, cosine = agreement(model(images), runner(images))
+            top1, cosine = agreement(model(images), float_runner(images))
         details.update(calibration_images=len(images), top1_agreement=top1, min_cosine=cosine)
-    return runner, details
+        if not uint8_input and not throughput:
+            return float_runner, details
+    if uint8_input:
+        quantized = with_uint8_input(quantized, normalization)
+    compiled = compile_model(quantized, threads, throughput=throughput)
+    return OvRunner(compiled, input_size[0]), details

@@ -174,6 +174,8 @@ class ResNet(nn.Module):
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         # He et al. 2015 normal init (fan_out, as torchvision); BN starts as the identity.
+        if any(p.is_meta for p in self.parameters()):
+            return  # nothing to fill; normal_ on meta would import torch._dynamo (~1.5 s)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

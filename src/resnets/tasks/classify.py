@@ -7,7 +7,8 @@ import csv
 import functools
 import io
 import warnings
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,14 @@ import torch
 
 from ..data.folder import scan_folder
 from ..data.io import ImageReadError, is_image_file, read_rgb
-from ..data.stream import image_batches
-from ..export.backends import AUTO, load_backend, resolve_backend
+from ..data.stream import Batch, image_batches
+from ..export.backends import (
+    AUTO,
+    Backend,
+    load_backend,
+    resolve_backend,
+    runtime_owns_cores,
+)
 from ..export.exported import ExportedClassifier, is_exported_file, load_exported
 from ..files import atomic_output
 from ..weights.classifier import Classifier, load_classifier
@@ -197,10 +204,11 @@ def predict(images: list[str | Path] | str | Path, source: str | Path | None = N
 
 def classifier_backend(clf: Classifier, backend: str = "auto",
                        calibration: str | Path | list[Path] | None = None,
-                       model: torch.nn.Module | None = None
-                       ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``clf``'s model (or ``model``, e.g. its pooled features) run by ``backend``, as a
-    function of a normalised batch on the model's device.
+                       model: torch.nn.Module | None = None) -> Backend:
+    """``clf``'s model (or ``model``, e.g. its pooled features) run by ``backend``, taking
+    uint8 batches (resized and cropped by ``clf.preprocessing``) on the model's device; the
+    backend normalises them (OpenVINO inside its graph, :func:`resnets.export.load_backend`
+    with ``uint8_input``) and is compiled for many batches (:meth:`Backend.map`).
 
     ``auto`` resolves to the fastest exact backend installed; should that runtime fail to
     take the model, the PyTorch one (``optimized``) runs it, with a warning.
@@ -208,18 +216,17 @@ def classifier_backend(clf: Classifier, backend: str = "auto",
     module = clf.model if model is None else model
     device = next(clf.model.parameters()).device
     kind = resolve_backend(backend, device)
-    if kind == "torch":
-        return module
-    if device.type != "cpu":
-        raise ValueError(f"backend {kind!r} runs on the CPU, not on {device}")
     pre = clf.preprocessing
     side = pre.input_size
+    if kind != "torch" and device.type != "cpu":
+        raise ValueError(f"backend {kind!r} runs on the CPU, not on {device}")
 
-    def load(k: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    def load(k: str) -> Backend:
         return load_backend(k, module, input_size=(len(pre.mean), side, side),
-                            calibration=calibration, normalization=(pre.mean, pre.std))
+                            calibration=calibration, normalization=(pre.mean, pre.std),
+                            uint8_input=True, throughput=True)
 
-    if backend != AUTO or kind == "optimized":
+    if backend != AUTO or kind in ("optimized", "torch"):
         return load(kind)
     try:
         return load(kind)
@@ -234,16 +241,18 @@ def predict_with(clf: Classifier, paths: list[Path], top_k: int = 5, batch_size:
                  backend: str = "auto", calibration: str | Path | None = None,
                  workers: int | None = None) -> tuple[list[Prediction], list[str]]:
     """:func:`predict` with a loaded classifier and a list of image files. Files are decoded
-    on ``workers`` threads (:func:`resnets.data.stream.image_batches`) while the model runs."""
+    on ``workers`` threads (:func:`resnets.data.stream.image_batches`) while the model runs
+    (:meth:`resnets.export.backends.Backend.map`)."""
     run = classifier_backend(clf, backend, calibration if calibration is not None else paths)
     device = next(clf.model.parameters()).device
-    pre = clf.preprocessing
 
-    def logits(images: torch.Tensor) -> torch.Tensor:
-        return run(pre.normalize(images).to(device))
+    def logits(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        return run.map(images.to(device) for images in batches)
 
     note = functools.partial(size_mismatch_note, clf)
-    return classify_files(logits, clf.classes, pre, paths, top_k, batch_size, workers, note)
+    with runtime_owns_cores(run.kind):
+        return classify_files(logits, clf.classes, clf.preprocessing, paths, top_k,
+                              batch_size, workers, note)
 
 
 def predict_exported(exported: ExportedClassifier, paths: list[Path], top_k: int = 5,
@@ -251,36 +260,46 @@ def predict_exported(exported: ExportedClassifier, paths: list[Path], top_k: int
                      ) -> tuple[list[Prediction], list[str]]:
     """:func:`predict` with an exported ONNX or OpenVINO file, its own classes and
     preprocessing (no PyTorch model involved)."""
-    def logits(images: torch.Tensor) -> torch.Tensor:
-        return exported.run(exported.prepare(images))
+    def logits(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        return (exported.run(exported.prepare(images)) for images in batches)
 
-    return classify_files(logits, exported.classes, exported.preprocessing, paths, top_k,
-                          batch_size, workers)
+    with runtime_owns_cores(exported.runtime):
+        return classify_files(logits, exported.classes, exported.preprocessing, paths, top_k,
+                              batch_size, workers)
 
 
-def classify_files(logits: Callable[[torch.Tensor], torch.Tensor], classes: list[str],
-                   pre: Preprocessing, paths: list[Path], top_k: int = 5,
+def classify_files(logits: Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]],
+                   classes: list[str], pre: Preprocessing, paths: list[Path], top_k: int = 5,
                    batch_size: int = 64, workers: int | None = None,
                    note: Callable[[Path, tuple[int, int]], str | None] | None = None
                    ) -> tuple[list[Prediction], list[str]]:
-    """Top-``k`` classes of every readable file: ``logits`` takes uint8 batches resized and
-    cropped by ``pre``. ``note`` may return one warning about an image's size (the first
-    is shown)."""
+    """Top-``k`` classes of every readable file: ``logits`` maps uint8 batches (resized and
+    cropped by ``pre``) to their logits, in order, reading them as they are decoded.
+    ``note`` may return one warning about an image's size (the first is shown)."""
     k = max(1, min(top_k, len(classes)))
     preds: list[Prediction] = []
     errors: list[str] = []
+    decoded: deque[Batch] = deque()  # batches handed to ``logits`` and not yet answered
     warned = note is None
-    for batch in image_batches(paths, pre, batch_size, workers):
-        errors += batch.errors
-        if batch.images is None:
-            continue
-        if not warned:
-            for p, size in zip(batch.paths, batch.sizes, strict=True):
-                if text := note(p, size):
-                    warnings.warn(text, stacklevel=3)
-                    warned = True
-                    break
-        probs = logits(batch.images).float().softmax(1).cpu()
+
+    def readable() -> Iterator[torch.Tensor]:
+        nonlocal warned
+        for batch in image_batches(paths, pre, batch_size, workers):
+            errors.extend(batch.errors)
+            if batch.images is None:
+                continue
+            if not warned:
+                for p, size in zip(batch.paths, batch.sizes, strict=True):
+                    if text := note(p, size):
+                        warnings.warn(text, stacklevel=5)
+                        warned = True
+                        break
+            decoded.append(batch)
+            yield batch.images
+
+    for out in logits(readable()):
+        batch = decoded.popleft()
+        probs = out.float().softmax(1).cpu()
         values, idx = probs.topk(k, 1)
         for path, v, i in zip(batch.paths, values.tolist(), idx.tolist(), strict=True):
             preds.append(Prediction(str(path), [(classes[c], p)

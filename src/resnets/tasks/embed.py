@@ -10,6 +10,7 @@ line and the others are still embedded.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data.stream import image_batches
-from ..export.backends import resolve_backend
+from ..export.backends import resolve_backend, runtime_owns_cores
 from ..export.graphs import PooledFeatures
 from ..files import atomic_output
 from ..weights.classifier import Classifier, load_classifier
@@ -54,13 +55,18 @@ def embed_with(clf: Classifier, paths: list[Path], batch_size: int = 64,
     rows: list[np.ndarray] = []
     kept: list[str] = []
     errors: list[str] = []
-    for batch in image_batches(paths, clf.preprocessing, batch_size, workers):
-        errors += batch.errors
-        if batch.images is None:
-            continue
-        out = run(clf.preprocessing.normalize(batch.images).to(device))
-        rows.append(out.float().cpu().numpy())
-        kept += [str(p) for p in batch.paths]
+
+    def readable() -> Iterator[torch.Tensor]:
+        for batch in image_batches(paths, clf.preprocessing, batch_size, workers):
+            errors.extend(batch.errors)
+            if batch.images is None:
+                continue
+            kept.extend(str(p) for p in batch.paths)
+            yield batch.images.to(device)
+
+    with runtime_owns_cores(run.kind):
+        for out in run.map(readable()):
+            rows.append(out.float().cpu().numpy())
     dim = features.num_features or (rows[0].shape[1] if rows else 0)
     array = np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
     return Embeddings(array.astype(np.float32, copy=False), kept, errors, clf.name,

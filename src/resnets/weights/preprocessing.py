@@ -131,10 +131,22 @@ class Preprocessing:
     def resize_crop(self, images: torch.Tensor) -> torch.Tensor:
         """The geometric steps alone: uint8 image or batch in, uint8 out (resized with
         rounding, as :meth:`__call__` does before scaling). Runs where decoding runs, so that
-        whole uint8 batches are normalised at once, or inside an exported graph."""
+        whole uint8 batches are normalised at once, or inside an exported graph. An image
+        already of the output size comes back as it is (torchvision's resize and crop leave
+        it unchanged too), without importing torchvision (over a second at start-up)."""
         import torch
 
+        if self._keeps(images.shape[-2], images.shape[-1]):
+            return images.as_subclass(torch.Tensor)
         return _geometry(self)(images).as_subclass(torch.Tensor)
+
+    def _keeps(self, height: int, width: int) -> bool:
+        """Whether :meth:`resize_crop` leaves a ``height`` x ``width`` image as it is: its
+        shorter side is already ``resize`` (or there is none) and it is ``crop`` square (or
+        there is no crop)."""
+        resized = self.resize is None or min(height, width) == self.resize
+        cropped = self.crop is None or height == width == self.crop
+        return resized and cropped
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """The value steps alone: a uint8 image or batch (already resized and cropped) to
