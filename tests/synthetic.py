@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +119,11 @@ def make_hostile_inputs(folder: Path) -> dict[str, Path]:
 
 BAD_INPUTS = ("bomb", "folder", "truncated", "empty", "text")
 GOOD_INPUTS = ("rgba", "gray16", "cmyk", "rotated")
+
+
+def fresh_python(code: str) -> list[str]:
+    """Run ``code`` in a new interpreter (a clean ``sys.modules``); its stdout, split."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()

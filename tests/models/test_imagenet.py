@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -7,6 +5,7 @@ import torchvision
 
 import resnets
 from resnets.models.stats import model_stats
+from tests.synthetic import fresh_python
 
 # torchvision's parameter counts (its weight docs) and He et al. 2016 Table 1.
 PARAMS = {
@@ -142,10 +141,7 @@ def test_a_model_built_on_the_meta_device_skips_init_and_torch_dynamo():
             "with torch.device('meta'):\n"
             "    model = build_model('resnet50')\n"
             "print(model.conv1.weight.is_meta, 'torch._dynamo' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "False"]
+    assert fresh_python(code) == ["True", "False"]
 
 
 def test_bad_inputs_and_options_name_what_was_expected():
