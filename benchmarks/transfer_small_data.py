@@ -13,10 +13,14 @@ The class subsets are folders of symbolic links under ``--out`` (nothing is copi
 CIFAR images upsampled), and the small training set written as a photo folder of mixed
 sizes (48-128 px a side, any aspect), formats and modes (JPEG, PNG with alpha, grayscale
 PNG); the pretrained arm uses the ``finetune`` recipe, the scratch arm the same recipe
-without pretrained weights:
+without pretrained weights (which runs it at its from-scratch lr):
 
     .venv/bin/python benchmarks/transfer_small_data.py --photos --model resnet18 \
         --image-size 64 --out runs/transfer-photos
+
+``--grid HEAD_LR:BACKBONE_SCALE,...`` (with ``--photos``) runs the pretrained arm at each
+learning-rate pair instead, on ``--seeds``, and prints validation and test top-1: the sweep
+behind the recipe's rates. ``--scratch-grid LR,...`` does the same for the scratch arm.
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ def main() -> None:
     ap.add_argument("--pretrain-batch-size", type=int, default=128)
     ap.add_argument("--photos", action="store_true",
                     help="small set as a mixed photo folder, finetune recipe (issue #15)")
+    ap.add_argument("--grid", default="", help="HEAD_LR:BACKBONE_SCALE,... (with --photos)")
+    ap.add_argument("--scratch-grid", default="", help="LR,... (with --photos)")
     ap.add_argument("--image-size", type=int, default=None)
     args = ap.parse_args()
     sized = {"image_size": args.image_size} if args.image_size else {}
@@ -115,6 +121,9 @@ def main() -> None:
     else:
         link_view(data / "train", small / "train", target, args.per_class, 0)
     link_view(data / "test", small / "test", target, None, 0)
+    if args.grid or args.scratch_grid:
+        sweep(args, small, pre_run / "model.safetensors", sized)
+        return
     results: dict[str, list[float]] = {"pretrained": [], "scratch": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in ("pretrained", "scratch"):
@@ -146,6 +155,30 @@ def main() -> None:
     for arm in ("pretrained", "scratch"):
         print(f"{arm:10s} mean {summary['mean'][arm]:.2f}% (sd {summary['stdev'][arm]:.2f}) "
               f"over {len(results[arm])} seeds")
+
+
+def sweep(args: argparse.Namespace, small: Path, weights: Path, sized: dict) -> None:
+    """The ``finetune`` recipe at other learning rates: pretrained (``--grid``) and from
+    scratch (``--scratch-grid``), one run per setting and seed, validation and test top-1."""
+    points = [("pretrained", float(h), float(b)) for h, b in
+              (p.split(":") for p in args.grid.split(",") if p)]
+    points += [("scratch", float(lr), 1.0) for lr in args.scratch_grid.split(",") if lr]
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for arm, lr, scale in points:
+            run = Path(args.out) / "grid" / f"{arm}-lr{lr:g}-bb{scale:g}-seed{seed}"
+            if not (run / "result.json").exists():
+                start = {"pretrained": str(weights)} if arm == "pretrained" else {}
+                cfg = recipe("finetune", model=args.model, data=str(small), out=str(run),
+                             epochs=args.epochs, seed=seed, batch_size=args.batch_size,
+                             lr=lr, backbone_lr_scale=scale, **start, **sized)
+                train(cfg, resume=(run / "last.pt").exists(), quiet=True)
+            r = json.loads((run / "result.json").read_text())
+            rows.append({"arm": arm, "lr": lr, "backbone_lr_scale": scale, "seed": seed,
+                         "val_acc": r["best_val_acc"], "test_acc": r["test_acc"]})
+            print(f"{arm:10s} lr {lr:<6g} backbone x{scale:<5g} seed {seed}: "
+                  f"val {r['best_val_acc']:.1f}%  test {r['test_acc']:.2f}%", flush=True)
+    (Path(args.out) / "grid" / "summary.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -39,10 +39,15 @@ def test_round_trip_through_dict():
 
 
 def test_finetune_recipe_warms_up_then_decays_with_smoothing_at_a_cpu_batch():
-    cfg = recipe("finetune", model="resnet18")
+    cfg = recipe("finetune", model="resnet18", pretrained="resnet18.tv_in1k")
     assert cfg.schedule == "cosine" and cfg.warmup_epochs == 1.0
-    assert cfg.lr == 0.01 and cfg.backbone_lr_scale < 1 and cfg.label_smoothing == 0.1
+    assert cfg.lr == 0.05 and cfg.backbone_lr_scale == 0.2 and cfg.label_smoothing == 0.1
     assert cfg.batch_size == 32 and cfg.crop_min_area == 0.25
+
+
+def test_finetune_recipe_from_scratch_runs_at_a_lower_lr_unless_told():
+    assert recipe("finetune", model="resnet18").lr == 0.01
+    assert recipe("finetune", model="resnet18", lr=0.2).lr == 0.2
 
 
 def test_pretrained_imagenet_model_defaults_to_finetune():

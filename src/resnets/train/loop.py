@@ -197,7 +197,8 @@ class Trainer:
         if cfg.pretrained and self.resume_state is None:
             from .finetune import load_pretrained_backbone
 
-            load_pretrained_backbone(model, cfg.pretrained, cfg.model, quiet=self.quiet)
+            load_pretrained_backbone(model, cfg.pretrained, cfg.model, quiet=self.quiet,
+                                     classes=self.classes)
         if cfg.freeze_backbone:
             for name, p in model.named_parameters():
                 p.requires_grad = name.startswith("fc.")
