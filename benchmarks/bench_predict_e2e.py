@@ -5,9 +5,10 @@ calibration, decoding, inference, printing), on the same folder, in interleaved 
 
 - ``default``: ``resnets predict DIR --json --top-k 1`` (backend ``auto``: the fastest exact
   fp32 backend installed);
-- ``int8`` and ``openvino-int8``: the same with ``--backend ...`` (calibrated on the inputs,
-  as predict does by default; OpenVINO's int8 and fp32 conversions are cached after the
-  warm-up round, onnxruntime's int8 calibrates every run);
+- ``int8``, ``onnxruntime-int8`` (and, asked for, ``openvino-int8``): the same with
+  ``--backend ...``, calibrated on the inputs as predict does by default; ``int8`` runs the
+  fastest int8 backend installed (the report names it, from predict's note). Every int8 and
+  converted fp32 model is cached in the warm-up round, so the timed rounds do not calibrate;
 - ``plain``: a 20-line script, torchvision ``ImageFolder`` + ``DataLoader`` + eager fp32,
   with the bundled ResNet-56 (``resnets.load_classifier`` only hands over the weights; the
   preprocessing is written out in the script).
@@ -73,6 +74,7 @@ def commands(data: Path, plain: Path, workers: int, cases: list[str]) -> dict[st
     resnets = [sys.executable, "-m", "resnets", "predict", str(data), "--json", "--top-k", "1"]
     every = {"default": resnets,
              "int8": [*resnets, "--backend", "int8"],
+             "onnxruntime-int8": [*resnets, "--backend", "onnxruntime-int8"],
              "openvino-int8": [*resnets, "--backend", "openvino-int8"],
              "plain": [sys.executable, str(plain), str(data), str(workers)]}
     return {name: every[name] for name in cases}
@@ -89,13 +91,23 @@ def top1(stdout: str) -> tuple[float, int]:
     return 100.0 * right / max(n, 1), n
 
 
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str, str]:
+    """(wall seconds, stdout, stderr) of ``cmd``; exits when it fails."""
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return seconds, done.stdout
+    return seconds, done.stdout, done.stderr
+
+
+def resolved_backend(stderr: str) -> str | None:
+    """What ``--backend int8`` ran, from predict's note (None for the other cases)."""
+    marker = "note: --backend int8 runs "
+    for line in stderr.splitlines():
+        if line.startswith(marker):
+            return line[len(marker):].split()[0]
+    return None
 
 
 def main() -> None:
@@ -103,7 +115,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="a folder of class folders")
     ap.add_argument("--limit", type=int, default=None, help="about this many images (quick)")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds")
-    ap.add_argument("--cases", default="default,int8,openvino-int8,plain")
+    ap.add_argument("--cases", default="default,int8,onnxruntime-int8,plain",
+                    help="of default, int8, onnxruntime-int8, openvino-int8, plain")
     ap.add_argument("--plain-workers", type=int, default=2, help="the script's DataLoader "
                                                                  "workers")
     ap.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
@@ -118,12 +131,14 @@ def main() -> None:
         env = {**os.environ, "RESNETS_CACHE": str(work_dir / "cache")}  # a cold cache
         cases = commands(data, plain, args.plain_workers, args.cases.split(","))
         names = list(cases)
-        first, times, accuracy = {}, {n: [] for n in names}, {}
+        first, times, accuracy, runs = {}, {n: [] for n in names}, {}, {}
         for name in names:  # warm-up: file cache, model caches; checks the outputs
-            first[name], stdout = run(cases[name], env)
+            first[name], stdout, stderr = run(cases[name], env)
             accuracy[name] = top1(stdout)
+            runs[name] = resolved_backend(stderr)
             print(f"warm-up {name}: {first[name]:.1f} s, top-1 {accuracy[name][0]:.2f}% "
-                  f"of {accuracy[name][1]}", file=sys.stderr)
+                  f"of {accuracy[name][1]}" + (f", runs {runs[name]}" if runs[name] else ""),
+                  file=sys.stderr)
         for r in range(args.repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 times[name].append(run(cases[name], env)[0])
@@ -133,12 +148,14 @@ def main() -> None:
     report = {"data": str(args.data), "limit": args.limit, "repeats": args.repeats,
               "cpus": os.cpu_count(), "cases": {
                   n: {"median_s": median[n], "first_s": first[n], "times_s": times[n],
+                      "runs": runs[n],
                       "speedup_vs_plain": base / median[n] if base else None,
                       "top1": accuracy[n][0], "images": accuracy[n][1]} for n in names}}
-    print(f"{'case':<15}{'median s':>10}{'first s':>10}{'x plain':>9}{'top-1 %':>9}")
+    print(f"{'case':<18}{'median s':>10}{'first s':>10}{'x plain':>9}{'top-1 %':>9}  runs")
     for n, c in report["cases"].items():
         ratio = f"{c['speedup_vs_plain']:.2f}" if c["speedup_vs_plain"] else "-"
-        print(f"{n:<15}{c['median_s']:>10.2f}{c['first_s']:>10.2f}{ratio:>9}{c['top1']:>9.2f}")
+        print(f"{n:<18}{c['median_s']:>10.2f}{c['first_s']:>10.2f}{ratio:>9}{c['top1']:>9.2f}"
+              f"  {c['runs'] or ''}")
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
 

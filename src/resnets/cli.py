@@ -339,10 +339,12 @@ def predict(
     csv_: Annotated[str | None, typer.Option("--csv", help="Also write a CSV file.")] = None,
     backend: Annotated[str, typer.Option(help=(
         "auto (the fastest exact fp32 backend installed: openvino, onnxruntime, else "
-        "optimized PyTorch), torch, optimized, onnxruntime, openvino, or int8 / "
-        "openvino-int8 (faster, at a measured accuracy cost)."))] = "auto",
+        "optimized PyTorch), torch, optimized, onnxruntime, openvino, or int8 (the fastest "
+        "int8 backend installed: openvino-int8, else onnxruntime-int8; faster, at a measured "
+        "accuracy cost), openvino-int8, onnxruntime-int8. Int8 models are cached after the "
+        "first run."))] = "auto",
     calibration: Annotated[str | None, typer.Option(
-        help="int8, openvino-int8: a folder of training images to calibrate on; "
+        help="int8 backends: a folder of training images to calibrate on; "
         "default: the inputs.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     cam: Annotated[str | None, typer.Option(
@@ -355,6 +357,7 @@ def predict(
     preprocessing."""
     import json
 
+    from .export.backends import resolve_backend
     from .export.exported import is_exported_file, load_exported
     from .tasks.classify import (
         collect_images,
@@ -364,8 +367,8 @@ def predict(
     )
     from .weights.classifier import load_classifier
 
-    backends = ("auto", "torch", "optimized", "onnxruntime", "int8", "openvino",
-                "openvino-int8")
+    backends = ("auto", "int8", "torch", "optimized", "onnxruntime", "onnxruntime-int8",
+                "openvino", "openvino-int8")
     if backend not in backends:
         raise ValueError(f"--backend must be one of {', '.join(backends)}, got {backend!r}")
     paths = collect_images(inputs)
@@ -382,6 +385,9 @@ def predict(
     else:
         clf = load_classifier(weights, model, device=device, allow_nonfinite=allow_nonfinite)
         _notes(clf.notes)
+        if backend == "int8":  # what runs depends on what is installed: say it
+            _notes([f"--backend int8 runs {resolve_backend(backend)} (the fastest int8 "
+                    f"backend installed)"])
         preds, errors = predict_with(clf, paths, top_k=top_k, batch_size=batch_size,
                                      backend=backend, calibration=calibration)
     for err in errors:
@@ -425,7 +431,8 @@ def embed(
     weights: Annotated[str | None, typer.Option(
         help="Weights: a file, a tag or a URL; default: the model's own weights.")] = None,
     backend: Annotated[str, typer.Option(
-        help="auto, torch, optimized, onnxruntime, openvino, int8 or openvino-int8.")
+        help="auto, torch, optimized, onnxruntime, openvino, int8 (the fastest int8 backend "
+             "installed), onnxruntime-int8 or openvino-int8.")
     ] = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     device: Annotated[str, typer.Option()] = "cpu",
@@ -630,11 +637,13 @@ def bench(
     model: Annotated[str, typer.Option(help="Model name.")] = "resnet50",
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,16",
     backend: Annotated[str, typer.Option(
-        help="resnets backends: eager, optimized, compiled, bf16, onnxruntime, int8, "
-             "openvino, openvino-int8."
+        help="resnets backends: eager, optimized, compiled, bf16, onnxruntime, "
+             "onnxruntime-int8, openvino, openvino-int8, or int8 (the fastest int8 backend "
+             "installed)."
     )] = "eager,optimized,onnxruntime,int8",
     compare: Annotated[str, typer.Option(
-        help="Peers: torchvision, onnxruntime, int8, openvino, openvino-int8 ('' for none)."
+        help="Peers: torchvision, onnxruntime, onnxruntime-int8 (or int8), openvino, "
+             "openvino-int8 ('' for none)."
     )] = "torchvision,onnxruntime",
     threads: Annotated[int | None, typer.Option(help="Threads for torch and onnxruntime; "
                                                      "default: every core.")] = None,

@@ -1,5 +1,6 @@
 """Fixtures shared by the export tests: a ResNet-20 whose BN layers do something, its ONNX
-file (exported once per session: the dynamo exporter takes seconds) and real CIFAR images."""
+file (exported once per session: the dynamo exporter takes seconds), real CIFAR images, and
+a fresh model cache in every test."""
 
 from __future__ import annotations
 
@@ -28,6 +29,13 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
                 m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
     return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    """Converted and quantized models go to a fresh cache folder in every test, never
+    ~/.cache."""
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,8 @@ def test_onnxruntime_backend_matches_pytorch_at_another_size():
 
 
 def test_unknown_backend_lists_the_known_ones(resnet20):
-    with pytest.raises(ValueError, match="unknown backend 'tensorrt': expected one of auto, eager, "
-                                         + ", ".join(BACKENDS)):
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt': expected one of auto, int8, "
+                                         "eager, " + ", ".join(BACKENDS)):
         load_backend("tensorrt", resnet20, input_size=CIFAR_SIZE)
 
 
@@ -78,7 +78,47 @@ def test_auto_picks_the_fastest_exact_backend_installed(monkeypatch, present, ex
     assert backends.resolve_backend("auto") == expected
     assert backends.resolve_backend("auto", "cuda") == "torch"
     assert backends.resolve_backend("eager") == "torch"
-    assert backends.resolve_backend("int8") == "int8"
+
+
+@pytest.mark.parametrize(("present", "expected"), [
+    ({"openvino", "nncf", "onnxruntime", "onnx"}, "openvino-int8"),
+    ({"openvino", "nncf"}, "openvino-int8"),
+    ({"openvino", "onnxruntime", "onnx"}, "onnxruntime-int8"),  # NNCF quantizes for OpenVINO
+    ({"onnxruntime", "onnx"}, "onnxruntime-int8"),
+    (set(), "onnxruntime-int8"),  # whose error names the extra to install
+])
+def test_int8_picks_the_fastest_int8_backend_installed(monkeypatch, present, expected):
+    from resnets.export import backends
+
+    monkeypatch.setattr(backends, "installed", lambda module: module in present)
+    assert backends.fastest_int8_backend() == expected
+    assert backends.resolve_backend("int8") == expected
+    assert backends.resolve_backend("int8", "cuda") == expected  # int8 runs on the CPU
+    assert backends.resolve_backend("onnxruntime-int8") == "onnxruntime-int8"
+
+
+def test_int8_backend_names_the_runtime_it_resolved_to(resnet20, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from resnets.export import backends
+
+    monkeypatch.setattr(backends, "installed", lambda module: module in {"onnxruntime",
+                                                                          "onnx"})
+    backend = load_backend("int8", resnet20, input_size=CIFAR_SIZE, threads=1,
+                           calibration=torch.randn(4, *CIFAR_SIZE))
+    assert backend.kind == "onnxruntime-int8" and backend.details["cached"] is False
+
+
+def test_int8_without_any_runtime_names_the_extra_to_install(resnet20, monkeypatch):
+    import sys
+
+    from resnets.export import backends
+
+    monkeypatch.setattr(backends, "installed", lambda module: False)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(ValueError, match=r"onnxruntime is not installed: pip install "
+                                         r"'resnets\[onnx\]'"):
+        load_backend("int8", resnet20, input_size=CIFAR_SIZE,
+                     calibration=torch.randn(2, *CIFAR_SIZE))
 
 
 def test_auto_backend_with_nothing_extra_is_exact_pytorch(resnet20, monkeypatch):
@@ -124,7 +164,7 @@ def test_a_runtime_backend_leaves_pytorch_one_thread_and_restores_the_count():
     with runtime_owns_cores("openvino"):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2
-    with pytest.raises(RuntimeError, match="boom"), runtime_owns_cores("int8"):
+    with pytest.raises(RuntimeError, match="boom"), runtime_owns_cores("onnxruntime-int8"):
         assert torch.get_num_threads() == 1
         raise RuntimeError("boom")
     assert torch.get_num_threads() == 2

@@ -18,14 +18,15 @@ def cifar_report():
     """Every resnets backend but compile and both onnxruntime peers, tiny settings."""
     calib = shared_path("cifar10", "train")
     cfg = BenchConfig(model="resnet20", batches=(1, 4), compare=("onnxruntime", "int8"),
-                      backends=("eager", "optimized", "bf16", "onnxruntime", "int8"),
+                      backends=("eager", "optimized", "bf16", "onnxruntime",
+                                "onnxruntime-int8"),
                       calib_dir=str(calib), calib_images=16, exporter="legacy", **TINY)
     return run_bench(cfg)
 
 
 def test_report_has_one_result_per_backend_and_batch(cifar_report):
     labels = {"plain:eager", "resnets:optimized", "resnets:bf16", "resnets:onnxruntime",
-              "resnets:int8", "plain:onnxruntime", "plain:onnxruntime-int8"}
+              "resnets:onnxruntime-int8", "plain:onnxruntime", "plain:onnxruntime-int8"}
     found = {(r["backend"], r["batch"]) for r in cifar_report["results"]}
     assert found == {(label, b) for label in labels for b in (1, 4)}
     assert cifar_report["baseline"] == "plain:eager" and not cifar_report["skipped"]
@@ -80,6 +81,20 @@ def test_cli_bench_bad_flags_are_one_line_errors(args, message):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert message in lines[0]
+
+
+@pytest.mark.parametrize(("present", "expected"), [
+    ({"openvino", "nncf", "onnxruntime", "onnx"}, ("eager", "openvino-int8", "onnxruntime-int8")),
+    ({"onnxruntime", "onnx"}, ("eager", "onnxruntime-int8", "openvino-int8")),
+])
+def test_int8_backend_is_named_by_the_runtime_it_resolves_to(monkeypatch, present, expected):
+    from resnets.export import backends
+
+    monkeypatch.setattr(backends, "installed", lambda module: module in present)
+    cfg = BenchConfig(backends=("eager", "int8", "openvino-int8", "onnxruntime-int8"),
+                      compare=("int8",))
+    assert cfg.backends == expected  # each timed once, under its own name
+    assert cfg.compare == ("onnxruntime-int8",)  # a peer's int8 is onnxruntime's quantizer
 
 
 def test_parse_batches_keeps_order():

@@ -1,12 +1,16 @@
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import resnets
-from resnets.export import load_backend, quantize_onnx
+from resnets.export import Int8Report, load_backend, quantize_onnx
 from resnets.export.int8 import calibration_images
 from resnets.export.onnx import OrtRunner, ort_session
 from tests.conftest import shared_path
+from tests.export.conftest import CIFAR_SIZE, randomize_bn
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +51,10 @@ def test_calibration_folder_errors_name_the_folder(tmp_path):
         calibration_images(tmp_path, 8, (32, 32))
 
 
-def test_int8_backend_without_calibration_images_says_what_to_pass():
+@pytest.mark.parametrize("kind", ["int8", "onnxruntime-int8"])
+def test_int8_backend_without_calibration_images_says_what_to_pass(kind):
     with pytest.raises(ValueError, match="int8 needs calibration images: give a folder"):
-        load_backend("int8", resnets.create_model("resnet20"), input_size=(3, 32, 32))
+        load_backend(kind, resnets.create_model("resnet20"), input_size=(3, 32, 32))
 
 
 def _bundled_classifier(name: str):
@@ -73,7 +78,7 @@ def test_int8_accuracy_on_cifar10_test_within_half_a_point_of_fp32(name):
     size = (3, pre.input_size, pre.input_size)
     calib = calibration_images(shared_path("cifar10", "train"), 512, size[1:], seed=0,
                                mean=pre.mean, std=pre.std)
-    int8 = load_backend("int8", clf.model, input_size=size, calibration=calib)
+    int8 = load_backend("onnxruntime-int8", clf.model, input_size=size, calibration=calib)
     index = scan_folder(shared_path("cifar10", "test"))
     correct = {"fp32": 0, "int8": 0}
     for start in range(0, len(index.paths), 500):
@@ -85,3 +90,84 @@ def test_int8_accuracy_on_cifar10_test_within_half_a_point_of_fp32(name):
         correct["int8"] += int((int8(x).argmax(1) == labels).sum())
     fp32, q = (100 * correct[k] / len(index.paths) for k in ("fp32", "int8"))
     assert abs(fp32 - q) <= 0.5, f"fp32 {fp32:.2f}%, int8 {q:.2f}%"
+
+
+def count_quantize_calls(monkeypatch, copy_of: Path | None = None) -> list[int]:
+    """Calls of the quantizer behind the int8 backend (by calibration images); with
+    ``copy_of``, a quantized file stands in for quantizing (the cache is what is tested)."""
+    from resnets.export import int8
+
+    calls: list[int] = []
+    original = int8.quantize_model
+
+    def counted(model, out_path, input_size, images, **kw):
+        calls.append(len(images))
+        if copy_of is None:
+            return original(model, out_path, input_size, images, **kw)
+        shutil.copyfile(copy_of, out_path)
+        return Int8Report(Path(out_path), len(images), 1.0, 1.0)
+
+    monkeypatch.setattr(int8, "quantize_model", counted)
+    return calls
+
+
+def load_int8(model, calibration, **kw):
+    return load_backend("onnxruntime-int8", model, input_size=CIFAR_SIZE, threads=1,
+                        calibration=calibration, **kw)
+
+
+def test_second_int8_load_reads_the_cache_without_calibrating(resnet20, cifar_train,
+                                                              monkeypatch, tmp_path):
+    calls = count_quantize_calls(monkeypatch)
+    first = load_int8(resnet20, cifar_train[:16])
+    second = load_int8(resnet20, cifar_train[:16])
+    assert calls == [16]
+    assert first.details["cached"] is False and first.details["top1_agreement"] >= 0.8
+    assert second.details == {"cached": True, "cache_file": first.details["cache_file"]}
+    cached = list((tmp_path / "cache" / "onnxruntime").iterdir())
+    assert [p.name for p in cached] == [Path(first.details["cache_file"]).name]
+    assert cached[0].name.startswith("resnet-int8-") and cached[0].suffix == ".onnx"
+    x = torch.randn(3, *CIFAR_SIZE)
+    assert torch.equal(first(x), second(x))
+
+
+def test_int8_cache_key_follows_weights_and_calibration_set(resnet20, int8_runner,
+                                                            monkeypatch):
+    calls = count_quantize_calls(monkeypatch, copy_of=int8_runner[0])
+    train = shared_path("cifar10", "train")
+    for count in (8, 8, 12):  # the same folder sample twice, then a larger one
+        load_int8(resnet20, train, calibration_count=count)
+    other = randomize_bn(resnets.create_model("resnet20"), seed=1)
+    load_int8(other, train, calibration_count=8)
+    files = sorted(shared_path("cifar10", "test", "cat").iterdir())[:8]
+    for _ in range(2):  # what predict passes without a calibration folder: its inputs
+        backend = load_int8(resnet20, files)
+    assert calls == [8, 12, 8, 8] and backend.details["cached"] is True
+
+
+def test_damaged_int8_cache_entry_is_replaced(resnet20, int8_runner, monkeypatch):
+    calls = count_quantize_calls(monkeypatch, copy_of=int8_runner[0])
+    images = torch.randn(4, *CIFAR_SIZE)
+    entry = Path(load_int8(resnet20, images).details["cache_file"])
+    entry.write_bytes(entry.read_bytes()[:1000])  # cut off
+    rebuilt = load_int8(resnet20, images)
+    assert calls == [4, 4] and rebuilt.details["cached"] is False
+    assert entry.read_bytes() == int8_runner[0].read_bytes()
+    again = load_int8(resnet20, images)
+    assert calls == [4, 4] and again.details["cached"] is True
+    assert again(torch.randn(1, *CIFAR_SIZE)).shape == (1, 10)
+
+
+def test_unwritable_int8_cache_still_gives_a_backend(resnet20, int8_runner, monkeypatch,
+                                                     tmp_path):
+    calls = count_quantize_calls(monkeypatch, copy_of=int8_runner[0])
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("RESNETS_CACHE", str(blocked))
+    images = torch.randn(4, *CIFAR_SIZE)
+    for _ in range(2):  # each run calibrates again, and only that
+        backend = load_int8(resnet20, images)
+        assert backend.details["cache_file"] is None
+        assert "not-a-folder" in backend.details["cache_error"]
+        assert backend(torch.randn(1, *CIFAR_SIZE)).shape == (1, 10)
+    assert calls == [4, 4] and blocked.read_text() == ""

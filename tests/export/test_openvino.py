@@ -22,12 +22,6 @@ from tests.export.conftest import CIFAR_SIZE, randomize_bn  # noqa: E402
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path, monkeypatch):
-    """Quantized models go to a fresh cache folder in every test, never ~/.cache."""
-    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _convert_each_module_once():
     """torch.export + convert_model take seconds; tests that convert one module again get

@@ -81,7 +81,7 @@ def test_predict_cli_exit_code_and_csv(trained, tmp_path):
     assert ok.exit_code == 0
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "int8"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
 def test_predict_backends_agree_with_torch(trained, backend):
     root, weights = trained
     files = sorted((root / "test").rglob("*.png"))
@@ -100,9 +100,39 @@ def test_predict_rejects_unknown_backend(trained):
     _, weights = trained
     result = runner.invoke(app, ["predict", "x.png", "--weights", str(weights), "--backend",
                                  "tpu"])
-    assert result.exit_code == 1 and ("--backend must be one of auto, torch, optimized, "
-                                      "onnxruntime, int8, openvino, openvino-int8, got 'tpu'"
-                                      ) in result.output
+    assert result.exit_code == 1 and ("--backend must be one of auto, int8, torch, optimized, "
+                                      "onnxruntime, onnxruntime-int8, openvino, openvino-int8, "
+                                      "got 'tpu'") in result.output
+
+
+def test_predict_cli_int8_names_its_backend_and_calibrates_once(trained, monkeypatch,
+                                                                tmp_path):
+    pytest.importorskip("onnxruntime")
+    from resnets.export import backends, int8
+
+    root, weights = trained
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(backends, "installed", lambda module: module in {"onnxruntime",
+                                                                          "onnx"})
+    args = ["predict", str(root / "test"), "--weights", str(weights), "--backend", "int8",
+            "--json", "--top-k", "1"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "note: --backend int8 runs onnxruntime-int8 (the fastest int8 backend " \
+           "installed)" in first.output
+
+    def calibrate_again(*args, **kwargs):
+        raise AssertionError("the second run calibrated again")
+
+    monkeypatch.setattr(int8, "quantize_model", calibrate_again)
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+
+    def rows(result):
+        return [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
+
+    assert len(rows(first)) == 18 and rows(second) == rows(first)
+    assert len(list((tmp_path / "cache" / "onnxruntime").glob("*.onnx"))) == 1
 
 
 def _eager_and_default_top1(paths):

@@ -4,7 +4,8 @@
 - :func:`load_backend`: any way of running a model as one callable, images to logits.
 - :func:`export_model` / :func:`export_named`: ONNX, ``torch.export``, TorchScript,
   safetensors files, checked after writing and written atomically.
-- :func:`quantize_model`: onnxruntime static int8, calibrated on real images.
+- :func:`quantize_model`: onnxruntime static int8, calibrated on real images (cached by
+  :func:`resnets.export.int8.int8_session`, :mod:`resnets.export.model_cache`).
 - :mod:`resnets.export.openvino`: OpenVINO fp32 and NNCF int8 (cached), and the IR format.
 """
 

@@ -3,14 +3,16 @@
 ``load_backend(kind, model)`` returns a function taking a float ``(N, 3, H, W)`` batch
 (normalized like the model's training data) and returning float32 logits, whatever runs
 underneath: PyTorch eager, :func:`~resnets.export.optimize`, onnxruntime fp32 or int8,
-OpenVINO fp32 or int8. With ``uint8_input`` it takes uint8 images (resized and cropped)
-instead and normalises them itself: OpenVINO inside its compiled graph, the others with
-:meth:`resnets.weights.Preprocessing.normalize` first.
-``resnets predict --backend`` and ``resnets bench`` both use it.
+OpenVINO fp32 or int8. ``auto`` picks the fastest exact (fp32) backend installed and
+``int8`` the fastest int8 one; ``Backend.kind`` names what was picked. With ``uint8_input``
+it takes uint8 images (resized and cropped) instead and normalises them itself: OpenVINO
+inside its compiled graph, the others with :meth:`resnets.weights.Preprocessing.normalize`
+first. ``resnets predict --backend`` and ``resnets bench`` both use it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,38 +27,55 @@ from ..weights.preprocessing import Preprocessing
 from .onnx import OrtRunner, export_onnx, ort_session
 from .optimize import optimize
 
-BACKENDS = ("torch", "optimized", "compiled", "bf16", "onnxruntime", "int8", "openvino",
-            "openvino-int8")
-CALIBRATED = ("int8", "openvino-int8")
+BACKENDS = ("torch", "optimized", "compiled", "bf16", "onnxruntime", "onnxruntime-int8",
+            "openvino", "openvino-int8")
+CALIBRATED = ("onnxruntime-int8", "openvino-int8")
 _ALIASES = {"eager": "torch"}
 AUTO = "auto"
+INT8 = "int8"  # the fastest int8 backend installed
 # The exact (fp32) backends, fastest first, and what each needs installed. Issue #17's run
 # (resnet50, 2 threads): OpenVINO fp32 2.22x torchvision eager, onnxruntime 2.11x,
 # optimize() 1.59x (BENCHMARKS.md).
 EXACT_BY_SPEED = (("openvino", ("openvino",)), ("onnxruntime", ("onnxruntime", "onnx")),
                   ("optimized", ()))
+# The int8 backends, fastest first. Issue #17's run (2 threads): onnxruntime int8 ran at
+# 0.77-0.92x OpenVINO int8 (resnet50 at batch 1 and 16, CIFAR nets at 256; BENCHMARKS.md).
+# onnxruntime-int8 is the last resort: when it is missing too, its error names the extra.
+INT8_BY_SPEED = (("openvino-int8", ("openvino", "nncf")),
+                 ("onnxruntime-int8", ("onnxruntime", "onnx")))
 
 
 def installed(module: str) -> bool:
     """Whether ``module`` can be imported (looked up, not imported)."""
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
+
+
+def _fastest(by_speed: tuple[tuple[str, tuple[str, ...]], ...], fallback: str) -> str:
+    for kind, needs in by_speed:
+        if all(installed(m) for m in needs):
+            return kind
+    return fallback
 
 
 def fastest_exact_backend() -> str:
     """The fastest fp32 backend whose runtime is installed: ``openvino``, else
     ``onnxruntime``, else ``optimized`` (PyTorch, always there)."""
-    for kind, needs in EXACT_BY_SPEED:
-        if all(installed(m) for m in needs):
-            return kind
-    return "optimized"
+    return _fastest(EXACT_BY_SPEED, "optimized")
+
+
+def fastest_int8_backend() -> str:
+    """The fastest int8 backend whose runtime is installed: ``openvino-int8`` (OpenVINO and
+    NNCF), else ``onnxruntime-int8``."""
+    return _fastest(INT8_BY_SPEED, "onnxruntime-int8")
 
 
 def resolve_backend(kind: str, device: str | torch.device = "cpu") -> str:
-    """``kind`` with ``auto`` and aliases resolved: ``auto`` is
-    :func:`fastest_exact_backend` on the CPU and PyTorch eager on an accelerator."""
+    """``kind`` with ``auto``, ``int8`` and aliases resolved: ``auto`` is
+    :func:`fastest_exact_backend` on the CPU and PyTorch eager on an accelerator; ``int8``
+    is :func:`fastest_int8_backend` (the int8 backends run on the CPU)."""
     kind = _ALIASES.get(kind, kind)
+    if kind == INT8:
+        return fastest_int8_backend()
     if kind != AUTO:
         return kind
     return fastest_exact_backend() if torch.device(device).type == "cpu" else "torch"
@@ -157,19 +176,6 @@ def _resolve_model(model: nn.Module | str, weights: str | Path | None,
     return model.eval(), input_size, recorded
 
 
-def _calibration(model: nn.Module, calibration: str | Path | list[Path] | torch.Tensor | None,
-                 count: int,
-                 input_size: tuple[int, int, int], normalization: Normalization | None
-                 ) -> torch.Tensor:
-    from .int8 import calibration_images, normalization_of
-
-    source = _calibration_source("int8", calibration)
-    if isinstance(source, torch.Tensor):
-        return source
-    mean, std = normalization or normalization_of(model)
-    return calibration_images(source, count, input_size[1:], mean=mean, std=std)
-
-
 def _calibration_source(kind: str, calibration: str | Path | list[Path] | torch.Tensor | None
                         ) -> Path | list[Path] | torch.Tensor:
     """The calibration tensor, folder or file list; an error when there is none."""
@@ -189,13 +195,14 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
                  uint8_input: bool = False, throughput: bool = False) -> Backend:
     """``model`` (a module, or a registry name with optional ``weights``) run by ``kind``.
 
-    Kinds: ``auto`` (:func:`resolve_backend`), ``torch`` (eager, alias ``eager``),
-    ``optimized`` (BN folded, channels-last), ``compiled`` (the same through
-    ``torch.compile``), ``bf16``, ``onnxruntime`` (fp32) and ``int8`` (onnxruntime static
+    Kinds: ``auto`` and ``int8`` (:func:`resolve_backend`), ``torch`` (eager, alias
+    ``eager``), ``optimized`` (BN folded, channels-last), ``compiled`` (the same through
+    ``torch.compile``), ``bf16``, ``onnxruntime`` (fp32) and ``onnxruntime-int8`` (static
     quantization calibrated on ``calibration``: a folder of images, a list of image files or
-    a preprocessed tensor), ``openvino`` (fp32; the converted model is cached) and
-    ``openvino-int8`` (NNCF, calibrated like ``int8``; the quantized model is cached, see
-    :mod:`resnets.export.openvino`).
+    a preprocessed tensor; :func:`resnets.export.int8.int8_session`), ``openvino`` (fp32)
+    and ``openvino-int8`` (NNCF, calibrated like ``onnxruntime-int8``; see
+    :mod:`resnets.export.openvino`). Converted and quantized models are cached
+    (:mod:`resnets.export.model_cache`), so a second load does not calibrate again.
     Calibration images are normalized with ``normalization`` (mean, std), by default the
     one the weights record (``resnets train`` metadata, a pretrained record) or ImageNet's.
     ``threads`` pins onnxruntime's and OpenVINO's threads (PyTorch's are global:
@@ -208,7 +215,7 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
     kind = resolve_backend(kind)
     if kind not in BACKENDS:
         raise ValueError(f"unknown backend {kind!r}: expected one of "
-                         f"{', '.join((AUTO, 'eager') + BACKENDS)}")
+                         f"{', '.join((AUTO, INT8, 'eager') + BACKENDS)}")
     model, input_size, recorded = _resolve_model(model, weights, input_size)
     normalization = normalization or recorded
     if kind in ("openvino", "openvino-int8"):
@@ -240,20 +247,16 @@ def _float_backend(kind: str, model: nn.Module, input_size: tuple[int, int, int]
     if kind in TORCH_KINDS:
         return Backend(kind, optimize(model, compile=kind == "compiled", bf16=kind == "bf16"),
                        input_size)
-    images = None
-    if kind == "int8":
-        images = _calibration(model, calibration, calibration_count, input_size, normalization)
-    details = {}
+    if kind == "onnxruntime-int8":
+        from .int8 import int8_session, normalization_of
+
+        session, details = int8_session(
+            model, input_size, _calibration_source(kind, calibration),
+            normalization=normalization or normalization_of(model), count=calibration_count,
+            threads=threads)
+        return Backend(kind, OrtRunner(session, in_chans=input_size[0]), input_size, details)
     with tempfile.TemporaryDirectory() as work:
         path = Path(work) / f"{kind}.onnx"
-        if kind == "int8":
-            from .int8 import quantize_model
-
-            report = quantize_model(model, path, input_size, images, threads=threads)
-            details = {"calibration_images": report.calibration_images,
-                       "top1_agreement": report.top1_agreement,
-                       "min_cosine": report.min_cosine}
-        else:
-            details = {"max_abs_diff": export_onnx(model, path, input_size).max_abs_diff}
+        details = {"max_abs_diff": export_onnx(model, path, input_size).max_abs_diff}
         session = ort_session(path, threads)  # the session holds the graph; the file can go
     return Backend(kind, OrtRunner(session, in_chans=input_size[0]), input_size, details)

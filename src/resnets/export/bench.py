@@ -4,15 +4,18 @@ Everything is measured in one process and one run, interleaved: each repeat time
 (backend, batch) case in turn, in a rotated order, so a slow spell on a shared machine hits
 all cases alike. The baseline is torchvision's eager fp32 twin of the model, holding the same
 weights (for models without a twin, the resnets model in eager fp32). Peers (``compare``):
-``torchvision`` (eager fp32), ``onnxruntime`` (the twin exported to ONNX, run in fp32) and
-``int8`` (the twin's ONNX file through onnxruntime's static quantizer with the settings it
-documents for x86 — QDQ, per-channel, uint8 activations — but without its optional graph
-pre-processing, calibrated on the same images as ours), ``openvino`` (the twin through
+``torchvision`` (eager fp32), ``onnxruntime`` (the twin exported to ONNX, run in fp32),
+``onnxruntime-int8`` (alias ``int8``: the twin's ONNX file through onnxruntime's static
+quantizer with the settings it documents for x86 — QDQ, per-channel, uint8 activations — but
+without its optional graph pre-processing, calibrated on the same images as ours),
+``openvino`` (the twin through
 ``openvino.convert_model`` and ``compile_model(..., "CPU")``, asked for f32 precision: on CPUs
 with bf16 instructions OpenVINO's default is bf16, which would not be an fp32 peer) and
 ``openvino-int8`` (NNCF's ``quantize`` of that model with its defaults, compiled with
 OpenVINO's defaults, calibrated on the same images as ours). PyTorch, onnxruntime and OpenVINO
-get the same thread count.
+get the same thread count. Our backends are the kinds of
+:func:`resnets.export.load_backend`; ``int8`` among them is the fastest int8 backend
+installed, named as such in the report.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch import nn
 from ..models.registry import build_model, get_spec
 from ..weights.classifier import load_classifier
 from ..weights.loading import load_state_dict_into
+from .backends import INT8, fastest_int8_backend
 from .int8 import calibration_images, normalization_of
 from .openvino import (
     OvRunner,
@@ -45,10 +49,11 @@ from .openvino import (
 )
 from .shapes import quiet, sample_input
 
-BACKENDS = ("eager", "optimized", "compiled", "bf16", "onnxruntime", "int8", "openvino",
-            "openvino-int8")
-PEERS = ("torchvision", "onnxruntime", "int8", "openvino", "openvino-int8")
-_PEER_ALIASES = {"onnxruntime-int8": "int8", "eager": "torchvision"}
+BACKENDS = ("eager", "optimized", "compiled", "bf16", "onnxruntime", "onnxruntime-int8",
+            "openvino", "openvino-int8")
+PEERS = ("torchvision", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
+# A peer is what a user would run instead: ``int8`` there stays onnxruntime's quantizer.
+_PEER_ALIASES = {"int8": "onnxruntime-int8", "eager": "torchvision"}
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
               "amx_int8", "amx_bf16")
 
@@ -59,7 +64,7 @@ class BenchConfig:
 
     model: str = "resnet50"
     batches: tuple[int, ...] = (1, 16)
-    backends: tuple[str, ...] = ("eager", "optimized", "onnxruntime", "int8")
+    backends: tuple[str, ...] = ("eager", "optimized", "onnxruntime", INT8)  # int8: fastest
     compare: tuple[str, ...] = ("torchvision", "onnxruntime")
     threads: int | None = None  # None: every core
     repeats: int = 5
@@ -75,11 +80,14 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         self.batches = tuple(int(b) for b in self.batches)
-        self.backends = tuple(self.backends)
+        # int8 is the fastest int8 backend installed, named as such (once) in the report
+        resolved = (fastest_int8_backend() if b == INT8 else b for b in self.backends)
+        self.backends = tuple(dict.fromkeys(resolved))
         self.compare = tuple(_PEER_ALIASES.get(p, p) for p in self.compare)
         bad = [b for b in self.backends if b not in BACKENDS]
         if bad:
-            raise ValueError(f"unknown backend {bad[0]!r}: expected some of {', '.join(BACKENDS)}")
+            raise ValueError(f"unknown backend {bad[0]!r}: expected some of "
+                             f"{', '.join((INT8, *BACKENDS))}")
         bad = [p for p in self.compare if p not in PEERS]
         if bad:
             raise ValueError(f"unknown peer {bad[0]!r}: expected some of "
@@ -259,7 +267,9 @@ class _Builder:
             return self.ort_fn(self.onnx_file("resnets"))
         if backend in ("openvino", "openvino-int8"):
             return self.openvino_fn("resnets", int8=backend == "openvino-int8")
-        return self.ort_fn(self.int8_file("resnets"))
+        if backend == "onnxruntime-int8":
+            return self.ort_fn(self.int8_file("resnets"))
+        raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
 
     def peer(self, peer: str) -> Callable[[torch.Tensor], torch.Tensor]:
         if peer == "torchvision":
@@ -268,7 +278,9 @@ class _Builder:
             return self.ort_fn(self.onnx_file("peer"))
         if peer in ("openvino", "openvino-int8"):
             return self.openvino_fn("peer", int8=peer == "openvino-int8")
-        return self.ort_fn(self.int8_file("peer"))
+        if peer == "onnxruntime-int8":
+            return self.ort_fn(self.int8_file("peer"))
+        raise ValueError(f"unknown peer {peer!r}: expected one of {', '.join(PEERS)}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -353,8 +365,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
         # without a twin, resnets:eager would time the baseline's very model a second time
         wanted = [(f"resnets:{b}", build.ours, b) for b in cfg.backends
                   if twin is not None or b != "eager"]
-        wanted += [(f"{prefix}:{'onnxruntime-int8' if p == 'int8' else p}", build.peer, p)
-                   for p in cfg.compare if p != "torchvision"]
+        wanted += [(f"{prefix}:{p}", build.peer, p) for p in cfg.compare if p != "torchvision"]
         for label, make, arg in wanted:
             log(f"preparing {label}")
             try:

@@ -6,17 +6,26 @@ documents for x86: QDQ format, per-channel int8 weights, uint8 activations. With
 activations instead (the quantizer's default) onnxruntime 1.32 leaves 20 of ResNet-50's 53
 convolutions in float on x86; with uint8 every Conv and Add becomes a QLinear op in NHWC.
 Ranges come from MinMax calibration on real images, preprocessed like the model's inputs.
+
+Calibrating takes longer than predicting a few hundred small images, so :func:`int8_session`
+keeps the quantized model in the user cache folder (``$RESNETS_CACHE/onnxruntime``, by
+default ``~/.cache/resnets/onnxruntime``), keyed like OpenVINO's
+(:mod:`resnets.export.model_cache`): the weights' sha256, the input size, the calibration
+set, the preprocessing, the weights' bit width and the onnxruntime and onnx versions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import random
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +35,15 @@ from torch import nn
 from ..data.io import is_image_file, read_rgb
 from ..files import atomic_output
 from ..weights.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from .model_cache import cache_dir, cache_key, model_sha256, package_versions, store
 from .onnx import OrtRunner, export_onnx, ort_session, require_onnxruntime
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Part of the cache key of a quantized model: bump it when the export or the quantizer's
+# settings change, so that models made the old way are not reused.
+PIPELINE_VERSION = 1
+
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,25 @@ def preprocess_files(files: list[Path], size: tuple[int, int],
         raise ValueError(f"calibration images are square crops, got size {h}x{w}")
     pre = Preprocessing(resize=h, crop=h, mean=mean, std=std)
     return torch.stack([pre(read_rgb(f)) for f in files])
+
+
+def calibration_identity(calibration: str | Path | list[Path] | torch.Tensor, count: int,
+                         seed: int = 0) -> tuple[dict[str, Any], list[Path]]:
+    """What the calibration set is, for a cache key: the picked files (path and size) and
+    count from a folder or a list of files, or a tensor's sha256. Also the picked files
+    (none for a tensor)."""
+    if isinstance(calibration, torch.Tensor):
+        t = calibration.detach().to(torch.float32).cpu().contiguous()
+        return {"tensor_sha256": hashlib.sha256(t.numpy().tobytes()).hexdigest(),
+                "shape": list(t.shape)}, []
+    if isinstance(calibration, (str, Path)):
+        folder = Path(calibration).resolve()
+        picked = pick_calibration_files(folder, count, seed)
+        files = [[str(p.relative_to(folder)), p.stat().st_size] for p in picked]
+        return {"folder": str(folder), "count": count, "seed": seed, "files": files}, picked
+    picked = pick_calibration_files([Path(p) for p in calibration], count, seed)
+    files = [[str(p.resolve()), p.stat().st_size] for p in picked]
+    return {"count": count, "seed": seed, "files": files}, picked
 
 
 def cpu_has_vnni() -> bool:
@@ -188,3 +222,50 @@ def quantize_model(model: nn.Module, out_path: str | Path, input_size: tuple[int
     with torch.inference_mode():
         top1, cosine = agreement(model(images), int8(images))
     return Int8Report(Path(out_path), len(images), top1, cosine)
+
+
+def int8_session(model: nn.Module, input_size: tuple[int, int, int],
+                 calibration: str | Path | list[Path] | torch.Tensor, *,
+                 normalization: Normalization, count: int = 128, seed: int = 0,
+                 threads: int | None = None, use_cache: bool = True
+                 ) -> tuple[Any, dict[str, Any]]:
+    """An onnxruntime session of ``model`` in int8 (:func:`quantize_model`), calibrated on
+    ``count`` images of ``calibration`` (a folder, a list of image files, or a preprocessed
+    tensor) normalised with ``normalization`` (mean, std); the quantized model comes from the
+    cache when it holds one, and a damaged entry is replaced.
+
+    Returns (``InferenceSession``, details): ``cached``, ``cache_file`` (None when the cache
+    could not be written, with ``cache_error``) and, for a fresh model, its top-1 agreement
+    and lowest logit cosine with fp32 on the calibration images.
+    """
+    require_onnxruntime()
+    model = model.eval()
+    identity, picked = calibration_identity(calibration, count, seed)
+    key = cache_key({"pipeline": PIPELINE_VERSION, "weights": model_sha256(model),
+                     "input_size": list(input_size),
+                     "normalization": [list(n) for n in normalization],
+                     "calibration": identity, "reduce_range": not cpu_has_vnni(),
+                     **package_versions("onnxruntime", "onnx")})
+    path = cache_dir("onnxruntime") / f"{type(model).__name__.lower()}-int8-{key[:32]}.onnx"
+    if use_cache and path.is_file():
+        try:
+            return ort_session(path, threads), {"cached": True, "cache_file": str(path)}
+        except Exception:  # onnxruntime's load errors derive from Exception alone
+            pass  # a damaged entry (cut off, overwritten): quantized again and replaced
+    if isinstance(calibration, torch.Tensor):
+        images = calibration
+    else:
+        images = preprocess_files(picked, input_size[1:], *normalization)
+    with tempfile.TemporaryDirectory() as work:
+        fresh = Path(work) / "int8.onnx"
+        report = quantize_model(model, fresh, input_size, images, threads=threads)
+        session = ort_session(fresh, threads)  # the session holds the graph; the file can go
+        details = store(path, lambda dest: _copy_into(fresh, dest), use_cache)
+    details.update(calibration_images=report.calibration_images,
+                   top1_agreement=report.top1_agreement, min_cosine=report.min_cosine)
+    return session, details
+
+
+def _copy_into(source: Path, dest: Path) -> None:
+    with atomic_output(dest, make_parents=True) as tmp:
+        shutil.copyfile(source, tmp)

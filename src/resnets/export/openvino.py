@@ -11,16 +11,14 @@ NNCF leaves in float stay float32 in ``openvino-int8``.
 
 Converting takes seconds and calibrating minutes, so a converted fp32 model
 (:func:`fp32_model`, keyed by the weights' hash, the input size and the versions) and a
-quantized model are cached under the user cache
-folder (``$RESNETS_CACHE/openvino``, by default ``~/.cache/resnets/openvino``), keyed by
+quantized model are cached under the user cache folder (:mod:`resnets.export.model_cache`:
+``$RESNETS_CACHE/openvino``, by default ``~/.cache/resnets/openvino``), keyed by
 the sha256 of the fp32 weights and architecture, the calibration set (folder, files and
 count, or the tensor's bytes), the preprocessing, and the OpenVINO and NNCF versions.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -31,10 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.folder import default_cache_dir
 from ..files import atomic_output
 from .graphs import Uint8Input
-from .int8 import agreement, pick_calibration_files, preprocess_files
+from .int8 import agreement, calibration_identity, preprocess_files
+from .model_cache import cache_dir, cache_key, model_sha256, package_versions, store
 from .onnx import compare_outputs, require_extra, runtime_input
 from .optimize import fold_batchnorm
 from .shapes import check_inputs, dynamic_shapes, input_dtype, quiet, sample_input
@@ -76,15 +74,7 @@ def _quiet_logs() -> Iterator[None]:
 
 def versions() -> dict[str, str | None]:
     """The installed OpenVINO and NNCF versions (None where missing)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {}
-    for name in ("openvino", "nncf"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
+    return package_versions("openvino", "nncf")
 
 
 def convert(model: nn.Module, input_size: tuple[int, int, int]):  # -> openvino.Model
@@ -252,48 +242,13 @@ def quantize_openvino(model: Any, images: torch.Tensor):  # -> openvino.Model
         return nncf.quantize(model, dataset, subset_size=len(arrays))
 
 
-def cache_dir() -> Path:
-    """Where quantized models are kept: ``$RESNETS_CACHE/openvino`` (default
-    ``~/.cache/resnets/openvino``), beside the dataset caches."""
-    return default_cache_dir() / "openvino"
-
-
-def model_sha256(model: nn.Module) -> str:
-    """sha256 of the architecture (module tree) and every tensor of the ``state_dict``."""
-    h = hashlib.sha256(repr(model).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def calibration_identity(calibration: str | Path | list[Path] | torch.Tensor, count: int,
-                         seed: int = 0) -> tuple[dict[str, Any], list[Path]]:
-    """What the calibration set is, for the cache key: the picked files (path and size) and
-    count from a folder or a list of files, or a tensor's sha256. Also the picked files
-    (none for a tensor)."""
-    if isinstance(calibration, torch.Tensor):
-        t = calibration.detach().to(torch.float32).cpu().contiguous()
-        return {"tensor_sha256": hashlib.sha256(t.numpy().tobytes()).hexdigest(),
-                "shape": list(t.shape)}, []
-    if isinstance(calibration, (str, Path)):
-        folder = Path(calibration).resolve()
-        picked = pick_calibration_files(folder, count, seed)
-        files = [[str(p.relative_to(folder)), p.stat().st_size] for p in picked]
-        return {"folder": str(folder), "count": count, "seed": seed, "files": files}, picked
-    picked = pick_calibration_files([Path(p) for p in calibration], count, seed)
-    files = [[str(p.resolve()), p.stat().st_size] for p in picked]
-    return {"count": count, "seed": seed, "files": files}, picked
-
-
 def int8_cache_key(model: nn.Module, input_size: tuple[int, int, int],
                    calibration: dict[str, Any], normalization: Normalization) -> str:
     """The cache key of a quantized model: everything its int8 weights and ranges depend on."""
-    key = {"pipeline": PIPELINE_VERSION, "weights": model_sha256(model),
-           "input_size": list(input_size), "normalization": [list(n) for n in normalization],
-           "calibration": calibration, **versions()}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return cache_key({"pipeline": PIPELINE_VERSION, "weights": model_sha256(model),
+                      "input_size": list(input_size),
+                      "normalization": [list(n) for n in normalization],
+                      "calibration": calibration, **versions()})
 
 
 def fp32_model(model: nn.Module, input_size: tuple[int, int, int], *, use_cache: bool = True
@@ -302,10 +257,9 @@ def fp32_model(model: nn.Module, input_size: tuple[int, int, int], *, use_cache:
     ``torch.export`` and takes seconds, longer than predicting a few hundred small images.
     Returns (``openvino.Model``, details: cached or not, the cache file)."""
     ov = require_openvino()
-    key = {"pipeline": PIPELINE_VERSION, "weights": model_sha256(model),
-           "input_size": list(input_size), "precision": "fp32", **versions()}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-    path = cache_dir() / f"{type(model).__name__.lower()}-fp32-{digest[:32]}.xml"
+    digest = cache_key({"pipeline": PIPELINE_VERSION, "weights": model_sha256(model),
+                        "input_size": list(input_size), "precision": "fp32", **versions()})
+    path = cache_dir("openvino") / f"{type(model).__name__.lower()}-fp32-{digest[:32]}.xml"
     cached = _read_cached(ov, path, use_cache)
     if cached is not None:
         return cached, {"cached": True, "cache_file": str(path)}
@@ -324,16 +278,8 @@ def _read_cached(ov: ModuleType, path: Path, use_cache: bool) -> Any | None:
 
 
 def _store(model: Any, path: Path, use_cache: bool) -> dict[str, Any]:
-    """Write a converted model to the cache; a read-only or full cache costs the next run
-    a conversion (or calibration), not this one: reported in the details."""
-    details: dict[str, Any] = {"cached": False, "cache_file": None}
-    if use_cache:
-        try:
-            write_ir(model, path, make_parents=True)
-            details["cache_file"] = str(path)
-        except OSError as e:
-            details["cache_error"] = f"{type(e).__name__}: {e}"
-    return details
+    """Write a converted model (``.xml`` and ``.bin``) to the cache (:func:`store`)."""
+    return store(path, lambda p: write_ir(model, p, make_parents=True), use_cache)
 
 
 def int8_model(model: nn.Module, input_size: tuple[int, int, int],
@@ -347,7 +293,7 @@ def int8_model(model: nn.Module, input_size: tuple[int, int, int],
     ov = require_openvino()  # NNCF only on a miss: a cached model runs without it
     identity, picked = calibration_identity(calibration, count, seed)
     key = int8_cache_key(model, input_size, identity, normalization)
-    path = cache_dir() / f"{type(model).__name__.lower()}-{key[:32]}.xml"
+    path = cache_dir("openvino") / f"{type(model).__name__.lower()}-{key[:32]}.xml"
     cached = _read_cached(ov, path, use_cache)
     if cached is not None:
         return cached, None, {"cached": True, "cache_file": str(path)}
