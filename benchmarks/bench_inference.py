@@ -34,15 +34,16 @@ OPENVINO = ("openvino", "openvino-int8") if HAS_OPENVINO else ()
 RUNS = {
     "resnet50": BenchConfig(
         model="resnet50", batches=(1, 16),
-        backends=("eager", "optimized", "compiled", "bf16", "onnxruntime", "int8", *OPENVINO),
+        backends=("eager", "optimized", "compiled", "bf16", "onnxruntime", "onnxruntime-int8",
+                  *OPENVINO),
         compare=("torchvision", "onnxruntime", "int8", *OPENVINO)),
     "resnet20": BenchConfig(
         model="resnet20", batches=(256,),
-        backends=("optimized", "bf16", "onnxruntime", "int8", *OPENVINO),
+        backends=("optimized", "bf16", "onnxruntime", "onnxruntime-int8", *OPENVINO),
         compare=("onnxruntime", "int8", *OPENVINO)),
     "resnet56": BenchConfig(
         model="resnet56", batches=(256,),
-        backends=("optimized", "bf16", "onnxruntime", "int8", *OPENVINO),
+        backends=("optimized", "bf16", "onnxruntime", "onnxruntime-int8", *OPENVINO),
         compare=("onnxruntime", "int8", *OPENVINO)),
 }
 
@@ -80,7 +81,7 @@ def cifar_accuracy(name: str, weights: str | None, threads: int, calib: int) -> 
     backends = {
         "fp32": load_backend("torch", clf.model, input_size=size),
         "bf16": load_backend("bf16", clf.model, input_size=size),
-        "int8": load_backend("int8", clf.model, input_size=size, threads=threads,
+        "int8": load_backend("onnxruntime-int8", clf.model, input_size=size, threads=threads,
                              calibration=images),
     }
     if HAS_OPENVINO:
