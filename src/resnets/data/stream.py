@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -64,9 +65,11 @@ def _load(paths: list[Path], start: int, pre: Preprocessing, reduced_decode: boo
 
 def image_batches(paths: list[Path], pre: Preprocessing, batch_size: int = 64,
                   workers: int | None = None, reduced_decode: bool = True,
-                  prefetched: Prefetch | None = None) -> Iterator[Batch]:
+                  prefetched: Prefetch | None = None) -> Generator[Batch, None, None]:
     """Batches of ``paths`` through ``pre.resize_crop``, in order, decoded ahead on
-    ``workers`` threads (None: :func:`default_workers`; 0: in the calling thread).
+    ``workers`` threads (None: :func:`default_workers`; 0: in the calling thread). The
+    threads start on the first batches at once, before the first is asked for, so that the
+    caller can load its model meanwhile; ``close()`` the iterator to stop them early.
 
     ``reduced_decode`` lets JPEGs much larger than ``pre.resize`` decode at a reduced scale
     (:func:`resnets.data.io.open_image`). Every batch is stacked, so ``pre`` must give one
@@ -77,7 +80,17 @@ def image_batches(paths: list[Path], pre: Preprocessing, batch_size: int = 64,
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     chunks = [(paths[i:i + batch_size], i) for i in range(0, len(paths), batch_size)]
     workers = default_workers() if workers is None else workers
+    batches = _batches(chunks, pre, workers, reduced_decode, prefetched)
+    next(batches)  # runs it to its first yield: the threads have their first chunks
+    return cast(Generator[Batch, None, None], batches)
+
+
+def _batches(chunks: list[tuple[list[Path], int]], pre: Preprocessing, workers: int,
+             reduced_decode: bool, prefetched: Prefetch | None
+             ) -> Generator[Batch | None, None, None]:
+    """:func:`image_batches`, after one ``None`` once the pipeline is filled."""
     if workers == 0:
+        yield None
         for chunk, start in chunks:
             yield _load(chunk, start, pre, reduced_decode, prefetched)
         return
@@ -88,9 +101,15 @@ def image_batches(paths: list[Path], pre: Preprocessing, batch_size: int = 64,
             pending.append(pool.submit(_load, chunk, start, pre, reduced_decode, prefetched))
             if len(pending) > workers:
                 break
-        while pending:
-            batch = pending.popleft().result()
-            nxt = next(ahead, None)
-            if nxt is not None:
-                pending.append(pool.submit(_load, *nxt, pre, reduced_decode, prefetched))
-            yield batch
+        try:
+            yield None
+            while pending:
+                batch = pending.popleft().result()
+                nxt = next(ahead, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_load, *nxt, pre, reduced_decode, prefetched))
+                yield batch
+        except GeneratorExit:  # closed early: wait for the batches in hand only
+            for future in pending:
+                future.cancel()
+            raise

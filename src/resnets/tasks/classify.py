@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -231,19 +232,22 @@ def predict_with(clf: Classifier, paths: list[Path], top_k: int = 5, batch_size:
                  ) -> tuple[list[Prediction], list[str]]:
     """:func:`predict` with a loaded classifier and a list of image files. Files are decoded
     on ``workers`` threads (:func:`resnets.data.stream.image_batches`) while the model runs
-    (:meth:`resnets.export.backends.Backend.map`); ``prefetched`` holds those a child
-    process decoded ahead (:class:`resnets.data.prefetch.Prefetch`)."""
-    run = classifier_backend(clf, backend, calibration if calibration is not None else paths)
-    device = next(clf.model.parameters()).device
-
-    def logits(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        return run.map(images.to(device) for images in batches)
-
-    note = functools.partial(size_mismatch_note, clf)
+    (:meth:`resnets.export.backends.Backend.map`), starting while the backend loads;
+    ``prefetched`` holds those a child process decoded ahead
+    (:class:`resnets.data.prefetch.Prefetch`)."""
     batches = image_batches(paths, clf.preprocessing, batch_size, workers,
                             prefetched=prefetched)
-    with runtime_owns_cores(run.kind):
-        return classify_batches(logits, clf.classes, batches, top_k, note)
+    with contextlib.closing(batches):
+        run = classifier_backend(clf, backend,
+                                 calibration if calibration is not None else paths)
+        device = next(clf.model.parameters()).device
+
+        def logits(images: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+            return run.map(x.to(device) for x in images)
+
+        note = functools.partial(size_mismatch_note, clf)
+        with runtime_owns_cores(run.kind):
+            return classify_batches(logits, clf.classes, batches, top_k, note)
 
 
 def predict_exported(exported: ExportedClassifier, paths: list[Path], top_k: int = 5,
