@@ -21,6 +21,16 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform != "linu
                                 reason="the prefetch child is forked (Linux only)")
 
 
+@pytest.fixture
+def fork_here(monkeypatch):
+    """Let Prefetch fork this test process even where earlier tests left threads behind
+    (a runtime's callback threads count as Python threads); `resnets predict` forks before
+    any thread exists (tests/test_cli.py runs it for real)."""
+    from resnets.data import prefetch
+
+    monkeypatch.setattr(prefetch, "can_fork", lambda: True)
+
+
 def _mixed_folder(root: Path) -> list[Path]:
     """Small RGB JPEGs and PNGs among every hostile input, and a 600 px JPEG."""
     files = make_hostile_inputs(root)
@@ -53,7 +63,7 @@ def _ended(pid: int, within: float) -> bool:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_batches_and_errors_are_the_same_with_and_without_the_child(tmp_path, workers):
+def test_batches_and_errors_are_the_same_with_and_without_the_child(fork_here, tmp_path, workers):
     paths = _mixed_folder(tmp_path)
     pre = Preprocessing(resize=32, crop=32)
     plain = list(image_batches(paths, pre, batch_size=5, workers=workers))
@@ -72,7 +82,7 @@ def test_batches_and_errors_are_the_same_with_and_without_the_child(tmp_path, wo
         assert (a.images is None and b.images is None) or torch.equal(a.images, b.images)
 
 
-def test_a_jpeg_the_pipeline_decodes_reduced_is_not_taken_from_the_child(tmp_path):
+def test_a_jpeg_the_pipeline_decodes_reduced_is_not_taken_from_the_child(fork_here, tmp_path):
     path = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 800, 3), np.uint8)
                     ).save(path)
@@ -84,7 +94,7 @@ def test_a_jpeg_the_pipeline_decodes_reduced_is_not_taken_from_the_child(tmp_pat
                            read_rgb(path, min_side=100))
 
 
-def test_the_child_stops_at_the_byte_limit_and_the_rest_is_read(tmp_path):
+def test_the_child_stops_at_the_byte_limit_and_the_rest_is_read(fork_here, tmp_path):
     paths = _mixed_folder(tmp_path)[:12]
     with Prefetch(paths, max_bytes=3 * 32 * 40 * 3, min_files=1) as prefetched:
         taken = [prefetched.take(i) is not None for i in range(len(paths))]
