@@ -5,6 +5,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -118,6 +119,22 @@ def test_no_child_for_few_files_or_with_threads_running(tmp_path):
     finally:
         release.set()
         thread.join()
+
+
+def test_no_shared_memory_means_no_child_and_the_same_batches(fork_here, tmp_path,
+                                                             monkeypatch):
+    from resnets.data import prefetch
+
+    def refuse(*args):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(prefetch, "mmap", SimpleNamespace(mmap=refuse))  # Pillow keeps its own
+    paths = _mixed_folder(tmp_path)
+    with Prefetch(paths, min_files=1) as prefetched:
+        assert prefetched.pid is None
+        batches = list(image_batches(paths, cifar_default(), 8, 0, prefetched=prefetched))
+    assert [b.paths for b in batches] == [b.paths for b in image_batches(paths, cifar_default(),
+                                                                         8, 0)]
 
 
 # A child with seconds of work: one small JPEG, listed many times.

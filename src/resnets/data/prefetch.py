@@ -29,6 +29,7 @@ import signal
 import struct
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,11 +68,23 @@ class Prefetch:
         self._ended = True   # no more reports will come
         if len(paths) < max(1, min_files) or not can_fork():
             return
-        pixels = mmap.mmap(-1, max_bytes)  # anonymous and shared: the child writes here
-        index = mmap.mmap(-1, len(paths) * _FIELDS * 8)
-        stop = mmap.mmap(-1, 1)
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        try:
+            pixels = mmap.mmap(-1, max_bytes)  # anonymous and shared: the child writes here
+            index = mmap.mmap(-1, len(paths) * _FIELDS * 8)
+            stop = mmap.mmap(-1, 1)
+            read_fd, write_fd = os.pipe()
+        except OSError:  # no memory to share (a strict overcommit policy): read as before
+            return
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of any other OS thread; the one here is numpy's BLAS pool,
+            # which the child never calls (it decodes with Pillow and copies with numpy).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(read_fd)
+                os.close(write_fd)
+                return
         if pid == 0:  # the child; never returns
             os.close(read_fd)
             _decode_ahead(paths, max_side, pixels, index, stop, write_fd)
