@@ -4,9 +4,12 @@ Times, in one process on the first ``--limit`` images of a folder (sorted, sprea
 class folders), each stage alone: listing the files, loading the classifier, loading the
 backend (conversion or cache read, compile), decoding, the resize/crop, normalising in
 PyTorch (which predict leaves to the backend), the network alone on preloaded uint8
-batches, the decode pipeline alone (threads, no network), the whole ``predict_with`` and
-rendering the JSON lines. Also, as subprocesses: the interpreter with ``import
-resnets.cli`` and a ``resnets predict`` of one image (startup, model and backend load).
+batches, the decode pipeline alone (threads, no network), the child process that decodes
+while ``resnets predict`` starts (:class:`resnets.data.prefetch.Prefetch`: forked here after
+torch, so it shows the child's speed, not the start-up it overlaps) and the pipeline taking
+its pixels, the whole ``predict_with`` and rendering the JSON lines. Also, as subprocesses:
+the interpreter with ``import resnets.cli`` and a ``resnets predict`` of one image (startup,
+model and backend load).
 Run on a quiet machine:
 
     .venv/bin/python benchmarks/profile_predict.py --limit 2000 --backend auto
@@ -58,9 +61,11 @@ def main() -> None:
     ap.add_argument("--no-subprocess", action="store_true", help="skip the startup timings")
     args = ap.parse_args()
 
+    from resnets.data.image_file import collect_images
     from resnets.data.io import read_rgb
+    from resnets.data.prefetch import Prefetch
     from resnets.data.stream import image_batches
-    from resnets.tasks.classify import classifier_backend, collect_images, predict_with
+    from resnets.tasks.classify import classifier_backend, predict_with
     from resnets.weights.classifier import load_classifier
 
     rows: dict[str, float] = {}
@@ -76,6 +81,24 @@ def main() -> None:
     t, clf = timed(lambda: load_classifier(None, None), args.repeats)
     rows["load classifier"] = t
     pre = clf.preprocessing
+
+    # Before any backend runs: OpenVINO's callback threads count as Python threads, and
+    # Prefetch forks only where no other Python thread runs.
+    def child_through(prefetched: Prefetch) -> int:
+        return sum(prefetched.take(i, pre.resize) is not None for i in range(n))
+
+    def child_alone() -> int:
+        with Prefetch(paths) as prefetched:
+            return child_through(prefetched)
+
+    t, taken = timed(child_alone, 1)
+    rows[f"prefetch child: {taken} files (fork to exit)"] = t
+    with Prefetch(paths) as prefetched:
+        child_through(prefetched)  # wait for it
+        t, _ = timed(lambda: list(image_batches(paths, pre, args.batch_size, args.workers,
+                                                prefetched=prefetched)), 1)
+        rows["decode pipeline, pixels from the child"] = t
+
     t, run = timed(lambda: classifier_backend(clf, args.backend, paths), 1)
     rows[f"load backend {args.backend}"] = t
 
@@ -97,6 +120,7 @@ def main() -> None:
     t, _ = timed(lambda: list(image_batches(paths, pre, args.batch_size, args.workers)),
                  args.repeats)
     rows["decode pipeline (threads, no network)"] = t
+
     t, (preds, _) = timed(lambda: predict_with(clf, paths, top_k=1, batch_size=args.batch_size,
                                                backend=args.backend, workers=args.workers), 1)
     rows["predict_with (incl. backend load)"] = t

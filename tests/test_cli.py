@@ -182,3 +182,71 @@ def test_train_on_a_mixed_photo_folder_then_predict_into_a_pipe(tmp_path, monkey
     assert "…" not in predicted.stdout
     for path in Path("photos/test").rglob("*.*"):
         assert str(path) in predicted.stdout
+
+
+_COUNT_PREFETCHED = """
+import atexit, sys
+from resnets.data.prefetch import Prefetch
+taken, take = [], Prefetch.take
+def counted(self, *args):
+    pixels = take(self, *args)
+    taken.append(pixels is not None)
+    return pixels
+Prefetch.take = counted
+atexit.register(lambda: print(f"taken {sum(taken)}", file=sys.stderr))
+sys.argv = ["resnets", *sys.argv[1:]]
+from resnets.cli import main
+main()
+"""
+
+
+def _many_small_images(folder: Path, count: int = 300) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:03d}.{('jpg', 'png')[i % 2]}")
+
+
+def test_predict_gives_the_same_lines_when_a_child_decodes_during_startup(hostile):
+    """Enough files for `resnets predict` to fork a decoding child before importing torch:
+    predictions, error lines and exit code as the library gives them without one."""
+    from resnets.tasks.classify import predict
+
+    _many_small_images(Path("in"))
+    result = subprocess.run([sys.executable, "-c", _COUNT_PREFETCHED, "predict", "in",
+                             "--json", "--top-k", "2", "--backend", "torch"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "taken 304\n" in result.stderr  # 300 + the 4 awkward good ones; the bad re-read
+    preds, errors = predict(["in"], top_k=2, backend="torch")
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"path": p.path, "top": [{"class": c, "probability": v} for c, v in p.top]}
+        for p in preds]
+    assert _error_lines(result) == [f"error: {e}" for e in errors] and len(errors) == 4
+
+
+def _session_members(session: int) -> list[str]:
+    """``pid state`` of every process in a session."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == session:
+            members.append(f"{stat.parent.name} {fields[0]}")
+    return members
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_predict_leaves_no_process_behind_when_it_fails_after_forking(hostile):
+    _many_small_images(Path("in"))
+    proc = subprocess.Popen([sys.executable, "-m", "resnets", "predict", "in", "--model",
+                             "no_such_model"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and stderr.startswith("error: ") and "Traceback" not in stderr
+    assert _session_members(proc.pid) == []  # its decoding child neither runs nor lingers

@@ -357,15 +357,8 @@ def predict(
     preprocessing."""
     import json
 
-    from .export.backends import resolve_backend
-    from .export.exported import is_exported_file, load_exported
-    from .tasks.classify import (
-        collect_images,
-        predict_exported,
-        predict_with,
-        write_predictions_csv,
-    )
-    from .weights.classifier import load_classifier
+    from .data.image_file import collect_images
+    from .data.prefetch import Prefetch
 
     backends = ("auto", "int8", "torch", "optimized", "onnxruntime", "onnxruntime-int8",
                 "openvino", "openvino-int8")
@@ -374,22 +367,33 @@ def predict(
     paths = collect_images(inputs)
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")
-    if model is not None and is_exported_file(model):
-        if weights or cam or backend != "auto":
-            raise ValueError("an exported --model runs as it is: no --weights, --backend or "
-                             "--cam with it")
-        exported = load_exported(model)
-        _notes(exported.notes)
-        preds, errors = predict_exported(exported, paths, top_k=top_k, batch_size=batch_size)
-        clf = None
-    else:
-        clf = load_classifier(weights, model, device=device, allow_nonfinite=allow_nonfinite)
-        _notes(clf.notes)
-        if backend == "int8":  # what runs depends on what is installed: say it
-            _notes([f"--backend int8 runs {resolve_backend(backend)} (the fastest int8 "
-                    f"backend installed)"])
-        preds, errors = predict_with(clf, paths, top_k=top_k, batch_size=batch_size,
-                                     backend=backend, calibration=calibration)
+    # A child process decodes while this one imports PyTorch and loads the model (both
+    # on one core): forked before anything below imports torch.
+    with Prefetch(paths) as prefetched:
+        from .export.backends import resolve_backend
+        from .export.exported import is_exported_file, load_exported
+        from .tasks.classify import predict_exported, predict_with
+        from .weights.classifier import load_classifier
+
+        if model is not None and is_exported_file(model):
+            if weights or cam or backend != "auto":
+                raise ValueError("an exported --model runs as it is: no --weights, --backend "
+                                 "or --cam with it")
+            exported = load_exported(model)
+            _notes(exported.notes)
+            preds, errors = predict_exported(exported, paths, top_k=top_k,
+                                             batch_size=batch_size, prefetched=prefetched)
+            clf = None
+        else:
+            clf = load_classifier(weights, model, device=device,
+                                  allow_nonfinite=allow_nonfinite)
+            _notes(clf.notes)
+            if backend == "int8":  # what runs depends on what is installed: say it
+                _notes([f"--backend int8 runs {resolve_backend(backend)} (the fastest int8 "
+                        f"backend installed)"])
+            preds, errors = predict_with(clf, paths, top_k=top_k, batch_size=batch_size,
+                                         backend=backend, calibration=calibration,
+                                         prefetched=prefetched)
     for err in errors:
         typer.echo(f"error: {err}", err=True)
     if cam and clf is not None:
@@ -398,6 +402,8 @@ def predict(
         written, _ = write_cam_files(clf.model, clf.preprocessing, paths, cam)
         typer.echo(f"{len(written)} heat map(s) in {cam}", err=True)
     if csv_:
+        from .tasks.classify import write_predictions_csv
+
         write_predictions_csv(preds, csv_)
     if json_:
         for p in preds:
@@ -443,7 +449,7 @@ def embed(
     probes; unreadable files are reported and the rest still embedded."""
     import json
 
-    from .tasks.classify import collect_images
+    from .data.image_file import collect_images
     from .tasks.embed import embed_with, write_embeddings
     from .weights.classifier import load_classifier
 

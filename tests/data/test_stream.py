@@ -1,3 +1,4 @@
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,23 @@ def test_default_workers_leave_half_the_cores_to_the_model(monkeypatch, cores, t
 
     monkeypatch.setattr(stream.os, "cpu_count", lambda: cores)
     assert stream.default_workers() == threads
+
+
+def test_decoding_starts_before_the_first_batch_is_asked_for_and_stops_on_close(
+        tmp_path, monkeypatch):
+    from resnets.data import stream
+
+    paths = _images(tmp_path, 3) * 20
+    read, started = [], threading.Event()
+
+    def counted(path, **kwargs):
+        read.append(path)
+        started.set()
+        return read_rgb(path, **kwargs)
+
+    monkeypatch.setattr(stream, "read_rgb", counted)
+    batches = image_batches(paths, Preprocessing(resize=8, crop=8), batch_size=2, workers=1)
+    assert started.wait(10)  # nothing iterated yet
+    first = next(batches)
+    batches.close()
+    assert first.paths == paths[:2] and len(read) <= 3 * 2  # no more than the filled pipeline

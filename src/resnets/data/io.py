@@ -1,185 +1,38 @@
-"""Reading images the way users have them: any mode, EXIF-rotated, returned as uint8 RGB.
+"""Image files as uint8 tensors, read by :func:`resnets.data.image_file.open_image`.
 
-Every command and the library read image files through :func:`open_image`, the one guarded
-reader. Pillow decodes everything torchvision's ImageFolder accepts; grayscale, palette, RGBA
-(composited on black, as ``convert("RGB")`` does), CMYK and 16-bit images become 8-bit RGB.
-A file that cannot be an image the caller should decode (missing, a folder, unreadable,
-empty, not an image, truncated, or declaring more pixels than ``max_pixels``) raises
-:class:`ImageReadError` with a one-line message that starts with the path as given. The
-size is checked from the header before any pixel is decoded, so a decompression bomb costs
-nothing.
+The reader itself, its error kinds and its pixel limit live in
+:mod:`resnets.data.image_file`, which does not import torch; they are named here too, so
+that code reading tensors imports one module.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp",
-                    ".gif")
-# About 100 megapixels: a 12,000 x 8,000 photo passes, a header declaring 30,000 x 30,000 does
-# not. $RESNETS_MAX_PIXELS sets another default for every command. Pillow's own bomb check
-# (twice its MAX_IMAGE_PIXELS, ~179 MP) still applies above it.
-DEFAULT_MAX_PIXELS = 100_000_000
-MAX_PIXELS_ENV = "RESNETS_MAX_PIXELS"
+from .image_file import (
+    DRAFT_MARGIN,
+    ImageReadError,
+    default_max_pixels,
+    is_image_file,
+    open_image,
+    read_size,
+    to_rgb,
+)
 
-
-def default_max_pixels() -> int:
-    """The pixel limit when a caller gives none: ``$RESNETS_MAX_PIXELS`` or 100 MP."""
-    text = os.environ.get(MAX_PIXELS_ENV, "").replace("_", "").replace(",", "")
-    if not text:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{MAX_PIXELS_ENV} must be a whole number of pixels, got "
-                         f"{os.environ[MAX_PIXELS_ENV]!r}") from None
-    if value < 1:
-        raise ValueError(f"{MAX_PIXELS_ENV} must be at least 1, got {value}")
-    return value
-
-
-class ImageReadError(ValueError):
-    """A file that cannot be read as an image: ``path`` as given, ``reason`` in a few words,
-    ``kind`` one of missing, folder, permission, empty, not-an-image, too-large, corrupt."""
-
-    def __init__(self, path: str | Path, reason: str, kind: str = "corrupt") -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason, self.kind = str(path), reason, kind
-
-
-def is_image_file(path: str | Path) -> bool:
-    return str(path).lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit and 32-bit integer or float modes scaled to 8 bits (not clipped)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if arr.max() <= 1.0 else 1.0
-        return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8))
-    return img
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _bomb(path: Path, e: Exception, max_pixels: int) -> ImageReadError:
-    """Pillow's own refusal (above twice its MAX_IMAGE_PIXELS) in our words."""
-    found = re.search(r"\((\d+) pixels\)", str(e))
-    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-    return ImageReadError(path, f"{size}, more than the limit of {max_pixels:,} (refused "
-                                "before decoding)", "too-large")
-
-
-def _check_file(path: Path) -> None:
-    """Refuse what is not a readable, non-empty file, before Pillow sees it."""
-    if path.is_dir():
-        raise ImageReadError(path, "is a folder, not an image file", "folder")
-    if not path.exists():
-        raise ImageReadError(path, "no such file", "missing")
-    if not os.access(path, os.R_OK):
-        raise ImageReadError(path, "permission denied (the file is not readable)", "permission")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "empty file (0 bytes)", "empty")
-
-
-# JPEG reduced-size decoding keeps the shorter side at least this many times the side the
-# caller needs, so the final antialiased resize still does most of the shrinking. Measured
-# with the bundled ResNet-56 on 400 CIFAR-10 test images upscaled to 512x384 JPEGs: top-1
-# equal to full decoding for 400/400 with 4 (decoded at 1/2), 398/400 with 2 (at 1/4)
-# (tests/data/test_stream.py checks a subset).
-DRAFT_MARGIN = 4
-
-
-def open_image(path: str | Path, max_pixels: int | None = None,
-               min_side: int | None = None) -> Image.Image:
-    """Open and fully decode an image, applying its EXIF orientation.
-
-    ``max_pixels`` (None: :func:`default_max_pixels`) is checked on the header's size first.
-    ``min_side``: the shorter side the caller will resize to; a JPEG whose shorter side is
-    at least ``2 * DRAFT_MARGIN * min_side`` is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's
-    DCT scaling, several times faster), never below ``DRAFT_MARGIN * min_side``.
-    """
-    path = Path(path)
-    max_pixels = max_pixels or default_max_pixels()
-    _check_file(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(path)
-        except Image.DecompressionBombError as e:
-            raise _bomb(path, e, max_pixels) from None
-        except UnidentifiedImageError:
-            raise ImageReadError(path, "not an image (Pillow cannot identify its format)",
-                                 "not-an-image") from None
-        except PermissionError:
-            raise ImageReadError(path, "permission denied", "permission") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageReadError(path, f"corrupt image ({_first_line(e)})") from None
-        with img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageReadError(path, f"{width}x{height} = {width * height:,} pixels, more "
-                                           f"than the limit of {max_pixels:,}", "too-large")
-            try:
-                if min_side and img.format == "JPEG":
-                    _draft(img, min_side * DRAFT_MARGIN)
-                img.load()
-                return ImageOps.exif_transpose(img) or img
-            except Image.DecompressionBombError as e:
-                raise _bomb(path, e, max_pixels) from None
-            except (OSError, SyntaxError, ValueError) as e:
-                raise ImageReadError(path, f"truncated or corrupt image ({_first_line(e)})"
-                                     ) from None
-
-
-def _draft(img: Image.Image, shorter: int) -> None:
-    """Ask the JPEG decoder for the smallest scale whose shorter side is >= ``shorter``."""
-    width, height = img.size
-    scale = shorter / min(width, height)
-    if scale <= 0.5:
-        img.draft(None, (max(1, round(width * scale)), max(1, round(height * scale))))
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB."""
-    img = _to_8bit(img)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    return img if img.mode == "RGB" else img.convert("RGB")
+__all__ = ["DRAFT_MARGIN", "ImageReadError", "default_max_pixels", "is_image_file", "open_image",
+           "read_rgb", "read_size", "rgb_tensor", "to_rgb"]
 
 
 def read_rgb(path: str | Path, max_pixels: int | None = None,
              min_side: int | None = None) -> torch.Tensor:
     """An image file as a ``(3, H, W)`` uint8 tensor (see :func:`open_image`)."""
-    img = to_rgb(open_image(path, max_pixels, min_side))
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return rgb_tensor(np.asarray(to_rgb(open_image(path, max_pixels, min_side)),
+                                 dtype=np.uint8).copy())
 
 
-def read_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` from the header alone, EXIF rotation ignored; raises
-    :class:`ImageReadError` like :func:`open_image`."""
-    path = Path(path)
-    _check_file(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as img:
-                return img.size
-        except Image.DecompressionBombError as e:
-            raise _bomb(path, e, default_max_pixels()) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ImageReadError(path, f"not a readable image ({_first_line(e)})") from None
+def rgb_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 pixels (owned by the caller from now on) as a ``(3, H, W)`` view."""
+    return torch.from_numpy(pixels).permute(2, 0, 1)

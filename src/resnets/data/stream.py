@@ -3,22 +3,26 @@
 Pillow's decoders and torch's resize release the GIL, so a few threads decode and resize
 the next batches while the main thread runs inference on this one. Batches keep the order
 of the files. A file that cannot be read becomes one error line (``path: reason``, from the
-guarded reader) in the batch it belonged to; the others are still returned.
+guarded reader) in the batch it belonged to; the others are still returned. Pixels a child
+process decoded while this one started (:class:`resnets.data.prefetch.Prefetch`) are taken
+as they are.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from ..weights.preprocessing import Preprocessing
-from .io import ImageReadError, read_rgb
+from .io import ImageReadError, read_rgb, rgb_tensor
+from .prefetch import Prefetch
 
 MAX_WORKERS = 4  # decoding saturates well before this on small images; more steal the model's cores
 
@@ -41,12 +45,15 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) // 2))
 
 
-def _load(paths: list[Path], pre: Preprocessing, reduced_decode: bool) -> Batch:
+def _load(paths: list[Path], start: int, pre: Preprocessing, reduced_decode: bool,
+          prefetched: Prefetch | None) -> Batch:
+    """One batch: ``paths`` are files ``start``, ``start + 1``, ... of the whole list."""
     images, kept, sizes, errors = [], [], [], []
     min_side = pre.resize if reduced_decode else None
-    for p in paths:
+    for i, p in enumerate(paths, start):
+        pixels = prefetched.take(i, min_side) if prefetched is not None else None
         try:
-            image = read_rgb(p, min_side=min_side)
+            image = read_rgb(p, min_side=min_side) if pixels is None else rgb_tensor(pixels)
         except ImageReadError as e:
             errors.append(str(e))
             continue
@@ -57,32 +64,52 @@ def _load(paths: list[Path], pre: Preprocessing, reduced_decode: bool) -> Batch:
 
 
 def image_batches(paths: list[Path], pre: Preprocessing, batch_size: int = 64,
-                  workers: int | None = None, reduced_decode: bool = True) -> Iterator[Batch]:
+                  workers: int | None = None, reduced_decode: bool = True,
+                  prefetched: Prefetch | None = None) -> Generator[Batch, None, None]:
     """Batches of ``paths`` through ``pre.resize_crop``, in order, decoded ahead on
-    ``workers`` threads (None: :func:`default_workers`; 0: in the calling thread).
+    ``workers`` threads (None: :func:`default_workers`; 0: in the calling thread). The
+    threads start on the first batches at once, before the first is asked for, so that the
+    caller can load its model meanwhile; ``close()`` the iterator to stop them early.
 
     ``reduced_decode`` lets JPEGs much larger than ``pre.resize`` decode at a reduced scale
     (:func:`resnets.data.io.open_image`). Every batch is stacked, so ``pre`` must give one
-    size (a crop, or a resize of square images).
+    size (a crop, or a resize of square images). ``prefetched``: pixels of these ``paths``
+    decoded ahead by a child process, taken where they are what reading would give.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    chunks = [(paths[i:i + batch_size], i) for i in range(0, len(paths), batch_size)]
     workers = default_workers() if workers is None else workers
+    batches = _batches(chunks, pre, workers, reduced_decode, prefetched)
+    next(batches)  # runs it to its first yield: the threads have their first chunks
+    return cast(Generator[Batch, None, None], batches)
+
+
+def _batches(chunks: list[tuple[list[Path], int]], pre: Preprocessing, workers: int,
+             reduced_decode: bool, prefetched: Prefetch | None
+             ) -> Generator[Batch | None, None, None]:
+    """:func:`image_batches`, after one ``None`` once the pipeline is filled."""
     if workers == 0:
-        for chunk in chunks:
-            yield _load(chunk, pre, reduced_decode)
+        yield None
+        for chunk, start in chunks:
+            yield _load(chunk, start, pre, reduced_decode, prefetched)
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="resnets-decode") as pool:
         pending: deque[Future[Batch]] = deque()
         ahead = iter(chunks)
-        for chunk in ahead:  # fill the pipeline: one batch per worker, plus one
-            pending.append(pool.submit(_load, chunk, pre, reduced_decode))
+        for chunk, start in ahead:  # fill the pipeline: one batch per worker, plus one
+            pending.append(pool.submit(_load, chunk, start, pre, reduced_decode, prefetched))
             if len(pending) > workers:
                 break
-        while pending:
-            batch = pending.popleft().result()
-            nxt = next(ahead, None)
-            if nxt is not None:
-                pending.append(pool.submit(_load, nxt, pre, reduced_decode))
-            yield batch
+        try:
+            yield None
+            while pending:
+                batch = pending.popleft().result()
+                nxt = next(ahead, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_load, *nxt, pre, reduced_decode, prefetched))
+                yield batch
+        except GeneratorExit:  # closed early: wait for the batches in hand only
+            for future in pending:
+                future.cancel()
+            raise

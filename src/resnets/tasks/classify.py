@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -15,7 +16,9 @@ from pathlib import Path
 import torch
 
 from ..data.folder import scan_folder
-from ..data.io import ImageReadError, is_image_file, read_rgb
+from ..data.image_file import collect_images
+from ..data.io import ImageReadError, read_rgb
+from ..data.prefetch import Prefetch
 from ..data.stream import Batch, image_batches
 from ..export.backends import (
     AUTO,
@@ -27,7 +30,6 @@ from ..export.backends import (
 from ..export.exported import ExportedClassifier, is_exported_file, load_exported
 from ..files import atomic_output
 from ..weights.classifier import Classifier, load_classifier
-from ..weights.preprocessing import Preprocessing
 
 
 def test_root(data: str | Path) -> Path:
@@ -157,19 +159,6 @@ def write_confusion(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path
     return csv_path, png_path
 
 
-def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, folders walked recursively for image files (sorted). A folder named
-    like an image file (``x.jpg/``) is kept as it is, so that reading it reports it."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir() and not is_image_file(p):
-            out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
-        else:
-            out.append(p)
-    return out
-
-
 @dataclass
 class Prediction:
     path: str
@@ -239,43 +228,50 @@ def classifier_backend(clf: Classifier, backend: str = "auto",
 @torch.no_grad()
 def predict_with(clf: Classifier, paths: list[Path], top_k: int = 5, batch_size: int = 64,
                  backend: str = "auto", calibration: str | Path | None = None,
-                 workers: int | None = None) -> tuple[list[Prediction], list[str]]:
+                 workers: int | None = None, prefetched: Prefetch | None = None
+                 ) -> tuple[list[Prediction], list[str]]:
     """:func:`predict` with a loaded classifier and a list of image files. Files are decoded
     on ``workers`` threads (:func:`resnets.data.stream.image_batches`) while the model runs
-    (:meth:`resnets.export.backends.Backend.map`)."""
-    run = classifier_backend(clf, backend, calibration if calibration is not None else paths)
-    device = next(clf.model.parameters()).device
+    (:meth:`resnets.export.backends.Backend.map`), starting while the backend loads;
+    ``prefetched`` holds those a child process decoded ahead
+    (:class:`resnets.data.prefetch.Prefetch`)."""
+    batches = image_batches(paths, clf.preprocessing, batch_size, workers,
+                            prefetched=prefetched)
+    with contextlib.closing(batches):
+        run = classifier_backend(clf, backend,
+                                 calibration if calibration is not None else paths)
+        device = next(clf.model.parameters()).device
 
-    def logits(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        return run.map(images.to(device) for images in batches)
+        def logits(images: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+            return run.map(x.to(device) for x in images)
 
-    note = functools.partial(size_mismatch_note, clf)
-    with runtime_owns_cores(run.kind):
-        return classify_files(logits, clf.classes, clf.preprocessing, paths, top_k,
-                              batch_size, workers, note)
+        note = functools.partial(size_mismatch_note, clf)
+        with runtime_owns_cores(run.kind):
+            return classify_batches(logits, clf.classes, batches, top_k, note)
 
 
 def predict_exported(exported: ExportedClassifier, paths: list[Path], top_k: int = 5,
-                     batch_size: int = 64, workers: int | None = None
-                     ) -> tuple[list[Prediction], list[str]]:
+                     batch_size: int = 64, workers: int | None = None,
+                     prefetched: Prefetch | None = None) -> tuple[list[Prediction], list[str]]:
     """:func:`predict` with an exported ONNX or OpenVINO file, its own classes and
     preprocessing (no PyTorch model involved)."""
     def logits(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         return (exported.run(exported.prepare(images)) for images in batches)
 
+    batches = image_batches(paths, exported.preprocessing, batch_size, workers,
+                            prefetched=prefetched)
     with runtime_owns_cores(exported.runtime):
-        return classify_files(logits, exported.classes, exported.preprocessing, paths, top_k,
-                              batch_size, workers)
+        return classify_batches(logits, exported.classes, batches, top_k)
 
 
-def classify_files(logits: Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]],
-                   classes: list[str], pre: Preprocessing, paths: list[Path], top_k: int = 5,
-                   batch_size: int = 64, workers: int | None = None,
-                   note: Callable[[Path, tuple[int, int]], str | None] | None = None
-                   ) -> tuple[list[Prediction], list[str]]:
-    """Top-``k`` classes of every readable file: ``logits`` maps uint8 batches (resized and
-    cropped by ``pre``) to their logits, in order, reading them as they are decoded.
-    ``note`` may return one warning about an image's size (the first is shown)."""
+def classify_batches(logits: Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]],
+                     classes: list[str], batches: Iterable[Batch], top_k: int = 5,
+                     note: Callable[[Path, tuple[int, int]], str | None] | None = None
+                     ) -> tuple[list[Prediction], list[str]]:
+    """Top-``k`` classes of every readable file: ``logits`` maps the uint8 images of
+    ``batches`` (:func:`resnets.data.stream.image_batches`) to their logits, in order,
+    reading them as they are decoded. ``note`` may return one warning about an image's size
+    (the first is shown)."""
     k = max(1, min(top_k, len(classes)))
     preds: list[Prediction] = []
     errors: list[str] = []
@@ -284,7 +280,7 @@ def classify_files(logits: Callable[[Iterable[torch.Tensor]], Iterator[torch.Ten
 
     def readable() -> Iterator[torch.Tensor]:
         nonlocal warned
-        for batch in image_batches(paths, pre, batch_size, workers):
+        for batch in batches:
             errors.extend(batch.errors)
             if batch.images is None:
                 continue

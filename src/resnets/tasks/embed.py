@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.image_file import collect_images
 from ..data.stream import image_batches
 from ..export.backends import resolve_backend, runtime_owns_cores
 from ..export.graphs import PooledFeatures
 from ..files import atomic_output
 from ..weights.classifier import Classifier, load_classifier
-from .classify import classifier_backend, collect_images
+from .classify import classifier_backend
 
 
 @dataclass
