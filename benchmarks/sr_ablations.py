@@ -260,11 +260,12 @@ def plot(names: list[str], out: Path, report_sets: tuple[str, ...]) -> Path:
     for i, where in enumerate(rows_of):
         for j, s in enumerate(SCALES):
             ax = axes[i][j]
-            for name, rows in curves.items():
+            for k, (name, rows) in enumerate(curves.items()):
                 pts = [(r["step"], r[f"{where}_psnr_x{s}"]) for r in rows
                        if f"{where}_psnr_x{s}" in r]
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), "-o", ms=2, label=name)
+                if pts:  # past ten variants the colours repeat: change the line style
+                    ax.plot(*zip(*pts, strict=True), ("-", "--", ":")[k // 10 % 3],
+                            marker="o", ms=2, color=f"C{k % 10}", label=name)
             ax.set(xlabel="step", ylabel="PSNR (dB, Y)", title=f"{where} x{s}")
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
