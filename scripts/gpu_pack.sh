@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build what scripts/gpu_session.sh carries to a GPU machine (both git-ignored through
-# .git/info/exclude): .pack/ holds ../shared/data/cifar10 as one xz tar (about 19 MB: the
+# the repository's info/exclude): .pack/ holds ../shared/data/cifar10 as one xz tar (about 19 MB: the
 # JPEGs share their headers, which xz finds) with a digest of every file's bytes, checked
 # after unpacking there; .whl/ holds the CLI's pure-Python dependencies at the versions
 # installed here (the machine's image has torch but maybe other typer/rich versions).
@@ -10,8 +10,10 @@
 set -eu
 DATA=${DATA:-../shared/data}
 PY=${PYTHON:-.venv/bin/python}
-for d in /.pack/ /.whl/; do
-  grep -qxF "$d" .git/info/exclude || echo "$d" >> .git/info/exclude
+EXCLUDE=$(git rev-parse --git-path info/exclude)  # .git is a file in a worktree
+mkdir -p "$(dirname "$EXCLUDE")"; touch "$EXCLUDE"
+for d in /.pack/ /.whl/ /.gpu-deg/; do  # .gpu-deg: runs brought back to resume
+  grep -qxF "$d" "$EXCLUDE" || echo "$d" >> "$EXCLUDE"
 done
 mkdir -p .pack
 for name in ${SETS:-cifar10}; do  # e.g. SETS="cifar10 sr"; the carry limit is 64 MiB
