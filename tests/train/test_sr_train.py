@@ -221,6 +221,31 @@ def test_bf16_autocast_trains(mini_sr, tmp_path):
     assert np.isfinite(result["best_val_psnr"])
 
 
+def test_channels_last_trains_the_same_network_as_nchw(mini_sr, tmp_path):
+    """NHWC is a layout, not a recipe: the same seed gives the same losses to float noise,
+    and a run checkpointed in NCHW (a config saved before the option) resumes in NHWC."""
+    rows = {}
+    for fmt in (True, False):
+        trainer = SRTrainer(tiny_cfg(mini_sr, tmp_path / f"cl{fmt}", epochs=1,
+                                     channels_last=fmt), quiet=True)
+        conv = trainer.model.head
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) is fmt
+        trainer.fit()
+        rows[fmt] = json.loads((tmp_path / f"cl{fmt}" / "metrics.jsonl").read_text())
+    assert rows[True]["train_loss"] == pytest.approx(rows[False]["train_loss"], rel=1e-4)
+    assert rows[True]["val_psnr"] == pytest.approx(rows[False]["val_psnr"], abs=1e-3)
+
+    run = tmp_path / "clFalse"
+    state = torch.load(run / "last.pt", weights_only=False)
+    del state["config"]["channels_last"]
+    torch.save(state, run / "last.pt")
+    resumed = SRTrainer(SRTrainConfig(data=str(mini_sr), out=str(run)), resume=True,
+                        quiet=True, changes={"epochs": 2})
+    assert resumed.cfg.channels_last
+    resumed.fit()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 def test_cosine_schedule_decays_to_the_floor():
     assert cosine_factor(0, 100) == 1.0
     assert cosine_factor(50, 100) == pytest.approx(0.5)
@@ -357,11 +382,12 @@ def test_config_refuses_schedule_options_that_would_be_ignored(mini_sr, tmp_path
 
 def test_a_config_saved_before_the_new_options_loads_with_todays_behaviour():
     saved = SRTrainConfig(data="x").to_dict()
-    for name in ("augment", "schedule", "step_every", "epoch_report"):
+    for name in ("augment", "schedule", "step_every", "epoch_report", "channels_last"):
         del saved[name]
     cfg = SRTrainConfig.from_dict(saved)
     assert (cfg.augment, cfg.schedule, cfg.step_every, cfg.epoch_report) == (
         "dihedral", "cosine", 0, ())
+    assert cfg.channels_last  # a layout only: older runs resume in the faster one
 
 
 def test_epoch_report_logs_set5_psnr_of_the_current_weights_every_epoch(mini_sr, tmp_path):

@@ -77,6 +77,9 @@ class SRTrainConfig:
     # machine
     device: str = "auto"
     amp: str = "none"                  # "none" | "bf16" (autocast)
+    # NHWC weights and batches: edsr_baseline x2/3/4 with bf16 took 1.00 vs 0.89 steps/s on
+    # one CPU thread (batch 16, 96-px patches); the same arithmetic either way
+    channels_last: bool = True
     seed: int = 0
     checkpoint_every: int = 0          # also checkpoint every N steps, 0 = epoch ends only
     log_every: int = 10
@@ -167,8 +170,8 @@ class SRTrainConfig:
 
 
 # What a resumed run may change: where it runs and for how long, not what it computes.
-RESUME_CHANGEABLE = ("epochs", "data", "report_data", "device", "checkpoint_every",
-                     "log_every", "max_nonfinite_losses")
+RESUME_CHANGEABLE = ("epochs", "data", "report_data", "device", "channels_last",
+                     "checkpoint_every", "log_every", "max_nonfinite_losses")
 
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -318,6 +321,8 @@ class SRTrainer:
             raise ValueError(f"train-sr trains RGB networks (in_chans 3), got in_chans "
                              f"{model.config.in_chans}")
         self.model = model.to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                           weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
@@ -415,6 +420,8 @@ class SRTrainer:
                 scale = cfg.scales[(epoch * spe + b) % len(cfg.scales)]
                 lr_u8, hr_u8 = self.sampler.sample(cfg.batch_size, scale, generator)
                 lr_img = to_float(lr_u8).to(self.device, non_blocking=True)
+                if cfg.channels_last:
+                    lr_img = lr_img.contiguous(memory_format=torch.channels_last)
                 hr_img = to_float(hr_u8).to(self.device, non_blocking=True)
                 with autocast(self.device, self.amp):
                     sr = model(lr_img, scale)
