@@ -1,7 +1,9 @@
 """Two CPU processes under torchrun (gloo) against one process with the same global batch."""
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -28,6 +30,35 @@ with open(f"{out}/rank{rank}.json", "w") as f:
 """
 
 
+def run_group(cmd: list[str], env: dict[str, str], timeout: float) -> None:
+    """``subprocess.run(cmd, check=True, timeout=timeout)`` that leaves nothing running when
+    the command times out, fails or is interrupted (subprocess.run kills the launcher alone,
+    and torchrun's workers ran on). The launcher starts in its own session, and its process
+    group is ended before the error propagates (:func:`end_group`)."""
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        code = proc.wait(timeout=timeout)
+    except BaseException:
+        end_group(proc)
+        raise
+    if code != 0:
+        end_group(proc)
+        raise subprocess.CalledProcessError(code, cmd)
+
+
+def end_group(proc: subprocess.Popen) -> None:
+    """End ``proc``, started with ``start_new_session=True``, and its process group. torchrun
+    starts each worker in a session of its own (torch's elastic ``SubprocessHandler``), out of
+    reach of the launcher's group, so the launcher gets SIGTERM first, on which it stops its
+    workers (with SIGKILL after 30 s); then whatever is left in its group gets SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):  # the group has no member left
+        os.killpg(proc.pid, signal.SIGTERM)  # the group's id is the launcher's pid
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=45)
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.fixture()
 def env(tmp_path):
     return {**os.environ, "RESNETS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
@@ -40,11 +71,11 @@ def test_two_process_ddp_matches_single_process(tmp_path, env):
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
     ddp_out.mkdir()
     single_out.mkdir()
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_port", "29517", str(driver), str(data), str(ddp_out), "8"],
-                   check=True, env=env, timeout=300)
-    subprocess.run([sys.executable, str(driver), str(data), str(single_out), "16"],
-                   check=True, env=env, timeout=300)
+    run_group([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29517", str(driver), str(data), str(ddp_out), "8"],
+              env, timeout=300)
+    run_group([sys.executable, str(driver), str(data), str(single_out), "16"], env,
+              timeout=300)
 
     r0 = json.loads((ddp_out / "rank0.json").read_text())
     r1 = json.loads((ddp_out / "rank1.json").read_text())
@@ -94,9 +125,8 @@ def test_ddp_ranks_skip_a_non_finite_step_together_and_stay_equal(tmp_path, env)
     driver.write_text(NAN_DRIVER)
     out = tmp_path / "ddp"
     out.mkdir()
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_port", "29518", str(driver), str(data), str(out)],
-                   check=True, env=env, timeout=120)
+    run_group([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29518", str(driver), str(data), str(out)], env, timeout=120)
     w0 = torch.load(out / "rank0.pt", weights_only=True)
     w1 = torch.load(out / "rank1.pt", weights_only=True)
     params = [k for k in w0 if "running" not in k and "num_batches" not in k]
