@@ -269,6 +269,35 @@ def test_ir_needs_an_xml_name(resnet20, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_converter_nncf_and_compiler_failures_are_one_line_openvino_failures(resnet20,
+                                                                              monkeypatch):
+    """What ``--backend int8`` falls back from (:func:`resnets.tasks.classify.classifier_backend`),
+    whatever type the runtime raised, in one line."""
+    def fails(*args, **kwargs):
+        raise RuntimeError("Unsupported operation\n  (more lines of detail)")
+
+    converted = ovx.convert(resnet20, CIFAR_SIZE)
+    monkeypatch.setattr(ov, "convert_model", fails)
+    with pytest.raises(ovx.OpenVinoFailure,
+                       match=r"^cannot convert Sequential to OpenVINO: Unsupported operation$"):
+        ovx.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).eval(), CIFAR_SIZE)
+    import nncf
+
+    monkeypatch.setattr(nncf, "quantize", fails)
+    with pytest.raises(ovx.OpenVinoFailure,
+                       match=r"^NNCF cannot quantize the model: Unsupported operation$"):
+        ovx.quantize_openvino(converted, torch.randn(2, *CIFAR_SIZE))
+
+    class BrokenCore:
+        def compile_model(self, *args, **kwargs):
+            fails()
+
+    monkeypatch.setattr(ov, "Core", BrokenCore)
+    with pytest.raises(ovx.OpenVinoFailure,
+                       match=r"^OpenVINO cannot compile the model: Unsupported operation$"):
+        ovx.compile_model(converted)
+
+
 def test_cli_export_openvino_by_suffix_reports_the_check(tmp_path):
     out = tmp_path / "resnet20.xml"
     result = runner.invoke(app, ["export", "--model", "resnet20", "-o", str(out)])

@@ -135,6 +135,55 @@ def test_predict_cli_int8_names_its_backend_and_calibrates_once(trained, monkeyp
     assert len(list((tmp_path / "cache" / "onnxruntime").glob("*.onnx"))) == 1
 
 
+def _nncf_fails(monkeypatch) -> None:
+    """Make NNCF raise inside quantization, as it does on a graph it cannot take."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    nncf = pytest.importorskip("nncf")
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("Unsupported operation in the graph\n  (more lines of detail)")
+
+    monkeypatch.setattr(nncf, "quantize", fails)
+
+
+def test_predict_int8_runs_onnxruntime_int8_when_nncf_fails_and_says_why(trained, monkeypatch,
+                                                                         tmp_path):
+    _nncf_fails(monkeypatch)
+    root, weights = trained
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    result = runner.invoke(app, ["predict", str(root / "test"), "--weights", str(weights),
+                                 "--backend", "int8", "--json", "--top-k", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.splitlines() == [
+        "note: --backend int8 runs openvino-int8 (the fastest int8 backend installed)",
+        "warning: openvino-int8 failed on resnet20 (NNCF cannot quantize the model: "
+        "Unsupported operation in the graph); running onnxruntime-int8 instead"]
+    rows = [json.loads(ln) for ln in result.stdout.splitlines()]
+    assert len(rows) == 18 and {r["top"][0]["class"] for r in rows} <= {"a", "b", "c"}
+    assert len(list((tmp_path / "cache" / "onnxruntime").glob("*-int8-*.onnx"))) == 1
+    assert not list((tmp_path / "cache").rglob("*.xml"))  # no OpenVINO int8 model kept
+
+
+def test_predict_openvino_int8_named_outright_fails_in_one_line(trained, monkeypatch,
+                                                                tmp_path):
+    from resnets.export.openvino import OpenVinoFailure
+
+    _nncf_fails(monkeypatch)
+    root, weights = trained
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    args = ["predict", str(root / "test"), "--weights", str(weights), "--backend",
+            "openvino-int8", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: NNCF cannot quantize the model: Unsupported operation in the graph"]
+    assert not (tmp_path / "cache" / "onnxruntime").exists()  # no fallback
+    debug = runner.invoke(app, ["--debug", *args])
+    assert debug.exit_code == 1 and isinstance(debug.exception, OpenVinoFailure)
+
+
 def _eager_and_default_top1(paths):
     from resnets.tasks.classify import predict_with
 

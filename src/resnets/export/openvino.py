@@ -46,6 +46,19 @@ PIPELINE_VERSION = 1
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
 
+class OpenVinoFailure(ValueError):
+    """OpenVINO or NNCF could not convert, quantize or compile a model (an op the converter
+    lacks, an error inside NNCF): a limit of the runtime, not a fault in the inputs, so
+    ``int8`` may fall back to onnxruntime. A ValueError, so that the CLI prints it as one
+    line when the user named the OpenVINO backend."""
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of a runtime's (often many-line) message, or the exception's type."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _require(module: str) -> ModuleType:
     return require_extra(module, "openvino", "openvino and nncf")
 
@@ -88,8 +101,8 @@ def convert(model: nn.Module, input_size: tuple[int, int, int]):  # -> openvino.
                                           dynamic_shapes=dynamic_shapes())
             converted = ov.convert_model(program)
     except Exception as e:  # torch.export and the converter raise many types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot convert {type(model).__name__} to OpenVINO: {first}") from None
+        raise OpenVinoFailure(f"cannot convert {type(model).__name__} to OpenVINO: "
+                              f"{_first_line(e)}") from None
     converted.inputs[0].get_tensor().set_names({INPUT_NAME})
     converted.outputs[0].get_tensor().set_names({OUTPUT_NAME})
     return converted
@@ -111,8 +124,11 @@ def compile_model(model: Any, threads: int | None = None, exact: bool = True,
         config["INFERENCE_NUM_THREADS"] = threads
     if throughput:
         config["PERFORMANCE_HINT"] = "THROUGHPUT"
-    return ov.Core().compile_model(model if not isinstance(model, Path) else str(model), "CPU",
-                                   config)
+    try:
+        return ov.Core().compile_model(model if not isinstance(model, Path) else str(model),
+                                       "CPU", config)
+    except RuntimeError as e:  # what OpenVINO raises for every failure of its own
+        raise OpenVinoFailure(f"OpenVINO cannot compile the model: {_first_line(e)}") from None
 
 
 def with_uint8_input(model: Any, normalization: Normalization):  # -> openvino.Model
@@ -238,8 +254,11 @@ def quantize_openvino(model: Any, images: torch.Tensor):  # -> openvino.Model
                          f"{tuple(images.shape)}")
     arrays = images.detach().to(torch.float32).cpu().numpy()
     dataset = nncf.Dataset([arrays[i:i + 1] for i in range(len(arrays))])
-    with _quiet_logs():
-        return nncf.quantize(model, dataset, subset_size=len(arrays))
+    try:
+        with _quiet_logs():
+            return nncf.quantize(model, dataset, subset_size=len(arrays))
+    except Exception as e:  # NNCF and the OpenVINO calls under it raise many types
+        raise OpenVinoFailure(f"NNCF cannot quantize the model: {_first_line(e)}") from None
 
 
 def int8_cache_key(model: nn.Module, input_size: tuple[int, int, int],

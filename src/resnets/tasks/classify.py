@@ -22,12 +22,14 @@ from ..data.prefetch import Prefetch
 from ..data.stream import Batch, image_batches
 from ..export.backends import (
     AUTO,
+    INT8,
     Backend,
     load_backend,
     resolve_backend,
     runtime_owns_cores,
 )
 from ..export.exported import ExportedClassifier, is_exported_file, load_exported
+from ..export.openvino import OpenVinoFailure
 from ..files import atomic_output
 from ..weights.classifier import Classifier, load_classifier
 
@@ -200,7 +202,10 @@ def classifier_backend(clf: Classifier, backend: str = "auto",
     with ``uint8_input``) and is compiled for many batches (:meth:`Backend.map`).
 
     ``auto`` resolves to the fastest exact backend installed; should that runtime fail to
-    take the model, the PyTorch one (``optimized``) runs it, with a warning.
+    take the model, the PyTorch one (``optimized``) runs it, with a warning. Likewise ``int8``:
+    should OpenVINO or NNCF fail to convert, quantize or compile it (:class:`OpenVinoFailure`),
+    ``onnxruntime-int8`` runs it, with a warning that says why. A backend named outright
+    runs as named or fails.
     """
     module = clf.model if model is None else model
     device = next(clf.model.parameters()).device
@@ -215,6 +220,13 @@ def classifier_backend(clf: Classifier, backend: str = "auto",
                             calibration=calibration, normalization=(pre.mean, pre.std),
                             uint8_input=True, throughput=True)
 
+    if backend == INT8 and kind == "openvino-int8":
+        try:
+            return load(kind)
+        except OpenVinoFailure as e:  # the runtime failed on this model, not the inputs
+            warnings.warn(f"openvino-int8 failed on {clf.name} ({e}); running "
+                          f"onnxruntime-int8 instead", stacklevel=2)
+            return load("onnxruntime-int8")
     if backend != AUTO or kind in ("optimized", "torch"):
         return load(kind)
     try:

@@ -19,7 +19,7 @@ import torch
 
 from ..data.image_file import collect_images
 from ..data.stream import image_batches
-from ..export.backends import resolve_backend, runtime_owns_cores
+from ..export.backends import runtime_owns_cores
 from ..export.graphs import PooledFeatures
 from ..files import atomic_output
 from ..weights.classifier import Classifier, load_classifier
@@ -71,7 +71,7 @@ def embed_with(clf: Classifier, paths: list[Path], batch_size: int = 64,
     dim = features.num_features or (rows[0].shape[1] if rows else 0)
     array = np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
     return Embeddings(array.astype(np.float32, copy=False), kept, errors, clf.name,
-                      resolve_backend(backend, device))
+                      run.kind)  # what ran: after a fallback, not what was asked
 
 
 def embed(images: list[str | Path] | str | Path, source: str | Path | None = None,
