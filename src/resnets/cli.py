@@ -787,6 +787,8 @@ def serve(
     sr_weights: Annotated[str | None, typer.Option(help="Upscaler safetensors file.")] = None,
     backend: Annotated[str, typer.Option(help="Classifier backend: torch or onnxruntime.")
                        ] = "torch",
+    sr_backend: Annotated[str, typer.Option(help="Upscaler backend: " + SR_BACKEND_HELP)
+                          ] = "auto",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     workers: Annotated[int, typer.Option(help="Processes sharing the port.")] = 1,
     queue_size: Annotated[int, typer.Option(help="Waiting requests per model before 503.")
@@ -805,8 +807,9 @@ def serve(
 
     run_server(ServeConfig(host=host, port=port, model=model, weights=weights,
                            sr_model=sr_model, sr_weights=sr_weights, backend=backend,
-                           device=device, workers=workers, queue_size=queue_size,
-                           max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                           sr_backend=sr_backend, device=device, workers=workers,
+                           queue_size=queue_size, max_batch=max_batch,
+                           batch_wait_ms=batch_wait_ms,
                            max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                            max_output_pixels=max_output_pixels))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import tempfile
 import threading
@@ -156,3 +157,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     folder is created when missing (run folders, result files)."""
     with atomic_output(path, make_parents=True, fsync=True) as tmp:
         write(tmp)
+
+
+def atomic_copy(source: str | Path, path: str | Path) -> None:
+    """Copy ``source`` to ``path`` atomically, the folder created when missing: a file made
+    in a temporary folder put into a cache (:mod:`resnets.export.model_cache`)."""
+    with atomic_output(path, make_parents=True) as tmp:
+        shutil.copyfile(source, tmp)

@@ -1,4 +1,5 @@
 import sys
+from pathlib import Path
 
 import onnx
 import pytest
@@ -78,3 +79,86 @@ def test_wrong_channel_count_at_onnxruntime_is_a_one_line_error(resnet20_onnx):
     runner = OrtRunner(ort_session(resnet20_onnx[0]))
     with pytest.raises(ValueError, match="expected a 3-channel input, got 1 channels"):
         runner(torch.randn(2, 1, 32, 32))
+
+
+def _small_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 4, 3, padding=1)).eval()
+
+
+SMALL_SIZE = (3, 16, 16)
+
+
+def count_exports(monkeypatch) -> list[int]:
+    """Calls of :func:`export_onnx` behind the onnxruntime backend."""
+    import resnets.export.onnx as onnx_module
+
+    calls: list[int] = []
+    original = onnx_module.export_onnx
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_module, "export_onnx", counted)
+    return calls
+
+
+def test_second_onnxruntime_load_reads_the_exported_graph_from_the_cache(monkeypatch,
+                                                                         tmp_path):
+    calls, model = count_exports(monkeypatch), _small_net()
+    first = load_backend("onnxruntime", model, input_size=SMALL_SIZE, threads=1)
+    second = load_backend("onnxruntime", model, input_size=SMALL_SIZE, threads=1)
+    assert len(calls) == 1
+    assert first.details["cached"] is False and second.details["cached"] is True
+    assert second.details["cache_file"] == first.details["cache_file"]
+    assert second.details["max_abs_diff"] <= 1e-4  # checked against PyTorch on a hit too
+    entries = list((tmp_path / "cache" / "onnxruntime").iterdir())
+    assert [p.name for p in entries] == [Path(first.details["cache_file"]).name]
+    assert entries[0].name.startswith("sequential-fp32-") and entries[0].suffix == ".onnx"
+    x = torch.randn(2, 3, 20, 12)
+    assert torch.equal(first(x), second(x))
+
+
+def test_changed_weights_make_a_new_onnxruntime_entry(monkeypatch, tmp_path):
+    calls, model = count_exports(monkeypatch), _small_net()
+    first = load_backend("onnxruntime", model, input_size=SMALL_SIZE, threads=1)
+    with torch.no_grad():
+        model[3].bias.add_(0.5)
+    second = load_backend("onnxruntime", model, input_size=SMALL_SIZE, threads=1)
+    assert len(calls) == 2 and second.details["cached"] is False
+    assert second.details["cache_file"] != first.details["cache_file"]
+    x = torch.randn(1, *SMALL_SIZE)
+    with torch.no_grad():
+        assert (second(x) - model(x)).abs().max() <= 1e-4  # the new weights, not the old
+    assert len(list((tmp_path / "cache" / "onnxruntime").iterdir())) == 2
+
+
+@pytest.mark.parametrize("damage", ["cut off", "other weights"])
+def test_damaged_onnxruntime_entry_is_exported_again(monkeypatch, damage):
+    calls, model = count_exports(monkeypatch), _small_net()
+    entry = Path(load_backend("onnxruntime", model, input_size=SMALL_SIZE).details[
+        "cache_file"])
+    if damage == "cut off":
+        entry.write_bytes(entry.read_bytes()[:300])
+    else:  # a graph that loads and runs, but is not this model's
+        export_onnx(_small_net(seed=1), entry, SMALL_SIZE)
+    rebuilt = load_backend("onnxruntime", model, input_size=SMALL_SIZE)
+    assert len(calls) == 2
+    assert rebuilt.details["cached"] is False and rebuilt.details["cache_file"] == str(entry)
+    again = load_backend("onnxruntime", model, input_size=SMALL_SIZE)
+    assert again.details["cached"] is True and again.details["max_abs_diff"] <= 1e-4
+
+
+def test_unwritable_onnxruntime_cache_still_gives_a_backend(monkeypatch, tmp_path):
+    calls, model = count_exports(monkeypatch), _small_net()
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("RESNETS_CACHE", str(blocked))
+    for _ in range(2):  # each run exports again, and only that
+        backend = load_backend("onnxruntime", model, input_size=SMALL_SIZE)
+        assert backend.details["cache_file"] is None
+        assert "not-a-folder" in backend.details["cache_error"]
+        assert backend(torch.randn(1, *SMALL_SIZE)).shape == (1, 4, 16, 16)
+    assert len(calls) == 2 and blocked.read_text() == ""

@@ -26,7 +26,8 @@ def _require(kind: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
-    """OpenVINO's converted graphs go to a cache of this test session, not the user's."""
+    """The runtimes' converted and exported graphs go to a cache of this test session, not
+    the user's."""
     monkeypatch.setenv("RESNETS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
@@ -62,6 +63,42 @@ def test_backend_refuses_a_scale_it_cannot_guess():
         backend(torch.rand(1, 3, 8, 8))
     single = load_sr_backend("torch", create_sr_model("edsr_tiny"))  # x2 only
     assert single(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+
+
+def test_onnxruntime_graphs_per_scale_come_from_the_cache_on_the_second_load(monkeypatch,
+                                                                            tmp_path):
+    """What ``upscale --backend onnxruntime`` and ``sr-eval`` do at start: a second run reads
+    the graph of each scale from the cache instead of exporting it again."""
+    _require("onnxruntime")
+    import resnets.export.onnx as onnx_module
+
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    exports: list[int] = []  # the scale of each graph exported
+    original = onnx_module.export_onnx
+
+    def counted(graph, *args, **kwargs):
+        exports.append(graph.scale)
+        return original(graph, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_module, "export_onnx", counted)
+    model = create_sr_model("edsr_tiny", scales=(2, 3)).eval()
+    first = load_sr_backend("onnxruntime", model, threads=1, scales=(2, 3))
+    second = load_sr_backend("onnxruntime", model, threads=1, scales=(2, 3))
+    assert exports == [2, 3]  # once per scale, on the first load only
+    files = {s: first.details[s]["cache_file"] for s in (2, 3)}
+    assert files[2] != files[3]  # the scale is part of the key
+    for s in (2, 3):
+        assert first.details[s]["cached"] is False and second.details[s]["cached"] is True
+        assert second.details[s]["cache_file"] == files[s]
+        assert second.details[s]["max_abs_diff"] <= 1e-4
+    x = torch.rand(1, 3, 13, 9)
+    with torch.inference_mode():
+        assert torch.equal(first(x, 2), second(x, 2)) and torch.equal(first(x, 3), second(x, 3))
+    with torch.no_grad():  # changed weights: new entries, the old ones not reused
+        next(model.parameters()).add_(0.01)
+    changed = load_sr_backend("onnxruntime", model, threads=1, scales=(2,))
+    assert exports == [2, 3, 2] and changed.details[2]["cached"] is False
+    assert changed.details[2]["cache_file"] not in files.values()
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,16 @@ require("fastapi")
 require("httpx")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory) -> Iterator[None]:
+    """The upscaler runs through the fastest backend installed: its converted or exported
+    graphs go to a cache of this test session (shared by the server processes started, which
+    inherit the environment), not the user's. Session-wide, so module fixtures see it too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNETS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,8 +115,20 @@ class ServerProcess:
         self._log_file.close()
 
 
+@pytest.fixture(scope="session")
+def upscaler_graphs(_model_cache: None) -> None:
+    """The default upscaler's graphs for every scale in the session's cache, made here once:
+    a server process then reads them at start (seconds) instead of converting them (36 s
+    for OpenVINO's three on 2 cores shared with other work), well inside ``wait_ready``."""
+    from resnets.export.sr import load_sr_backend
+    from resnets.models.sr import SUPPORTED_SCALES
+    from resnets.weights.sr import get_sr_model
+
+    load_sr_backend("auto", get_sr_model()[0], scales=SUPPORTED_SCALES)
+
+
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator:
+def server_factory(tmp_path: Path, upscaler_graphs: None) -> Iterator:
     """Start ``resnets serve ARGS...``; every server started is stopped at the end."""
     started: list[ServerProcess] = []
 

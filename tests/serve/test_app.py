@@ -14,9 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from resnets.export.sr import resolve_sr_backend
 from resnets.serve.config import ServeConfig
 from resnets.serve.metrics import parse_samples
 from resnets.serve.models import ServedModels, load_models
+from resnets.tasks.upscale import describe_inference, picture_from_image, to_pil, upscale_picture
+from resnets.weights.sr import get_sr_model
 
 from .conftest import example, png
 
@@ -66,6 +69,7 @@ def test_healthz_and_models_describe_what_is_loaded(client):
     assert info["classifier"]["classes"][3] == "cat"
     assert info["classifier"]["preprocess"]["size"] == 32
     assert info["upscaler"]["scales"] == [2, 3, 4]
+    assert info["upscaler"]["backend"] == resolve_sr_backend("auto")  # as upscale's default
 
 
 def test_classify_returns_top_k_classes_with_probabilities(client):
@@ -100,6 +104,41 @@ def test_upscale_returns_a_png_scale_times_larger(client):
                         files={"file": ("p.png", png(40, 30), "image/png")})
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
         assert Image.open(io.BytesIO(r.content)).size == (40 * scale, 30 * scale)
+
+
+def _pixels(png_bytes: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png_bytes))).astype(np.int16)
+
+
+def test_served_upscale_equals_eager_pytorch_through_the_backend(client, models):
+    """The upscaler runs through the backend ``auto`` picks (OpenVINO or onnxruntime where
+    installed), tiled as served, and gives eager fp32's picture: the backends are float32
+    rounding away from eager (max |diff| 1e-4, tests/export/test_sr.py), which can move a
+    value across a rounding step, so a pixel may differ by one level, and rarely does."""
+    kind = client.get("/v1/models").json()["upscaler"]["backend"]
+    assert kind == describe_inference(models.sr_model)["backend"] == resolve_sr_backend("auto")
+    eager, _ = get_sr_model()
+    picture = png(300, 200, seed=3)  # more than one 256-pixel tile
+    for scale in (2, 3):
+        r = post(client, f"/v1/upscale?scale={scale}", picture)
+        assert r.status_code == 200
+        pic = picture_from_image(Image.open(io.BytesIO(picture)))
+        reference = to_pil(upscale_picture(eager, pic, scale, tile=ServeConfig().tile))
+        served, expected = _pixels(r.content), np.asarray(reference).astype(np.int16)
+        assert served.shape == expected.shape == (200 * scale, 300 * scale, 3)
+        diff = np.abs(served - expected)
+        assert diff.max() <= 1, (kind, scale)
+        assert (diff > 0).mean() <= 1e-4, (kind, scale, (diff > 0).mean())  # 7e-6 measured
+
+
+def test_the_upscaler_backend_is_the_configured_one(models):
+    eager = load_models(ServeConfig(sr_backend="eager"))  # upscale's --backend names
+    assert eager.describe()["upscaler"]["backend"] == "torch"
+    picture = Image.open(io.BytesIO(png(40, 30, seed=4)))
+    fast = _pixels(models.upscale_png(picture, 4, 256))
+    assert np.abs(fast - _pixels(eager.upscale_png(picture, 4, 256))).max() <= 1
+    with pytest.raises(ValueError, match="sr_backend must be one of auto, eager, torch"):
+        ServeConfig(sr_backend="int8")
 
 
 def test_cam_is_a_heat_map_the_size_of_the_picture(client):

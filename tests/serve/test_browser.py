@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from resnets.export.sr import resolve_sr_backend
+
 from .conftest import EXAMPLES, chromium_path, require
 
 
@@ -20,6 +22,8 @@ def test_the_page_classifies_shows_the_heat_map_and_upscales(server_factory):
         page.goto(server.url)
         page.wait_for_function("document.getElementById('models').textContent"
                                ".includes('resnet56')", timeout=30_000)
+        backend = resolve_sr_backend("auto")  # the upscaler's, as /v1/models names it
+        assert page.text_content("#models").endswith(f"(x2, x3, x4, {backend})")
         page.set_input_files("#file", str(EXAMPLES / "cat_0007.jpg"))
         page.wait_for_selector("#bars .bar", timeout=60_000)
         assert page.locator("#bars .bar").count() == 5

@@ -13,7 +13,6 @@ first. ``resnets predict --backend`` and ``resnets bench`` both use it.
 from __future__ import annotations
 
 import importlib.util
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 from ..models.registry import build_model, get_spec
 from ..weights.classifier import load_classifier
 from ..weights.preprocessing import Preprocessing
-from .onnx import OrtRunner, export_onnx, ort_session
+from .onnx import OrtRunner, fp32_session
 from .optimize import optimize
 
 BACKENDS = ("torch", "optimized", "compiled", "bf16", "onnxruntime", "onnxruntime-int8",
@@ -201,8 +200,9 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
     quantization calibrated on ``calibration``: a folder of images, a list of image files or
     a preprocessed tensor; :func:`resnets.export.int8.int8_session`), ``openvino`` (fp32)
     and ``openvino-int8`` (NNCF, calibrated like ``onnxruntime-int8``; see
-    :mod:`resnets.export.openvino`). Converted and quantized models are cached
-    (:mod:`resnets.export.model_cache`), so a second load does not calibrate again.
+    :mod:`resnets.export.openvino`). Exported, converted and quantized models are cached
+    (:mod:`resnets.export.model_cache`), so a second load neither exports nor calibrates
+    again.
     Calibration images are normalized with ``normalization`` (mean, std), by default the
     one the weights record (``resnets train`` metadata, a pretrained record) or ImageNet's.
     ``threads`` pins onnxruntime's and OpenVINO's threads (PyTorch's are global:
@@ -255,8 +255,5 @@ def _float_backend(kind: str, model: nn.Module, input_size: tuple[int, int, int]
             normalization=normalization or normalization_of(model), count=calibration_count,
             threads=threads)
         return Backend(kind, OrtRunner(session, in_chans=input_size[0]), input_size, details)
-    with tempfile.TemporaryDirectory() as work:
-        path = Path(work) / f"{kind}.onnx"
-        details = {"max_abs_diff": export_onnx(model, path, input_size).max_abs_diff}
-        session = ort_session(path, threads)  # the session holds the graph; the file can go
+    session, details = fp32_session(model, input_size, threads=threads)
     return Backend(kind, OrtRunner(session, in_chans=input_size[0]), input_size, details)

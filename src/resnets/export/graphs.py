@@ -67,5 +67,5 @@ class AtScale(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, self.scale)
 
-    def extra_repr(self) -> str:  # part of the OpenVINO cache key (export.openvino)
+    def extra_repr(self) -> str:  # part of the model cache keys (export.model_cache)
         return f"scale={self.scale}"

@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import logging
 import random
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.io import is_image_file, read_rgb
-from ..files import atomic_output
+from ..files import atomic_copy, atomic_output
 from ..weights.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .model_cache import cache_dir, cache_key, model_sha256, package_versions, store
 from .onnx import OrtRunner, export_onnx, ort_session, require_onnxruntime
@@ -260,12 +259,7 @@ def int8_session(model: nn.Module, input_size: tuple[int, int, int],
         fresh = Path(work) / "int8.onnx"
         report = quantize_model(model, fresh, input_size, images, threads=threads)
         session = ort_session(fresh, threads)  # the session holds the graph; the file can go
-        details = store(path, lambda dest: _copy_into(fresh, dest), use_cache)
+        details = store(path, lambda dest: atomic_copy(fresh, dest), use_cache)
     details.update(calibration_images=report.calibration_images,
                    top1_agreement=report.top1_agreement, min_cosine=report.min_cosine)
     return session, details
-
-
-def _copy_into(source: Path, dest: Path) -> None:
-    with atomic_output(dest, make_parents=True) as tmp:
-        shutil.copyfile(source, tmp)

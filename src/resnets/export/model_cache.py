@@ -1,11 +1,12 @@
-"""The cache of converted and quantized models: where entries live and what keys them.
+"""The cache of exported, converted and quantized models: where entries live, what keys them.
 
-Converting a model takes seconds and calibrating int8 takes longer than predicting a few
-hundred small images, so OpenVINO's converted and quantized models and onnxruntime's
-quantized ones are kept under the user cache folder (``$RESNETS_CACHE/<runtime>``, by default
-``~/.cache/resnets/<runtime>``). An entry's name holds the sha256 of everything the model
-depends on (:func:`cache_key`): the weights and architecture (:func:`model_sha256`), the
-input size, the calibration set, the preprocessing and the runtime's versions
+Exporting or converting a model takes seconds and calibrating int8 takes longer than
+predicting a few hundred small images, so OpenVINO's converted and quantized models and
+onnxruntime's exported and quantized ones are kept under the user cache folder
+(``$RESNETS_CACHE/<runtime>``, by default ``~/.cache/resnets/<runtime>``). An entry's name
+holds the sha256 of everything the model depends on (:func:`cache_key`): the weights and
+architecture (:func:`model_sha256`), the input size, the calibration set, the
+preprocessing and the exporter's and runtime's versions
 (:func:`package_versions`), so a change to any of them makes a new entry, never a stale hit.
 """
 

@@ -7,6 +7,10 @@ ReLU fused, in the blocked NCHWc layout; only the pooling op of the head differs
 dynamo exporter goes first and the legacy one is the fallback for a model it cannot handle.
 Every file is checked with ``onnx.checker`` and by comparing onnxruntime's output with
 PyTorch's at two input shapes before it is moved into place.
+
+Exporting takes seconds (the dynamo exporter traces through ``torch.export``), so the graphs
+the ``onnxruntime`` backend runs are kept in the model cache (:func:`fp32_session`,
+``$RESNETS_CACHE/onnxruntime``), keyed like OpenVINO's converted ones.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..files import atomic_output
+from ..files import atomic_copy, atomic_output
+from .model_cache import cache_dir, cache_key, model_sha256, package_versions, store
 from .optimize import fold_batchnorm
 from .shapes import check_inputs, input_dtype, quiet, sample_input
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 EXPORTERS = ("auto", "dynamo", "legacy")
+# Part of the cache key of an exported graph (:func:`fp32_session`): bump it when the export
+# changes (BN folding, the exporters tried, their options), so graphs made the old way are
+# not reused.
+PIPELINE_VERSION = 1
 
 
 class MissingExtraError(ImportError, ValueError):
@@ -251,3 +261,50 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int, 
             raise ValueError(f"ONNX output differs from PyTorch by {diff:.2e} > {tolerance:.1e} "
                              f"({name} exporter); nothing was written")
     return OnnxExport(Path(path), name, diff, tolerance)
+
+
+def fp32_session(model: nn.Module, input_size: tuple[int, int, int], *,
+                 threads: int | None = None, use_cache: bool = True):
+    """An onnxruntime session of ``model`` exported by :func:`export_onnx`, the graph from the
+    cache when it holds one (a damaged entry, or one that no longer matches PyTorch, is
+    exported again and replaced; a read-only cache costs the next run an export).
+
+    The key is everything the graph depends on: the weights and architecture
+    (:func:`~resnets.export.model_cache.model_sha256`: a super-resolution graph's scale is in
+    its repr), the traced input size, the exporter (``auto``: dynamo, then legacy) and the
+    versions of torch and onnxscript (which carry the exporters and their default opset),
+    onnx and onnxruntime. Returns (``InferenceSession``, details: ``max_abs_diff`` against
+    PyTorch, ``cached``, ``cache_file``, and ``cache_error`` where it could not be written).
+    """
+    require_onnxruntime()
+    model = model.eval()
+    key = cache_key({"pipeline": PIPELINE_VERSION, "weights": model_sha256(model),
+                     "input_size": list(input_size), "precision": "fp32", "exporter": "auto",
+                     **package_versions("torch", "onnxscript", "onnx", "onnxruntime")})
+    path = cache_dir("onnxruntime") / f"{type(model).__name__.lower()}-fp32-{key[:32]}.onnx"
+    if use_cache and path.is_file():
+        cached = _read_cached(path, model, input_size, threads)
+        if cached is not None:
+            session, diff = cached
+            return session, {"max_abs_diff": diff, "cached": True, "cache_file": str(path)}
+    with tempfile.TemporaryDirectory() as work:
+        fresh = Path(work) / "fp32.onnx"
+        diff = export_onnx(model, fresh, input_size).max_abs_diff
+        session = ort_session(fresh, threads)  # the session holds the graph; the file can go
+        details = store(path, lambda dest: atomic_copy(fresh, dest), use_cache)
+    return session, {"max_abs_diff": diff, **details}
+
+
+def _read_cached(path: Path, model: nn.Module, input_size: tuple[int, int, int],
+                 threads: int | None):  # -> tuple[InferenceSession, float] | None
+    """The cached graph at ``path`` as a session and its max |diff| against ``model`` on one
+    input (as OpenVINO's cached graphs are checked on every load), or None: an entry that
+    does not load (cut off, overwritten) or does not match is replaced."""
+    try:
+        session = ort_session(path, threads)
+        runner = OrtRunner(session, in_chans=input_size[0])
+        inputs = check_inputs(input_size, input_dtype(model))[:1]
+        diff, tolerance = compare_outputs(model, runner, inputs, 1e-4, 1e-6, "onnxruntime")
+    except Exception:  # onnxruntime's load and run errors derive from Exception alone
+        return None
+    return (session, diff) if diff <= tolerance else None

@@ -12,8 +12,9 @@ float64 one.
   bicubic base stays float64 (autocast leaves float64 alone), so only the learned residual
   is rounded. Not exact: its PSNR against fp32 is measured, not assumed (BENCHMARKS.md),
   and ``auto`` does not pick it.
-- ``onnxruntime``, ``openvino``: fp32 graphs checked against PyTorch when made; OpenVINO's
-  converted graphs are cached on disk (:mod:`resnets.export.openvino`).
+- ``onnxruntime``, ``openvino``: fp32 graphs checked against PyTorch when made, and cached on
+  disk per scale (:mod:`resnets.export.model_cache`; the scale is in the graph's key), so a
+  second run neither exports nor converts again.
 
 :class:`SRBackend` is called like the model (``backend(x, scale)``), so tiling, the
 self-ensemble and the benchmark evaluation take it in the model's place.
@@ -37,7 +38,8 @@ _ALIASES = {"eager": "torch"}
 # runtimes, within 0.0001 dB of fp32 eager on Set5 at x2/x3/x4 for any network (float32
 # rounding; tests/export/test_sr.py). Issue #18's run (edsr_small_x234, 12 MP output, 2
 # threads; BENCHMARKS.md): OpenVINO 1.74x / 1.19x eager at x2 / x4, onnxruntime 1.67x /
-# 1.19x (and it exports afresh on every start; OpenVINO's graphs are cached). bf16 was
+# 1.19x. Both cache their graphs: `upscale --backend onnxruntime` of one Set5 image (256x256
+# x2, 2 cores, trainers paused) took 7.5 s with an empty cache and 2.2-2.3 s after. bf16 was
 # faster still (2.03x / 1.43x) and within 0.002 dB on Set5 for edsr_small, but it is left
 # to be asked for: its rounding error depends on the network (more for a deeper one) and
 # its speed on the CPU having bf16 instructions, so it is not exact for every model and

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from ..export.sr import SR_BACKENDS
+
 
 @dataclass
 class ServeConfig:
@@ -22,6 +24,7 @@ class ServeConfig:
     sr_model: str | None = None  # super-resolution model; default: the bundled EDSR
     sr_weights: str | None = None
     backend: str = "torch"  # classifier backend: torch or onnxruntime
+    sr_backend: str = "auto"  # upscaler backend (resnets.export.sr), as upscale's --backend
     device: str = "cpu"
     workers: int = 1  # processes (each loads its own models; stateless)
     queue_size: int = 64  # requests waiting per model before 503
@@ -47,6 +50,10 @@ class ServeConfig:
                 raise ValueError(f"{name} must be {expected}, got {getattr(self, name)}")
         if self.backend not in ("torch", "onnxruntime"):
             raise ValueError(f"backend must be torch or onnxruntime, got {self.backend!r}")
+        sr_backends = ("auto", "eager", *SR_BACKENDS)
+        if self.sr_backend not in sr_backends:
+            raise ValueError(f"sr_backend must be one of {', '.join(sr_backends)}, got "
+                             f"{self.sr_backend!r}")
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,5 +1,6 @@
-"""What a server serves: a classifier (with its backend) and a super-resolution model, both
-loaded through the package's one loaders."""
+"""What a server serves: a classifier and a super-resolution model, both loaded through the
+package's one loaders and each run by its backend (the upscaler's chosen as ``resnets
+upscale`` chooses it: :func:`~resnets.export.sr.load_sr_backend`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..models.sr import check_scale
+from ..export.sr import load_sr_backend
+from ..models.sr import SUPPORTED_SCALES, check_scale
 from ..tasks.cam import grad_cam, heatmap_rgba
-from ..tasks.upscale import picture_from_image, to_pil, upscale_picture
+from ..tasks.upscale import describe_inference, picture_from_image, to_pil, upscale_picture
 from ..weights.classifier import Classifier, load_classifier
 from ..weights.sr import get_sr_model
 from .config import ServeConfig
@@ -21,18 +23,18 @@ from .config import ServeConfig
 
 @dataclass
 class ServedModels:
-    """The loaded models and how the classifier is run."""
+    """The loaded models and how each is run."""
 
     classifier: Classifier
     run: Callable[[torch.Tensor], torch.Tensor]  # normalised batch -> logits
     backend: str
-    sr_model: nn.Module
+    sr_model: nn.Module  # called like the model, ``(x, scale)``: an SRBackend or the model
     sr_label: str
     device: str = "cpu"
 
     @property
     def scales(self) -> list[int]:
-        return list(getattr(self.sr_model, "scales", None) or (2, 3, 4))
+        return list(getattr(self.sr_model, "scales", None) or SUPPORTED_SCALES)
 
     def describe(self) -> dict:
         """The ``/v1/models`` answer."""
@@ -40,7 +42,8 @@ class ServedModels:
         return {"classifier": {"name": clf.name, "weights": clf.source, "backend": self.backend,
                                "classes": clf.classes,
                                "preprocess": clf.preprocessing.to_metadata()},
-                "upscaler": {"name": self.sr_label, "scales": self.scales}}
+                "upscaler": {"name": self.sr_label, "scales": self.scales,
+                             "backend": describe_inference(self.sr_model)["backend"]}}
 
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
         """A uint8 ``(3, H, W)`` picture as the model's ``(3, size, size)`` input. Done before
@@ -89,4 +92,8 @@ def load_models(config: ServeConfig) -> ServedModels:
         run = load_backend(config.backend, clf.model, input_size=(3, side, side),
                            normalization=(pre.mean, pre.std))
     sr_model, sr_label = get_sr_model(config.sr_model, config.sr_weights, config.device)
-    return ServedModels(clf, run, config.backend, sr_model, sr_label, config.device)
+    scales = tuple(getattr(sr_model, "scales", None) or SUPPORTED_SCALES)
+    # every scale's graph made now (from the model cache after the first start), so no
+    # request waits for an export
+    upscaler = load_sr_backend(config.sr_backend, sr_model, scales=scales)
+    return ServedModels(clf, run, config.backend, upscaler, sr_label, config.device)
