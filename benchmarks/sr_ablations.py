@@ -115,8 +115,9 @@ def held_out(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _mismatch(saved: dict, wanted: SRTrainConfig) -> list[str]:
     """Fields of a started run's config that differ from the variant's config now."""
-    free = {"out", "data", "report_data", "device", "checkpoint_every", "log_every",
-            "max_nonfinite_losses"}  # where and how often, not what: a resume may change them
+    # where and how often, not what: a resume may change them
+    free = {"out", "data", "report_data", "device", "compile", "compile_mode",
+            "checkpoint_every", "log_every", "max_nonfinite_losses"}
     now = json.loads(json.dumps(wanted.to_dict()))  # tuples as lists, like config.json
     return [f"{k} {saved.get(k)!r} (now {v!r})" for k, v in now.items()
             if k not in free and saved.get(k) != v]

@@ -405,3 +405,65 @@ def test_epoch_report_logs_set5_psnr_of_the_current_weights_every_epoch(mini_sr,
     for s in (2, 3, 4):  # the protocol of sr-eval, on the weights at the epoch's end
         want = evaluate_sr(model.eval(), ref / "Set5", s).mean()[0]
         assert rows[-1][f"Set5_psnr_x{s}"] == pytest.approx(want, abs=1e-9)
+
+
+def test_compile_trains_one_graph_per_scale_and_validates_eagerly(mini_sr, tmp_path,
+                                                                  monkeypatch):
+    """compile=True sends training steps through torch.compile, one graph per scale (each
+    scale's patches have one shape); validation runs the eager model on images of any size,
+    and the checkpoint holds the model's own keys. The graphs run in eager mode here (a
+    counting backend): inductor's code generation takes minutes on this CPU."""
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(tuple(next(x for x in example_inputs if x.dim() == 4).shape))
+        return gm.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None, dynamic=None: real_compile(
+        model, backend=counting_backend, dynamic=dynamic))
+    torch._dynamo.reset()
+    run = tmp_path / "run"
+    trainer = SRTrainer(tiny_cfg(mini_sr, run, compile=True), quiet=True)
+    assert trainer.train_model is not trainer.model
+    trainer.fit()
+    torch._dynamo.reset()
+    assert sorted(graphs) == [(4, 3, 6, 6), (4, 3, 8, 8), (4, 3, 12, 12)]  # x4, x3, x2
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]
+    state = load_checkpoint(run / "last.pt")
+    assert state["config"]["compile"] and not any("_orig_mod" in k for k in state["model"])
+    resumed = SRTrainer(SRTrainConfig(out=str(run)), resume=True, quiet=True,
+                        changes={"compile": False, "epochs": 3})
+    assert resumed.train_model is resumed.model
+    resumed.fit()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_compile_mode_is_checked(mini_sr, tmp_path):
+    with pytest.raises(ValueError, match="compile_mode must be one of default, "):
+        SRTrainer(tiny_cfg(mini_sr, tmp_path / "run", compile=True, compile_mode="fast"))
+
+
+def test_a_run_resumed_without_its_best_pt_chooses_among_the_epochs_to_come(mini_sr, tmp_path):
+    """A run brought from another machine with last.pt alone (best.pt is as large, and the
+    GPU lease brings back little) finishes: the best is chosen from the epochs it runs."""
+    run = tmp_path / "run"
+    SRTrainer(tiny_cfg(mini_sr, run, epochs=1), quiet=True).fit()
+    (run / "best.pt").unlink()
+    result = SRTrainer(SRTrainConfig(out=str(run)), resume=True, quiet=True,
+                       changes={"epochs": 2}).fit()
+    assert result["best_epoch"] == 2 and (run / "model.safetensors").exists()
+    assert load_checkpoint(run / "best.pt")["epoch"] == 2
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU"))])
+def test_the_sampler_makes_the_lr_on_the_device_with_the_same_pixels(mini_sr, device):
+    sampler = PatchSampler(load_sr_images(mini_sr), 24, (2, 3, 4))
+    for scale in (2, 3, 4):
+        g, again = torch.Generator().manual_seed(scale), torch.Generator().manual_seed(scale)
+        lr, hr = sampler.sample(6, scale, g, device)
+        want_lr, want_hr = sampler.sample(6, scale, again)
+        assert lr.device.type == hr.device.type == device
+        assert torch.equal(hr.cpu(), want_hr) and torch.equal(lr.cpu(), want_lr)

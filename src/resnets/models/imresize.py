@@ -156,14 +156,15 @@ def upscale(x: torch.Tensor, factor: int) -> torch.Tensor:
     return imresize(x, float(factor), size=(x.shape[-2] * factor, x.shape[-1] * factor))
 
 
-def _phase_weights(factor: int) -> torch.Tensor:
+def _phase_weights(factor: int, device: torch.device | None = None) -> torch.Tensor:
     """``(factor, 5)`` float64: the taps on input pixels k-2..k+2 that give output pixel
     ``factor * k + p`` of a bicubic upscale, one row per phase ``p`` (MATLAB's
     ``contributions`` for an integer scale, where every output pixel of a phase sits at the
-    same offset from its input pixel)."""
-    p = torch.arange(1, factor + 1, dtype=torch.float64)
+    same offset from its input pixel). Made on ``device``: under ``torch.compile`` a tensor
+    made on the CPU puts CPU operations into a GPU graph, which keeps CUDA graphs off."""
+    p = torch.arange(1, factor + 1, dtype=torch.float64, device=device)
     offset = p / factor + 0.5 * (1 - 1 / factor) - 1  # output centre minus input pixel k
-    dist = offset[:, None] - torch.arange(-2, 3, dtype=torch.float64)[None, :]
+    dist = offset[:, None] - torch.arange(-2, 3, dtype=torch.float64, device=device)[None, :]
     weights = _cubic(dist)
     return weights / weights.sum(dim=1, keepdim=True)
 
@@ -171,7 +172,7 @@ def _phase_weights(factor: int) -> torch.Tensor:
 def _upscale_axis(x: torch.Tensor, factor: int, axis: int) -> torch.Tensor:
     """``(N, C, H, W)`` float upscaled along height (-2) or width (-1) by ``factor``."""
     n, c, h, w = x.shape
-    taps = _phase_weights(factor).to(device=x.device, dtype=x.dtype)
+    taps = _phase_weights(factor, x.device).to(x.dtype)
     planes = x.reshape(n * c, 1, h, w)
     if axis == -2:
         padded = F.pad(planes, (0, 0, 2, 2), mode="replicate")  # MATLAB clamps the indices

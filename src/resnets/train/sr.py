@@ -34,6 +34,7 @@ from ..models.sr import SUPPORTED_SCALES, create_sr_model
 from ..tasks.sr_eval import evaluate_sr, load_pairs, super_resolve
 from ..weights.loading import load_state_dict_into
 from ..weights.sr import save_sr_weights
+from .config import COMPILE_MODES
 from .divergence import NonFiniteGuard, check_weights, likely_cause
 from .fields import check_types, parse_fields, resume_changes
 from .metrics_log import MetricsLog, progress_bar
@@ -80,6 +81,12 @@ class SRTrainConfig:
     # NHWC weights and batches: edsr_baseline x2/3/4 with bf16 took 1.00 vs 0.89 steps/s on
     # one CPU thread (batch 16, 96-px patches); the same arithmetic either way
     channels_last: bool = True
+    # torch.compile the training forward with dynamic=False: one graph per scale (each
+    # scale's patches have one shape); validation and the report run the eager model on
+    # images of any size. Under compile the model's bicubic skip is a convolution, which
+    # bf16 autocast computes in bf16 (eager: float64), so the two differ by bf16 rounding
+    compile: bool = False
+    compile_mode: str = "default"      # torch.compile mode; "reduce-overhead" = CUDA graphs
     seed: int = 0
     checkpoint_every: int = 0          # also checkpoint every N steps, 0 = epoch ends only
     log_every: int = 10
@@ -142,6 +149,9 @@ class SRTrainConfig:
              f"patch size must be at least twice the largest scale, got {self.patch_size}"),
             (self.loss in ("l1", "l2"), f"loss must be l1 or l2, got {self.loss!r}"),
             (self.amp in ("none", "bf16"), f"amp must be none or bf16, got {self.amp!r}"),
+            (self.compile_mode in COMPILE_MODES,
+             f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got "
+             f"{self.compile_mode!r}"),
             (0.0 <= self.min_lr_ratio <= 1.0,
              f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
             (self.augment in AUGMENTS,
@@ -170,8 +180,8 @@ class SRTrainConfig:
 
 
 # What a resumed run may change: where it runs and for how long, not what it computes.
-RESUME_CHANGEABLE = ("epochs", "data", "report_data", "device", "channels_last",
-                     "checkpoint_every", "log_every", "max_nonfinite_losses")
+RESUME_CHANGEABLE = ("epochs", "data", "report_data", "device", "channels_last", "compile",
+                     "compile_mode", "checkpoint_every", "log_every", "max_nonfinite_losses")
 
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -323,6 +333,10 @@ class SRTrainer:
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_model: nn.Module = self.model  # the same module; checkpoints name its keys
+        if cfg.compile:
+            mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+            self.train_model = torch.compile(self.model, mode=mode, dynamic=False)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                           weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
@@ -371,6 +385,8 @@ class SRTrainer:
             self.scheduler.load_state_dict(s["scheduler"])
             start_epoch, start_step = s["epoch"], s["step_in_epoch"]
             loss_sum, best, best_epoch = s["epoch_loss_sum"], s["best_val"], s["best_epoch"]
+            if not (self.run_dir / "best.pt").exists():  # a run brought without it
+                best, best_epoch = -math.inf, 0  # the best is chosen from the epochs to come
             generator.set_state(s["generator"])
             set_rng_states(s["rng"])
             self.log.truncate(start_epoch)
@@ -418,13 +434,13 @@ class SRTrainer:
                                 completed=first_step)
             for b in range(first_step, spe):
                 scale = cfg.scales[(epoch * spe + b) % len(cfg.scales)]
-                lr_u8, hr_u8 = self.sampler.sample(cfg.batch_size, scale, generator)
-                lr_img = to_float(lr_u8).to(self.device, non_blocking=True)
+                lr_u8, hr_u8 = self.sampler.sample(cfg.batch_size, scale, generator, self.device)
+                lr_img = to_float(lr_u8)
                 if cfg.channels_last:
                     lr_img = lr_img.contiguous(memory_format=torch.channels_last)
-                hr_img = to_float(hr_u8).to(self.device, non_blocking=True)
+                hr_img = to_float(hr_u8)
                 with autocast(self.device, self.amp):
-                    sr = model(lr_img, scale)
+                    sr = self.train_model(lr_img, scale)
                 loss = (F.l1_loss if cfg.loss == "l1" else F.mse_loss)(sr.float(), hr_img)
                 if not guard.finite(loss, epoch, b, spe):  # skipped: no update
                     continue
@@ -498,7 +514,8 @@ class SRTrainer:
             f"{cfg.data} ({'+'.join(cfg.train_sets)}), {len(self.val)} held out "
             f"(bicubic val PSNR {bic} dB); {cfg.epochs} epochs of {cfg.steps_per_epoch} steps, "
             f"{cfg.loss} loss, lr {cfg.lr:g} {cfg.schedule}, augment {cfg.augment}, "
-            f"device {self.device}, amp {cfg.amp}; run folder {self.run_dir}")
+            f"device {self.device}, amp {cfg.amp}{', compiled' if cfg.compile else ''}; run "
+            f"folder {self.run_dir}")
         if self.changes_applied:
             Console(stderr=True).print(f"resumed with changes: {'; '.join(self.changes_applied)}")
 
