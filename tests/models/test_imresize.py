@@ -123,6 +123,16 @@ def test_upscale_by_convolution_equals_the_matlab_port(scale, size):
     assert torch.allclose(upscale_by_convolution(x32, scale), upscale(x32, scale), atol=1e-6)
 
 
+def test_upscale_by_convolution_ignores_autocast():
+    """Compiled bf16 training runs the skip through this path: it must stay in float32, not
+    round the bicubic image to bf16 (up to half a grey level)."""
+    x = torch.rand(2, 3, 12, 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = upscale_by_convolution(x, 3)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, upscale(x.double(), 3).float(), atol=1e-6)
+
+
 def test_upscale_traces_with_free_height_and_width():
     class Up(torch.nn.Module):
         def forward(self, x):

@@ -190,6 +190,9 @@ def upscale_by_convolution(x: torch.Tensor, factor: int) -> torch.Tensor:
     if x.dim() != 4 or not x.is_floating_point():
         raise ValueError(f"expected a float batch (N, C, H, W), got shape {tuple(x.shape)} "
                          f"of {x.dtype}")
+    if torch.is_autocast_enabled(x.device.type):  # e.g. compiled bf16 training: the skip
+        with torch.autocast(x.device.type, enabled=False):  # stays in the input's dtype
+            return _upscale_axis(_upscale_axis(x, factor, -2), factor, -1)
     return _upscale_axis(_upscale_axis(x, factor, -2), factor, -1)
 
 

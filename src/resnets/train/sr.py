@@ -83,8 +83,8 @@ class SRTrainConfig:
     channels_last: bool = True
     # torch.compile the training forward with dynamic=False: one graph per scale (each
     # scale's patches have one shape); validation and the report run the eager model on
-    # images of any size. Under compile the model's bicubic skip is a convolution, which
-    # bf16 autocast computes in bf16 (eager: float64), so the two differ by bf16 rounding
+    # images of any size. Under compile the model's bicubic skip is a float32 convolution
+    # (autocast is off inside it; eager: float64), equal to float rounding
     compile: bool = False
     compile_mode: str = "default"      # torch.compile mode; "reduce-overhead" = CUDA graphs
     seed: int = 0
