@@ -40,7 +40,13 @@ import torch
 
 from resnets.data.sr import holdout, list_sr_images
 from resnets.files import atomic_write
-from resnets.train.sr import SRTrainConfig, SRTrainer, train_sr, validation_scores
+from resnets.train.sr import (
+    RESUME_CHANGEABLE,
+    SRTrainConfig,
+    SRTrainer,
+    train_sr,
+    validation_scores,
+)
 
 REFERENCE = "reference"
 
@@ -115,9 +121,10 @@ def held_out(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _mismatch(saved: dict, wanted: SRTrainConfig) -> list[str]:
     """Fields of a started run's config that differ from the variant's config now."""
-    # where and how often, not what: a resume may change them
-    free = {"out", "data", "report_data", "device", "compile", "compile_mode",
-            "checkpoint_every", "log_every", "max_nonfinite_losses"}
+    # where, how and how often, not what: the trainer's own list of what a resume may
+    # change, less the length, which is part of a variant (channels_last included: runs
+    # started before that option have no such field)
+    free = {"out", *RESUME_CHANGEABLE} - {"epochs"}
     now = json.loads(json.dumps(wanted.to_dict()))  # tuples as lists, like config.json
     return [f"{k} {saved.get(k)!r} (now {v!r})" for k, v in now.items()
             if k not in free and saved.get(k) != v]

@@ -137,3 +137,16 @@ def test_estimate_times_a_few_steps_and_leaves_no_runs(ablations, toy_sets, tmp_
     printed = capsys.readouterr().out
     assert "x2-only-third" in printed and "2 steps ~" in printed and "all 1: ~" in printed
     assert not out.exists()
+
+
+def test_a_run_started_before_a_layout_option_still_matches_its_variant(ablations, toy_sets):
+    """The runs of 2026-11-30 were started before channels_last (and compile) existed: their
+    config.json lacks those fields, which change how a step runs, not what it computes."""
+    args = ablations.parse_args(["--data", str(toy_sets)])
+    cfg = ablations.variant_config("reference", args, ("T91/0.png",))
+    saved = json.loads(json.dumps(cfg.to_dict()))
+    for name in ("channels_last", "compile", "compile_mode"):
+        del saved[name]
+    assert ablations._mismatch(saved, cfg) == []
+    saved["loss"], saved["epochs"] = "l2", 1
+    assert len(ablations._mismatch(saved, cfg)) == 2
