@@ -38,7 +38,7 @@
 #
 # Why these settings: 128-px patches scored +0.08 dB val x2 over 96 px at equal pixels per
 # step in the 3,000-step ablations (BENCHMARKS, issue #18 item 3), and 64 of them are 7x the
-# pixels of the CPU run's 16 x 96 px; lr 5e-4 is the CPU run's and the ablations' peak
+# pixels of the CPU run's 16 x 96 px; lr 5e-4 is the ablations' peak (the CPU run of edsr_baseline uses 3e-4)
 # (Adam's step does not grow with the batch; EDSR used 1e-4 at 16 x 48 px LR). CUDA graphs:
 # on this H200 (BENCHMARKS, 2026-11-27) eager ResNet-56 training was bound by launching
 # kernels, and ran 3.9x faster under reduce-overhead, 1.1x under default compile; an
