@@ -1,14 +1,17 @@
 """`resnets serve` under load: requests/s and latency at 1, 4 and 16 concurrent clients,
-with and without micro-batching, against running `resnets predict` once per image (issue 19).
+with and without micro-batching, for each classifier backend in ``--backends``, against
+running `resnets predict` once per image (issue 19).
 
 Each setting starts its own server on 127.0.0.1 (bundled ResNet-56, `/v1/classify` with the
 sample images), lets ``--clients`` threads post back-to-back for ``--seconds``, and reads the
-mean batch size from `/metrics`. "Without micro-batching" is `--max-batch 1`. The baseline is
+mean batch size from `/metrics`. "Without micro-batching" is `--max-batch 1`; micro-batching
+runs at each ``--batch-wait-ms``. The baseline is
 `resnets predict IMAGE` as a new process per image: what a script calling the CLI pays.
 
 Run on a quiet machine (numbers on a busy one say little):
 
     .venv/bin/python benchmarks/bench_serve.py --threads 2 --seconds 20 --out bench-serve.json
+    .venv/bin/python benchmarks/bench_serve.py --backends auto,torch --batch-wait-ms 0,5
     .venv/bin/python benchmarks/bench_serve.py --smoke     # seconds: checks that it runs
 """
 
@@ -37,13 +40,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(threads: int, batching: bool) -> tuple[subprocess.Popen, str]:
+def start_server(threads: int, batching: bool, backend: str = "auto", wait_ms: float = 5.0
+                 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    flags = ["--max-batch", "32", "--batch-wait-ms", "5"] if batching else \
+    flags = ["--max-batch", "32", "--batch-wait-ms", str(wait_ms)] if batching else \
         ["--max-batch", "1", "--batch-wait-ms", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-m", "resnets", "serve", "--port", str(port),
-                             "--queue-size", "256", *flags], env=env,
+                             "--queue-size", "256", "--backend", backend, *flags], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -82,6 +86,11 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
+    parser.add_argument("--backends", default="auto",
+                        help="classifier backends to compare, e.g. auto,torch")
+    parser.add_argument("--batch-wait-ms", default="0",
+                        help="how long a micro-batch waits to fill; several to compare, "
+                             "e.g. 0,5")
     parser.add_argument("--predict-runs", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="2 s per setting, 1 predict run")
     parser.add_argument("--out", help="write the results as JSON")
@@ -90,11 +99,16 @@ def main() -> None:
         args.seconds, args.predict_runs = 2.0, 1
     clients = [int(c) for c in args.clients.split(",")]
     results: dict = {"settings": vars(args), "serve": []}
-    for batching in (True, False):
-        proc, url = start_server(args.threads, batching)
+    waits = [float(w) for w in args.batch_wait_ms.split(",")]
+    settings = [(b, True, w) for b in args.backends.split(",") for w in waits]
+    settings += [(b, False, 0.0) for b in args.backends.split(",")]
+    for backend, batching, wait_ms in settings:
+        proc, url = start_server(args.threads, batching, backend, wait_ms)
         try:
+            served = httpx.get(f"{url}/v1/models").json()["classifier"]["backend"]
             for n in clients:
-                row = {"batching": batching, **load(url, n, args.seconds)}
+                row = {"backend": served, "batching": batching, "batch_wait_ms": wait_ms,
+                       **load(url, n, args.seconds)}
                 print(json.dumps(row), flush=True)
                 results["serve"].append(row)
         finally:

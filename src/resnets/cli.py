@@ -785,8 +785,12 @@ def serve(
     sr_model: Annotated[str | None, typer.Option(help="Upscaler; default: the bundled one.")
                         ] = None,
     sr_weights: Annotated[str | None, typer.Option(help="Upscaler safetensors file.")] = None,
-    backend: Annotated[str, typer.Option(help="Classifier backend: torch or onnxruntime.")
-                       ] = "torch",
+    backend: Annotated[str, typer.Option(help="Classifier backend, as predict's: auto "
+                                              "(fastest exact installed), torch, optimized, "
+                                              "onnxruntime, openvino, int8 (needs "
+                                              "--calibration), ...")] = "auto",
+    calibration: Annotated[str | None, typer.Option(help="Image folder for an int8 "
+                                                    "backend.")] = None,
     sr_backend: Annotated[str, typer.Option(help="Upscaler backend: " + SR_BACKEND_HELP)
                           ] = "auto",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -794,7 +798,8 @@ def serve(
     queue_size: Annotated[int, typer.Option(help="Waiting requests per model before 503.")
                           ] = 64,
     max_batch: Annotated[int, typer.Option(help="Images per classifier batch.")] = 32,
-    batch_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill.")] = 5.0,
+    batch_wait_ms: Annotated[float, typer.Option(
+        help="How long a batch waits to fill; 0: what queued while the last batch ran.")] = 0.0,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload (413 above).")] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest decoded input, in pixels.")
                           ] = 40_000_000,
@@ -807,8 +812,8 @@ def serve(
 
     run_server(ServeConfig(host=host, port=port, model=model, weights=weights,
                            sr_model=sr_model, sr_weights=sr_weights, backend=backend,
-                           sr_backend=sr_backend, device=device, workers=workers,
-                           queue_size=queue_size, max_batch=max_batch,
+                           calibration=calibration, sr_backend=sr_backend, device=device,
+                           workers=workers, queue_size=queue_size, max_batch=max_batch,
                            batch_wait_ms=batch_wait_ms,
                            max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                            max_output_pixels=max_output_pixels))

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from resnets.export.backends import resolve_backend
 from resnets.export.sr import resolve_sr_backend
 from resnets.serve.config import ServeConfig
 from resnets.serve.metrics import parse_samples
@@ -70,6 +71,7 @@ def test_healthz_and_models_describe_what_is_loaded(client):
     assert info["classifier"]["preprocess"]["size"] == 32
     assert info["upscaler"]["scales"] == [2, 3, 4]
     assert info["upscaler"]["backend"] == resolve_sr_backend("auto")  # as upscale's default
+    assert info["classifier"]["backend"] == resolve_backend("auto")  # as predict's default
 
 
 def test_classify_returns_top_k_classes_with_probabilities(client):
@@ -202,12 +204,14 @@ def test_not_multipart_is_415(client):
 def test_internal_errors_reach_the_client_without_a_stack_trace(models):
     from fastapi.testclient import TestClient
 
+    from resnets.export.backends import Backend
     from resnets.serve.app import create_app
 
     def broken(x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("secret internal detail")
 
-    bad = ServedModels(models.classifier, broken, "torch", models.sr_model, models.sr_label)
+    run = Backend("torch", broken, models.run.input_size)
+    bad = ServedModels(models.classifier, run, models.sr_model, models.sr_label)
     with TestClient(create_app(ServeConfig(), models=bad), raise_server_exceptions=False) as c:
         r = post(c, "/v1/classify", example())
         assert r.status_code == 500
@@ -236,16 +240,15 @@ def test_page_is_self_contained(client):
     assert "http://" not in html and "https://" not in html  # no CDN: works offline
 
 
-class _Slow(torch.nn.Module):
-    """A classifier that takes ``delay`` seconds per call, to fill the queue."""
+def _slow(run, delay: float):
+    """``run`` (a backend) taking ``delay`` seconds more per call, to fill the queue."""
+    from resnets.export.backends import Backend
 
-    def __init__(self, model: torch.nn.Module, delay: float) -> None:
-        super().__init__()
-        self.model, self.delay = model, delay
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        time.sleep(delay)
+        return run(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.delay)
-        return self.model(x)
+    return Backend(run.kind, fn, run.input_size, input_dtype=run.input_dtype)
 
 
 def test_a_full_queue_answers_503_with_retry_after(models):
@@ -253,8 +256,8 @@ def test_a_full_queue_answers_503_with_retry_after(models):
 
     from resnets.serve.app import create_app
 
-    slow = ServedModels(models.classifier, _Slow(models.classifier.model, 0.3), "torch",
-                        models.sr_model, models.sr_label)
+    slow = ServedModels(models.classifier, _slow(models.run, 0.3), models.sr_model,
+                        models.sr_label)
     app = create_app(ServeConfig(queue_size=2, max_batch=1, batch_wait_ms=0), models=slow)
     data = example()
 
@@ -277,15 +280,56 @@ def test_a_full_queue_answers_503_with_retry_after(models):
     assert codes.count(200) <= 4
 
 
-def test_the_onnxruntime_backend_serves_the_same_probabilities(models):
-    from .conftest import require
-
-    require("onnxruntime")
+def _example_inputs(models: ServedModels) -> list[torch.Tensor]:
     from resnets.data.io import read_rgb
     from tests.serve.conftest import EXAMPLES
 
-    onnx = load_models(ServeConfig(backend="onnxruntime"))
-    images = [models.prepare(read_rgb(p)) for p in sorted(EXAMPLES.glob("*.jpg"))[:4]]
-    ours, theirs = torch.stack(onnx.classify(images)), torch.stack(models.classify(images))
-    assert onnx.describe()["classifier"]["backend"] == "onnxruntime"
-    assert (ours - theirs).abs().max() < 1e-4
+    return [models.prepare(read_rgb(p)) for p in sorted(EXAMPLES.glob("*.jpg"))]
+
+
+def test_inputs_queue_as_small_uint8_crops_the_backend_normalises(models):
+    x = _example_inputs(models)[0]
+    assert x.dtype == torch.uint8 and tuple(x.shape) == (3, 32, 32)
+    eager = models.classifier.model(models.classifier.preprocessing.normalize(x[None]))
+    assert (models.classify([x])[0] - eager.softmax(1)[0]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["torch", "optimized", "onnxruntime", "openvino"])
+def test_every_exact_backend_serves_eager_probabilities(models, backend):
+    from .conftest import require
+
+    require({"torch": "torch", "optimized": "torch"}.get(backend, backend))
+    served = load_models(ServeConfig(backend=backend))
+    images = _example_inputs(models)
+    ours = torch.stack(served.classify(images))
+    eager = torch.stack(load_models(ServeConfig(backend="eager")).classify(images))
+    assert served.describe()["classifier"]["backend"] == backend
+    assert (ours - eager).abs().max() < 1e-4
+
+
+def test_an_int8_backend_needs_calibration_images():
+    with pytest.raises(ValueError, match="backend int8 needs calibration images: pass "
+                                         "--calibration FOLDER"):
+        ServeConfig(backend="int8")
+    with pytest.raises(ValueError, match="backend must be one of auto, int8, eager, torch"):
+        ServeConfig(backend="tensorrt")
+
+
+def test_the_int8_backend_serves_the_eager_top_class(models, tmp_path):
+    """int8 calibrated on a folder of images (here the examples): the fastest int8 runtime
+    installed, whose top-1 class matches fp32 eager on those images."""
+    import shutil
+
+    from tests.serve.conftest import EXAMPLES
+
+    from .conftest import require
+
+    require("onnxruntime")
+    for p in sorted(EXAMPLES.glob("*.jpg")):
+        shutil.copy(p, tmp_path / p.name)
+    served = load_models(ServeConfig(backend="int8", calibration=str(tmp_path)))
+    assert served.describe()["classifier"]["backend"] == resolve_backend("int8")
+    images = _example_inputs(models)
+    ours, eager = torch.stack(served.classify(images)), torch.stack(models.classify(images))
+    assert (ours.argmax(1) == eager.argmax(1)).float().mean() >= 0.75
+    assert (ours - eager).abs().max() < 0.3  # quantized: close, not equal (0.14 measured)

@@ -17,7 +17,9 @@ SECONDS = 20.0
 
 
 def test_sixteen_clients_get_no_errors_and_share_batches(server_factory, tmp_path):
-    server = server_factory("--queue-size", "64", "--max-batch", "32", "--batch-wait-ms", "5")
+    """With the defaults (no batching window): requests that queue while a batch runs form
+    the next one."""
+    server = server_factory("--queue-size", "64", "--max-batch", "32")
     pictures = [p.read_bytes() for p in sorted(EXAMPLES.glob("*.jpg"))]
     result = run_load(server.url, pictures, CLIENTS, SECONDS)
     record = result.summary()

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from resnets.serve.metrics import parse_samples
 
@@ -28,12 +29,28 @@ def test_the_cli_serves_the_contract_over_a_socket(server_factory):
         assert "<html" in c.get("/").text
 
 
-def test_a_wrong_model_is_one_line_and_exit_1(tmp_path):
+def test_two_workers_share_the_port(server_factory):
+    """The models load once before the workers start (a wrong --model is one line), and
+    each worker serves: eight requests over fresh connections all answered."""
+    server = server_factory("--workers", "2")
+
+    def classify(_: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            r = c.post("/v1/classify", files={"file": ("cat.jpg", example(), "image/jpeg")})
+            return r.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(classify, range(8))) == [200] * 8
+    assert "Started parent process" in server.log.read_text()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_wrong_model_is_one_line_and_exit_1(tmp_path, workers):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "resnets", "serve", "--model", "resnet7"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "resnets", "serve", "--model", "resnet7",
+                          "--workers", workers], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert out.stderr.startswith("error:") and "Traceback" not in out.stderr
 

@@ -66,7 +66,7 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
         served = models if models is not None else await run_in_threadpool(load_models, config)
         app.state.models = served
         app.state.lanes = Lanes(served, config, metrics)
-        log.info("serving %s (%s) and %s", served.classifier.name, served.backend,
+        log.info("serving %s (%s) and %s", served.classifier.name, served.run.kind,
                  served.sr_label)
         try:
             yield

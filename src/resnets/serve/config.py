@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from ..export.backends import AUTO, BACKENDS, CALIBRATED, INT8
 from ..export.sr import SR_BACKENDS
 
 
@@ -23,13 +24,16 @@ class ServeConfig:
     weights: str | None = None  # classifier safetensors file
     sr_model: str | None = None  # super-resolution model; default: the bundled EDSR
     sr_weights: str | None = None
-    backend: str = "torch"  # classifier backend: torch or onnxruntime
+    backend: str = AUTO  # classifier backend, as predict's --backend
+    calibration: str | None = None  # image folder, for the int8 backends
     sr_backend: str = "auto"  # upscaler backend (resnets.export.sr), as upscale's --backend
     device: str = "cpu"
     workers: int = 1  # processes (each loads its own models; stateless)
     queue_size: int = 64  # requests waiting per model before 503
     max_batch: int = 32  # images per classifier batch
-    batch_wait_ms: float = 5.0  # how long a batch waits for more requests
+    # how long a batch waits for more requests. 0: a batch is whatever queued while the last
+    # one ran; measured faster at 1, 4 and 16 clients with the default backend (BENCHMARKS.md)
+    batch_wait_ms: float = 0.0
     max_upload_mb: float = 20.0
     max_pixels: int = 40_000_000  # decoded input pixels (width x height)
     max_output_pixels: int = 16_777_216  # upscaled output pixels (4096 x 4096)
@@ -48,8 +52,13 @@ class ServeConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name} must be {expected}, got {getattr(self, name)}")
-        if self.backend not in ("torch", "onnxruntime"):
-            raise ValueError(f"backend must be torch or onnxruntime, got {self.backend!r}")
+        backends = (AUTO, INT8, "eager", *BACKENDS)
+        if self.backend not in backends:
+            raise ValueError(f"backend must be one of {', '.join(backends)}, got "
+                             f"{self.backend!r}")
+        if self.calibration is None and self.backend in (INT8, *CALIBRATED):
+            raise ValueError(f"backend {self.backend} needs calibration images: pass "
+                             "--calibration FOLDER (a few hundred training images)")
         sr_backends = ("auto", "eager", *SR_BACKENDS)
         if self.sr_backend not in sr_backends:
             raise ValueError(f"sr_backend must be one of {', '.join(sr_backends)}, got "

@@ -195,11 +195,13 @@ def predict(images: list[str | Path] | str | Path, source: str | Path | None = N
 
 def classifier_backend(clf: Classifier, backend: str = "auto",
                        calibration: str | Path | list[Path] | None = None,
-                       model: torch.nn.Module | None = None) -> Backend:
+                       model: torch.nn.Module | None = None, throughput: bool = True
+                       ) -> Backend:
     """``clf``'s model (or ``model``, e.g. its pooled features) run by ``backend``, taking
     uint8 batches (resized and cropped by ``clf.preprocessing``) on the model's device; the
     backend normalises them (OpenVINO inside its graph, :func:`resnets.export.load_backend`
-    with ``uint8_input``) and is compiled for many batches (:meth:`Backend.map`).
+    with ``uint8_input``). ``throughput``: compiled for many batches in a row
+    (:meth:`Backend.map`); a server, which runs one batch at a time, asks for latency.
 
     ``auto`` resolves to the fastest exact backend installed; should that runtime fail to
     take the model, the PyTorch one (``optimized``) runs it, with a warning. Likewise ``int8``:
@@ -218,7 +220,7 @@ def classifier_backend(clf: Classifier, backend: str = "auto",
     def load(k: str) -> Backend:
         return load_backend(k, module, input_size=(len(pre.mean), side, side),
                             calibration=calibration, normalization=(pre.mean, pre.std),
-                            uint8_input=True, throughput=True)
+                            uint8_input=True, throughput=throughput)
 
     if backend == INT8 and kind == "openvino-int8":
         try:
