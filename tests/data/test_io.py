@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnets.data.io import ImageReadError, default_max_pixels, open_image, read_rgb, read_size
+from resnets.data.io import (
+    ImageReadError,
+    decode_bytes,
+    default_max_pixels,
+    image_tensor,
+    open_image,
+    read_rgb,
+    read_size,
+)
 from tests.synthetic import BAD_INPUTS, GOOD_INPUTS, make_hostile_inputs, write_bomb_png
 
 REASONS = {"bomb": "more than the limit", "folder": "is a folder", "truncated": "truncated",
@@ -26,6 +34,36 @@ def test_each_bad_file_is_one_line_naming_the_file_and_the_reason(inputs, case):
 
 
 @pytest.mark.parametrize("case", GOOD_INPUTS)
+def test_bytes_in_memory_decode_exactly_as_the_file(inputs, case):
+    """An upload (``decode_bytes``) and a file (``read_rgb``) go through the same reader."""
+    data = inputs[case].read_bytes()
+    assert image_tensor(decode_bytes(data)).equal(read_rgb(inputs[case]))
+
+
+@pytest.mark.parametrize("case", ["bomb", "truncated", "empty", "text"])
+def test_bad_bytes_are_refused_for_the_reason_a_file_is(inputs, case):
+    with pytest.raises(ImageReadError) as info:
+        decode_bytes(inputs[case].read_bytes(), name="upload.png")
+    assert str(info.value).startswith("upload.png: ") and REASONS[case] in str(info.value)
+    with pytest.raises(ImageReadError) as as_file:
+        read_rgb(inputs[case])
+    assert info.value.kind == as_file.value.kind and info.value.reason == as_file.value.reason
+
+
+def test_a_check_sees_the_header_before_any_pixel_is_decoded(tmp_path):
+    big = write_bomb_png(tmp_path / "b.png", 12_000, 9_000).read_bytes()  # 108 MP if decoded
+    seen = []
+
+    def refuse(img: Image.Image) -> None:
+        seen.append(img.size)
+        raise ValueError("too big for this caller")
+
+    with pytest.raises(ValueError, match="too big for this caller"):
+        decode_bytes(big, max_pixels=200_000_000, check=refuse)
+    assert seen == [(12_000, 9_000)]
+
+
+@pytest.mark.parametrize("case", GOOD_INPUTS)
 def test_awkward_modes_read_as_8bit_rgb(inputs, case):
     image = read_rgb(inputs[case])
     # every file shows a 64x48 picture; the rotated one is stored 48x64 with EXIF
@@ -44,6 +82,10 @@ def test_bomb_is_refused_from_its_header_before_decoding(tmp_path):
                                              "100,000,000") as info:
         open_image(bomb)
     assert info.value.kind == "too-large"
+    # a caller allowing more than Pillow does is told which limit refused the file
+    with pytest.raises(ImageReadError, match="900,000,000 pixels, more than Pillow's "
+                                             "decompression-bomb limit of 178,956,970"):
+        open_image(bomb, max_pixels=10**12)
 
 
 def test_pixel_limit_is_settable_per_call_and_by_environment(tmp_path, monkeypatch):

@@ -157,7 +157,7 @@ def test_cam_is_a_heat_map_the_size_of_the_picture(client):
     (b"just some text, not a picture\n" * 3, 415, "not an image"),
     (png(64, 64)[:300], 422, "truncated or corrupt"),
     (bomb_png(), 422, "pixels"),
-    (flat_png(1100, 1000), 422, "at most 1,000,000"),
+    (flat_png(1100, 1000), 422, "more than the limit of 1,000,000"),
 ])
 def test_bad_uploads_get_a_one_line_json_error_and_the_server_keeps_serving(
         client, data, status, words):

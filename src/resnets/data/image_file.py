@@ -1,7 +1,8 @@
 """Reading images the way users have them: any mode, EXIF-rotated, returned as 8-bit RGB.
 
 Every command and the library read image files through :func:`open_image`, the one guarded
-reader. Pillow decodes everything torchvision's ImageFolder accepts; grayscale, palette, RGBA
+reader, and the server reads uploads through :func:`decode_bytes`, the same reader on bytes
+in memory. Pillow decodes everything torchvision's ImageFolder accepts; grayscale, palette, RGBA
 (composited on black, as ``convert("RGB")`` does), CMYK and 16-bit images become 8-bit RGB.
 A file that cannot be an image the caller should decode (missing, a folder, unreadable,
 empty, not an image, truncated, or declaring more pixels than ``max_pixels``) raises
@@ -15,10 +16,11 @@ process can decode images before PyTorch has loaded (:mod:`resnets.data.prefetch
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +83,16 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _bomb(path: Path, e: Exception, max_pixels: int) -> ImageReadError:
-    """Pillow's own refusal (above twice its MAX_IMAGE_PIXELS) in our words."""
+def _bomb(path: Path | str, e: Exception, max_pixels: int) -> ImageReadError:
+    """Pillow's own refusal (above twice its MAX_IMAGE_PIXELS) in our words, naming the
+    limit that refused it: ours, or Pillow's when the caller allowed more."""
     found = re.search(r"\((\d+) pixels\)", str(e))
     size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-    return ImageReadError(path, f"{size}, more than the limit of {max_pixels:,} (refused "
-                                "before decoding)", "too-large")
+    pillow = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    limit = f"the limit of {max_pixels:,}" if max_pixels < pillow else \
+        f"Pillow's decompression-bomb limit of {pillow:,}"
+    return ImageReadError(path, f"{size}, more than {limit} (refused before decoding)",
+                          "too-large")
 
 
 def _check_file(path: Path) -> None:
@@ -120,8 +126,24 @@ def open_image(path: str | Path, max_pixels: int | None = None,
     """
     path = Path(path)
     max_pixels = max_pixels or default_max_pixels()
-    with _opened(path, max_pixels) as img:
+    _check_file(path)
+    with _opened(path, path, max_pixels) as img:
         return _decoded(path, img, max_pixels, min_side)
+
+
+def decode_bytes(data: bytes, max_pixels: int | None = None,
+                 check: Callable[[Image.Image], None] | None = None,
+                 name: str = "the upload") -> Image.Image:
+    """An image file's bytes (an upload), checked and decoded as :func:`open_image` reads a
+    file; errors name it ``name``. ``check`` sees the image after its header is read, before
+    its pixels are decoded (e.g. to refuse a size), and may raise."""
+    max_pixels = max_pixels or default_max_pixels()
+    if not data:
+        raise ImageReadError(name, "empty file (0 bytes)", "empty")
+    with _opened(io.BytesIO(data), name, max_pixels) as img:
+        if check is not None:
+            check(img)
+        return _decoded(name, img, max_pixels, None)
 
 
 def read_if_small(path: str | Path, max_side: int) -> SmallImage | None:
@@ -131,7 +153,8 @@ def read_if_small(path: str | Path, max_side: int) -> SmallImage | None:
     path = Path(path)
     max_pixels = default_max_pixels()
     try:
-        with _opened(path, max_pixels) as img:
+        _check_file(path)
+        with _opened(path, path, max_pixels) as img:
             if max(img.size) > max_side:
                 return None
             size, jpeg = img.size, img.format == "JPEG"
@@ -152,13 +175,14 @@ class SmallImage:
 
 
 @contextmanager
-def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
-    """``path`` opened by Pillow (header only), its size checked against ``max_pixels``."""
-    _check_file(path)
+def _opened(source: Path | io.BytesIO, path: Path | str, max_pixels: int
+            ) -> Iterator[Image.Image]:
+    """``source`` (a file, or bytes in memory) opened by Pillow (header only), its size
+    checked against ``max_pixels``; errors name it ``path``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            img = Image.open(path)
+            img = Image.open(source)
         except Image.DecompressionBombError as e:
             raise _bomb(path, e, max_pixels) from None
         except UnidentifiedImageError:
@@ -176,7 +200,7 @@ def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
             yield img
 
 
-def _decoded(path: Path, img: Image.Image, max_pixels: int,
+def _decoded(path: Path | str, img: Image.Image, max_pixels: int,
              min_side: int | None) -> Image.Image:
     """The pixels of an opened image, reduced for ``min_side`` (a JPEG), upright."""
     try:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .image_file import (
     DRAFT_MARGIN,
     ImageReadError,
+    decode_bytes,
     default_max_pixels,
     is_image_file,
     open_image,
@@ -22,15 +24,20 @@ from .image_file import (
     to_rgb,
 )
 
-__all__ = ["DRAFT_MARGIN", "ImageReadError", "default_max_pixels", "is_image_file", "open_image",
-           "read_rgb", "read_size", "rgb_tensor", "to_rgb"]
+__all__ = ["DRAFT_MARGIN", "ImageReadError", "decode_bytes", "default_max_pixels",
+           "image_tensor", "is_image_file", "open_image", "read_rgb", "read_size", "rgb_tensor",
+           "to_rgb"]
 
 
 def read_rgb(path: str | Path, max_pixels: int | None = None,
              min_side: int | None = None) -> torch.Tensor:
     """An image file as a ``(3, H, W)`` uint8 tensor (see :func:`open_image`)."""
-    return rgb_tensor(np.asarray(to_rgb(open_image(path, max_pixels, min_side)),
-                                 dtype=np.uint8).copy())
+    return image_tensor(open_image(path, max_pixels, min_side))
+
+
+def image_tensor(img: Image.Image) -> torch.Tensor:
+    """A decoded Pillow image of any mode as a ``(3, H, W)`` uint8 RGB tensor."""
+    return rgb_tensor(np.asarray(to_rgb(img), dtype=np.uint8).copy())
 
 
 def rgb_tensor(pixels: np.ndarray) -> torch.Tensor:

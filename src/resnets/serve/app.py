@@ -22,9 +22,10 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..data.io import image_tensor
 from .batcher import MicroBatcher, QueueFull
 from .config import ServeConfig
-from .images import ImageRejected, check_upscale_size, decode_image, rgb_tensor
+from .images import ImageRejected, check_upscale_size, decode_image
 from .metrics import Metrics
 from .models import ServedModels, load_models
 from .uploads import read_upload
@@ -177,7 +178,7 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
 
 
 def _decode_rgb(data: bytes, max_pixels: int) -> torch.Tensor:
-    return rgb_tensor(decode_image(data, max_pixels))
+    return image_tensor(decode_image(data, max_pixels))
 
 
 def _form_int(fields: dict[str, str], name: str, default: int) -> int:

@@ -8,15 +8,11 @@ decompression bomb (a small file declaring a huge picture) costs nothing.
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Callable
 
-import numpy as np
-import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from ..data.io import to_rgb
+from ..data.io import ImageReadError, decode_bytes
 
 
 class ImageRejected(ValueError):
@@ -31,43 +27,16 @@ class ImageRejected(ValueError):
 def decode_image(data: bytes, max_pixels: int,
                  check: Callable[[Image.Image], None] | None = None) -> Image.Image:
     """Decode an uploaded file fully, EXIF-rotated, if it is an image of at most
-    ``max_pixels`` pixels; otherwise raise :class:`ImageRejected` (415 or 422).
+    ``max_pixels`` pixels (:func:`resnets.data.io.decode_bytes`, the reader every command
+    uses); otherwise raise :class:`ImageRejected`: 415 for what is not an image, 422 for an
+    empty, corrupt, truncated or too large one.
 
     ``check`` sees the image after its header is read, before its pixels are decoded.
     """
-    if not data:
-        raise ImageRejected(422, "the upload is empty (0 bytes): send an image file")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as e:
-            raise ImageRejected(422, f"image refused as a decompression bomb: {e}") from None
-        except UnidentifiedImageError:
-            raise ImageRejected(415, "not an image (expected PNG, JPEG, WebP, BMP, GIF or "
-                                     "TIFF)") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageRejected(422, f"the image is corrupt: {_first_line(e)}") from None
-        width, height = img.size
-        if width * height > max_pixels:
-            raise ImageRejected(422, f"the image is {width}x{height} = {width * height:,} "
-                                     f"pixels; this server accepts at most {max_pixels:,}")
-        if check is not None:
-            check(img)
-        try:
-            img.load()
-            return ImageOps.exif_transpose(img) or img
-        except Image.DecompressionBombError as e:
-            raise ImageRejected(422, f"image refused as a decompression bomb: {e}") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageRejected(422, f"the image is truncated or corrupt: {_first_line(e)}"
-                                ) from None
-
-
-def rgb_tensor(img: Image.Image) -> torch.Tensor:
-    """A decoded image as a ``(3, H, W)`` uint8 tensor (any mode, as ``read_rgb``)."""
-    arr = np.asarray(to_rgb(img), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    try:
+        return decode_bytes(data, max_pixels, check)
+    except ImageReadError as e:
+        raise ImageRejected(415 if e.kind == "not-an-image" else 422, e.reason) from None
 
 
 def check_upscale_size(img: Image.Image, scale: int, max_output_pixels: int) -> None:
@@ -78,8 +47,3 @@ def check_upscale_size(img: Image.Image, scale: int, max_output_pixels: int) -> 
         raise ImageRejected(422, f"x{scale} of a {width}x{height} image would be "
                                  f"{width * scale}x{height * scale} = {out:,} pixels; this "
                                  f"server makes at most {max_output_pixels:,}")
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
