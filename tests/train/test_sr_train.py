@@ -467,3 +467,34 @@ def test_the_sampler_makes_the_lr_on_the_device_with_the_same_pixels(mini_sr, de
         want_lr, want_hr = sampler.sample(6, scale, again)
         assert lr.device.type == hr.device.type == device
         assert torch.equal(hr.cpu(), want_hr) and torch.equal(lr.cpu(), want_lr)
+
+
+def test_resume_refuses_other_training_images_and_names_the_difference(flat_sr, tmp_path):
+    import shutil
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(flat_sr, data)
+    SRTrainer(tiny_cfg(data, run, epochs=1), quiet=True).fit()
+    assert load_checkpoint(run / "last.pt")["dataset"]["images"] == 8
+    changed = data / "T91" / "0.png"
+    Image.fromarray(np.full((32, 40, 3), 21, np.uint8)).save(changed)  # one grey level off
+    with pytest.raises(ValueError, match="the 8 training images of .* differ from the run's in "
+                                         "names or pixels; resume with the images the run"):
+        SRTrainer(SRTrainConfig(out=str(run)), resume=True, quiet=True, changes={"epochs": 2})
+    Image.fromarray(np.full((32, 40, 3), 20, np.uint8)).save(changed)  # as it was
+    Image.fromarray(np.full((32, 40, 3), 99, np.uint8)).save(data / "BSD200" / "extra.png")
+    with pytest.raises(ValueError, match="holds 9 training images, the run started on 8"):
+        SRTrainer(SRTrainConfig(out=str(run)), resume=True, quiet=True, changes={"epochs": 2})
+    (data / "BSD200" / "extra.png").unlink()
+    SRTrainer(SRTrainConfig(out=str(run)), resume=True, quiet=True, changes={"epochs": 2}).fit()
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2  # the same images again: it resumes
+
+
+def test_a_checkpoint_from_before_the_fingerprint_resumes_unchecked(flat_sr, tmp_path):
+    run = tmp_path / "run"
+    SRTrainer(tiny_cfg(flat_sr, run, epochs=1), quiet=True).fit()
+    state = torch.load(run / "last.pt", weights_only=False)
+    del state["dataset"]
+    torch.save(state, run / "last.pt")
+    SRTrainer(SRTrainConfig(out=str(run)), resume=True, quiet=True, changes={"epochs": 2}).fit()
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2

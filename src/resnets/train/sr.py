@@ -26,7 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.sr import AUGMENTS, TRAIN_SETS, PatchSampler, SRImages, holdout, load_sr_images
+from ..data.sr import (
+    AUGMENTS,
+    TRAIN_SETS,
+    PatchSampler,
+    SRImages,
+    holdout,
+    images_mismatch,
+    load_sr_images,
+)
 from ..devices import autocast, resolve_amp, resolve_device
 from ..metrics.sr import psnr, rgb_to_y, shave, sr_psnr_ssim
 from ..models.imresize import downscale, modcrop, to_float
@@ -295,6 +303,13 @@ class SRTrainer:
         """Decode the images, hold out the validation images; returns the config with them
         listed (so config.json and every checkpoint name them)."""
         data = load_sr_images(cfg.data, cfg.train_sets)
+        self.fingerprint = data.fingerprint()
+        # runs whose checkpoints predate the fingerprint resume unchecked
+        if self.resume_state is not None and "dataset" in self.resume_state:
+            problem = images_mismatch(self.resume_state["dataset"], self.fingerprint, cfg.data)
+            if problem:
+                raise ValueError(f"cannot resume {self.run_dir}: {problem}; resume with the "
+                                 "images the run started on, or start a new run")
         for name in dict.fromkeys(cfg.report_sets + cfg.epoch_report):  # now, not hours later
             folder = cfg.report_root() / name
             if not folder.is_dir():
@@ -353,6 +368,7 @@ class SRTrainer:
         return {
             "version": CHECKPOINT_VERSION,
             "config": self.cfg.to_dict(),
+            "dataset": self.fingerprint,  # checked on resume (data.sr.images_mismatch)
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
