@@ -287,6 +287,10 @@ def test_3_train_sr_resume_is_explicit_too(tmp_path):
                           "cannot change", "lr (0.0005 -> 1.0)", "loss ('l1' -> 'l2')")
     result = cli("train-sr", "--resume", run, "--epochs", "2", "--quiet")
     assert result.exit_code == 0, result.output
+    assert_one_line_error(cli("train-sr", "--resume", run, "--epochs", "1"),
+                          "the run has done 2 epochs: epochs must be at least 2, got 1")
+    result = cli("train-sr", "--resume", run, "--epochs", "2", "--quiet")
+    assert result.exit_code == 0, result.output
     assert load_training_state(run / "last.pt")["epoch"] == 2
 
 

@@ -13,6 +13,7 @@ import json
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 TRUE = ("true", "yes", "on", "1")
@@ -176,3 +177,21 @@ def resume_changes(saved: Any, changes: dict[str, Any], changeable: tuple[str, .
                          "the rest")
     applied = [f"{k} {getattr(saved, k)!r} -> {v!r}" for k, v in differ.items()]
     return dataclasses.replace(saved, **differ), applied
+
+
+def resumed_config(cfg: Any, state: dict, changes: dict[str, Any],
+                   changeable: tuple[str, ...]) -> tuple[Any, list[str]]:
+    """The config a resumed run continues with, for either trainer: the one saved in its
+    training ``state`` (its folder ``out`` where it is now), with the safe ``changes``
+    (:func:`resume_changes`; a new ``data`` compared as stored, absolute), validated, and
+    never fewer ``epochs`` than the run has done. Returns it and what changed."""
+    saved = type(cfg).from_dict(state["config"]).replace(out=cfg.out)
+    if "data" in changes:
+        changes = {**changes, "data": str(Path(changes["data"]).expanduser().resolve())}
+    cfg, applied = resume_changes(saved, changes, changeable)
+    cfg.validate()
+    done = state["epoch"]
+    if cfg.epochs < done:
+        raise ValueError(f"the run has done {done} epochs: epochs must be at least {done}, "
+                         f"got {cfg.epochs}")
+    return cfg, applied

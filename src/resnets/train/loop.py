@@ -27,7 +27,7 @@ from .data import build_data, dataset_mismatch, epoch_seed
 from .distill import distillation_loss
 from .distributed import DistInfo, init_distributed
 from .divergence import NonFiniteGuard, check_weights, likely_cause
-from .fields import resume_changes
+from .fields import resumed_config
 from .metrics_log import MetricsLog, progress_bar
 from .run_folder import RunFolder, rng_states, set_rng_states
 
@@ -129,15 +129,8 @@ class Trainer:
     def _setup(self, cfg: TrainConfig, changes: dict, quiet: bool) -> None:
         self.changes_applied: list[str] = []
         if self.resume_state is not None:  # the run continues with its own settings
-            saved = TrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
-            if "data" in changes:  # compared as stored: absolute
-                changes = {**changes, "data": str(Path(changes["data"]).expanduser().resolve())}
-            cfg, self.changes_applied = resume_changes(saved, changes, RESUME_CHANGEABLE)
-            cfg.validate()
-            done = self.resume_state["epoch"]
-            if cfg.epochs < done:
-                raise ValueError(f"the run has done {done} epochs: epochs must be at least "
-                                 f"{done}, got {cfg.epochs}")
+            cfg, self.changes_applied = resumed_config(cfg, self.resume_state, changes,
+                                                       RESUME_CHANGEABLE)
         if not cfg.data:
             raise ValueError("no dataset given: expected a data folder (an ImageFolder tree "
                              "or CIFAR python files)")

@@ -44,7 +44,7 @@ from ..weights.loading import load_state_dict_into
 from ..weights.sr import save_sr_weights
 from .config import COMPILE_MODES
 from .divergence import NonFiniteGuard, check_weights, likely_cause
-from .fields import check_types, parse_fields, resume_changes
+from .fields import check_types, parse_fields, resumed_config
 from .metrics_log import MetricsLog, progress_bar
 from .run_folder import RunFolder, rng_states, set_rng_states
 
@@ -278,15 +278,9 @@ class SRTrainer:
 
     def _setup(self, cfg: SRTrainConfig, changes: dict, quiet: bool) -> None:
         self.changes_applied: list[str] = []
-        if self.resume_state is not None:
-            saved = SRTrainConfig.from_dict(self.resume_state["config"]).replace(out=cfg.out)
-            if "data" in changes:  # compared as stored: absolute
-                changes = {**changes, "data": str(Path(changes["data"]).expanduser().resolve())}
-            cfg, self.changes_applied = resume_changes(saved, changes, RESUME_CHANGEABLE)
-            cfg.validate()
-            if cfg.epochs < self.resume_state["epoch"]:
-                raise ValueError(f"the run has done {self.resume_state['epoch']} epochs: "
-                                 f"epochs must be at least that, got {cfg.epochs}")
+        if self.resume_state is not None:  # the run continues with its own settings
+            cfg, self.changes_applied = resumed_config(cfg, self.resume_state, changes,
+                                                       RESUME_CHANGEABLE)
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
