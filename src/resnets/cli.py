@@ -450,20 +450,27 @@ def embed(
     import json
 
     from .data.image_file import collect_images
-    from .tasks.embed import embed_with, write_embeddings
-    from .weights.classifier import load_classifier
+    from .data.prefetch import Prefetch
 
     if output is None and not json_:
         raise ValueError("say where the embeddings go: --output FILE.npy, or --json")
     paths = collect_images(inputs)
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")
-    clf = load_classifier(weights, model, device=device)
-    _notes(clf.notes)
-    result = embed_with(clf, paths, batch_size=batch_size, backend=backend)
+    # as predict: a child decodes while this process imports PyTorch and loads the model
+    with Prefetch(paths) as prefetched:
+        from .tasks.embed import embed_with
+        from .weights.classifier import load_classifier
+
+        clf = load_classifier(weights, model, device=device)
+        _notes(clf.notes)
+        result = embed_with(clf, paths, batch_size=batch_size, backend=backend,
+                            prefetched=prefetched)
     for err in result.errors:
         typer.echo(f"error: {err}", err=True)
     if output is not None:
+        from .tasks.embed import write_embeddings
+
         array, index = write_embeddings(result, output)
         typer.echo(f"{len(result.paths)} embedding(s) of {result.features.shape[1]} values "
                    f"in {array} (paths in {index})", err=True)

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +86,32 @@ def test_cli_embed_writes_files_prints_json_and_exits_1_on_a_bad_file(tmp_path):
 def test_cli_embed_needs_an_output_or_json():
     result = runner.invoke(app, ["embed", str(EXAMPLES)])
     assert result.exit_code == 1 and "--output FILE.npy, or --json" in result.output
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform != "linux",
+                    reason="the prefetch child is forked (Linux only)")
+def test_files_a_child_decoded_ahead_give_the_same_embeddings(clf, monkeypatch):
+    from resnets.data import prefetch
+
+    monkeypatch.setattr(prefetch, "can_fork", lambda: True)  # threads of earlier tests
+    paths = sorted(EXAMPLES.glob("*.jpg"))
+    reference = embed_with(clf, paths, batch_size=4, backend="torch")
+    with prefetch.Prefetch(paths, min_files=1) as prefetched:
+        assert prefetched.pid is not None
+        result = embed_with(clf, paths, batch_size=4, backend="torch", prefetched=prefetched)
+    assert result.paths == reference.paths
+    np.testing.assert_array_equal(result.features, reference.features)
+
+
+def test_the_cli_embeds_in_its_own_process_as_the_library_does(clf, tmp_path):
+    """``resnets embed`` as a user runs it (a new process, where the prefetch child forks
+    before PyTorch loads): the same features as :func:`embed_with`."""
+    out = tmp_path / "f.npy"
+    done = subprocess.run([sys.executable, "-m", "resnets", "embed", str(EXAMPLES), "--model",
+                           "resnet20", "--backend", "torch", "--output", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    reference = embed_with(clf, sorted(EXAMPLES.glob("*.jpg")), backend="torch")
+    np.testing.assert_allclose(np.load(out), reference.features, atol=1e-5)
+    assert json.loads(out.with_suffix(".json").read_text())["paths"] == reference.paths

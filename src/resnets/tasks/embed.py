@@ -9,6 +9,7 @@ line and the others are still embedded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from ..data.image_file import collect_images
+from ..data.prefetch import Prefetch
 from ..data.stream import image_batches
 from ..export.backends import runtime_owns_cores
 from ..export.graphs import PooledFeatures
@@ -46,28 +48,33 @@ class Embeddings:
 @torch.no_grad()
 def embed_with(clf: Classifier, paths: list[Path], batch_size: int = 64,
                backend: str = "auto", calibration: str | Path | None = None,
-               workers: int | None = None) -> Embeddings:
-    """Pooled features of every readable file in ``paths``, on ``backend`` (as
-    :func:`resnets.tasks.classify.predict_with`)."""
+               workers: int | None = None, prefetched: Prefetch | None = None) -> Embeddings:
+    """Pooled features of every readable file in ``paths``, on ``backend``, read as
+    :func:`resnets.tasks.classify.predict_with` reads them: decoding starts while the
+    backend loads, and ``prefetched`` holds files a child process decoded ahead."""
     features = PooledFeatures(clf.model).eval()
-    run = classifier_backend(clf, backend, calibration if calibration is not None else paths,
-                             model=features)
     device = next(clf.model.parameters()).device
     rows: list[np.ndarray] = []
     kept: list[str] = []
     errors: list[str] = []
+    batches = image_batches(paths, clf.preprocessing, batch_size, workers,
+                            prefetched=prefetched)
 
     def readable() -> Iterator[torch.Tensor]:
-        for batch in image_batches(paths, clf.preprocessing, batch_size, workers):
+        for batch in batches:
             errors.extend(batch.errors)
             if batch.images is None:
                 continue
             kept.extend(str(p) for p in batch.paths)
             yield batch.images.to(device)
 
-    with runtime_owns_cores(run.kind):
-        for out in run.map(readable()):
-            rows.append(out.float().cpu().numpy())
+    with contextlib.closing(batches):
+        run = classifier_backend(clf, backend,
+                                 calibration if calibration is not None else paths,
+                                 model=features)
+        with runtime_owns_cores(run.kind):
+            for out in run.map(readable()):
+                rows.append(out.float().cpu().numpy())
     dim = features.num_features or (rows[0].shape[1] if rows else 0)
     array = np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
     return Embeddings(array.astype(np.float32, copy=False), kept, errors, clf.name,
