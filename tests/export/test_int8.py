@@ -98,16 +98,17 @@ def count_quantize_calls(monkeypatch, copy_of: Path | None = None) -> list[int]:
     from resnets.export import int8
 
     calls: list[int] = []
-    original = int8.quantize_model
+    original = int8.quantized_session
 
     def counted(model, out_path, input_size, images, **kw):
         calls.append(len(images))
         if copy_of is None:
             return original(model, out_path, input_size, images, **kw)
         shutil.copyfile(copy_of, out_path)
-        return Int8Report(Path(out_path), len(images), 1.0, 1.0)
+        session = ort_session(out_path, kw.get("threads"))
+        return session, Int8Report(Path(out_path), len(images), 1.0, 1.0)
 
-    monkeypatch.setattr(int8, "quantize_model", counted)
+    monkeypatch.setattr(int8, "quantized_session", counted)
     return calls
 
 
@@ -171,3 +172,25 @@ def test_unwritable_int8_cache_still_gives_a_backend(resnet20, int8_runner, monk
         assert "not-a-folder" in backend.details["cache_error"]
         assert backend(torch.randn(1, *CIFAR_SIZE)).shape == (1, 10)
     assert calls == [4, 4] and blocked.read_text() == ""
+
+
+def test_a_cache_miss_builds_one_session_of_the_int8_graph(resnet20, cifar_train, monkeypatch,
+                                                           tmp_path):
+    """The session that measured int8's agreement with fp32 is the one returned, and no
+    session is built just to read the fp32 graph's input name."""
+    pytest.importorskip("onnxruntime")
+    from resnets.export import int8
+
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    built: list[str] = []
+    original = int8.ort_session
+
+    def counted(path, threads=None):
+        built.append(Path(path).name)
+        return original(path, threads)
+
+    monkeypatch.setattr(int8, "ort_session", counted)
+    backend = load_int8(resnet20, cifar_train[:16])
+    assert built == ["int8.onnx"] and backend.details["cached"] is False
+    assert load_int8(resnet20, cifar_train[:16]).details["cached"] is True
+    assert len(built) == 2 and built[1].startswith("resnet-int8-")  # a hit: one more

@@ -124,7 +124,7 @@ def test_predict_cli_int8_names_its_backend_and_calibrates_once(trained, monkeyp
     def calibrate_again(*args, **kwargs):
         raise AssertionError("the second run calibrated again")
 
-    monkeypatch.setattr(int8, "quantize_model", calibrate_again)
+    monkeypatch.setattr(int8, "quantized_session", calibrate_again)
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
 

@@ -181,7 +181,9 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, images: torch.Ten
         raise ValueError(f"calibration needs a non-empty (N, C, H, W) batch, got shape "
                          f"{tuple(images.shape)}")
     fp32_path = Path(fp32_path)
-    input_name = ort_session(fp32_path).get_inputs()[0].name
+    import onnx  # the graph's input name, read without building a session
+
+    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
     with tempfile.TemporaryDirectory() as work, _no_warnings_logged(), \
             atomic_output(out_path) as tmp:
         source = fp32_path
@@ -212,15 +214,26 @@ def quantize_model(model: nn.Module, out_path: str | Path, input_size: tuple[int
                    images: torch.Tensor, *, per_channel: bool = True, method: str = "minmax",
                    threads: int | None = None) -> Int8Report:
     """Export ``model`` to ONNX (BN folded, checked), quantize it, and compare with float32."""
+    return quantized_session(model, out_path, input_size, images, per_channel=per_channel,
+                             method=method, threads=threads)[1]
+
+
+def quantized_session(model: nn.Module, out_path: str | Path,
+                      input_size: tuple[int, int, int], images: torch.Tensor, *,
+                      per_channel: bool = True, method: str = "minmax",
+                      threads: int | None = None) -> tuple[Any, Int8Report]:
+    """:func:`quantize_model`, and the onnxruntime session its agreement with float32 was
+    measured on, for the caller to keep running (one session built, not two)."""
     model = model.eval()
     with tempfile.TemporaryDirectory() as work:
         fp32 = Path(work) / "fp32.onnx"
         export_onnx(model, fp32, input_size)
         quantize_onnx(fp32, out_path, images, per_channel=per_channel, method=method)
-    int8 = OrtRunner(ort_session(out_path, threads), in_chans=input_size[0])
+    session = ort_session(out_path, threads)
+    int8 = OrtRunner(session, in_chans=input_size[0])
     with torch.inference_mode():
         top1, cosine = agreement(model(images), int8(images))
-    return Int8Report(Path(out_path), len(images), top1, cosine)
+    return session, Int8Report(Path(out_path), len(images), top1, cosine)
 
 
 def int8_session(model: nn.Module, input_size: tuple[int, int, int],
@@ -257,8 +270,8 @@ def int8_session(model: nn.Module, input_size: tuple[int, int, int],
         images = preprocess_files(picked, input_size[1:], *normalization)
     with tempfile.TemporaryDirectory() as work:
         fresh = Path(work) / "int8.onnx"
-        report = quantize_model(model, fresh, input_size, images, threads=threads)
-        session = ort_session(fresh, threads)  # the session holds the graph; the file can go
+        # the session holds the graph; the file can go
+        session, report = quantized_session(model, fresh, input_size, images, threads=threads)
         details = store(path, lambda dest: atomic_copy(fresh, dest), use_cache)
     details.update(calibration_images=report.calibration_images,
                    top1_agreement=report.top1_agreement, min_cosine=report.min_cosine)
