@@ -17,6 +17,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from resnets.files import atomic_write
 from resnets.tasks.sr_eval import evaluate_sr
 from resnets.weights.provenance import copy_without_machine_paths, strip_machine_paths
 from resnets.weights.sr import BUNDLED_SR_DIR, load_sr_weights
@@ -61,8 +62,8 @@ def main() -> None:
               "trained_on": "T91 + BSD200 less the held-out validation images",
               "config": cfg, "validation": {k: v for k, v in result.items() if "val" in k},
               "benchmarks": scores, "command": args.command}
-    prov = dest.with_suffix(".json")
-    prov.write_text(json.dumps(strip_machine_paths(record), indent=1) + "\n")
+    text = json.dumps(strip_machine_paths(record), indent=1) + "\n"
+    atomic_write(dest.with_suffix(".json"), lambda tmp: tmp.write_text(text))
 
 
 if __name__ == "__main__":
