@@ -308,8 +308,8 @@ def test_every_exact_backend_serves_eager_probabilities(models, backend):
 
 
 def test_an_int8_backend_needs_calibration_images():
-    with pytest.raises(ValueError, match="backend int8 needs calibration images: pass "
-                                         "--calibration FOLDER"):
+    with pytest.raises(ValueError, match="backend int8 needs calibration images: "
+                                         "calibration must be a folder"):
         ServeConfig(backend="int8")
     with pytest.raises(ValueError, match="backend must be one of auto, int8, eager, torch"):
         ServeConfig(backend="tensorrt")

@@ -57,8 +57,8 @@ class ServeConfig:
             raise ValueError(f"backend must be one of {', '.join(backends)}, got "
                              f"{self.backend!r}")
         if self.calibration is None and self.backend in (INT8, *CALIBRATED):
-            raise ValueError(f"backend {self.backend} needs calibration images: pass "
-                             "--calibration FOLDER (a few hundred training images)")
+            raise ValueError(f"backend {self.backend} needs calibration images: calibration "
+                             "must be a folder of a few hundred training images")
         sr_backends = ("auto", "eager", *SR_BACKENDS)
         if self.sr_backend not in sr_backends:
             raise ValueError(f"sr_backend must be one of {', '.join(sr_backends)}, got "
