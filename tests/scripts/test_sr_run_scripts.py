@@ -1,0 +1,62 @@
+"""The scripts that follow a long train-sr run before it is bundled: its curve on the report
+sets (scripts/sr_checkpoint_curve.py) and its PSNR through every SR backend
+(scripts/sr_backend_parity.py), on a run of seconds."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from resnets.train.sr import SRTrainConfig, SRTrainer
+from tests.conftest import shared_path
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    src = shared_path("sr")
+    root = tmp_path_factory.mktemp("sr")
+    for name in ("T91", "BSD200"):
+        (root / name).mkdir()
+        for f in sorted((src / name).iterdir())[:4]:
+            Image.open(f).convert("RGB").crop((0, 0, 48, 48)).save(root / name / f"{f.stem}.png")
+    run = root / "run"
+    SRTrainer(SRTrainConfig(model="edsr_tiny", data=str(root), out=str(run), scales=(2, 3, 4),
+                            patch_size=24, batch_size=4, epochs=1, steps_per_epoch=6, lr=1e-3,
+                            val_count=2, report_sets=(), seed=0), quiet=True).fit()
+    return run
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPTS / name), *args], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_parity_scores_best_pt_through_each_backend_beside_eager(tiny_run):
+    ref = shared_path("sr", "matlab_ref")
+    done = _script("sr_backend_parity.py", str(tiny_run), "--backends", "torch,bf16",
+                   "--ref", str(ref))
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["step"] == 6 and record["bench"] == "Set5"
+    assert set(record["psnr"]) == {f"x{s}_{b}" for s in (2, 3, 4) for b in ("torch", "bf16")}
+    assert all(record["vs_eager_db"][f"x{s}_torch"] == 0 for s in (2, 3, 4))
+    assert all(0 < abs(record["vs_eager_db"][f"x{s}_bf16"]) < 0.05 for s in (2, 3, 4))
+    assert all(20 < v < 45 for v in record["psnr"].values())
+
+
+def test_curve_appends_one_record_per_call(tiny_run, tmp_path):
+    ref = shared_path("sr", "matlab_ref")
+    log = tmp_path / "curve.jsonl"
+    for _ in range(2):
+        done = _script("sr_checkpoint_curve.py", str(tiny_run), "--sets", "Set5",
+                       "--report-data", str(ref), "--log", str(log))
+        assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["step"] == 6 and rows[0]["model"] == "edsr_tiny"
+    assert rows[0]["Set5_x2"] == rows[1]["Set5_x2"] and 20 < rows[0]["Set5_x4"] < 45
