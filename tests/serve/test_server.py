@@ -29,9 +29,12 @@ def test_the_cli_serves_the_contract_over_a_socket(server_factory):
         assert "<html" in c.get("/").text
 
 
-def test_two_workers_share_the_port(server_factory):
-    """The models load once before the workers start (a wrong --model is one line), and
-    each worker serves: eight requests over fresh connections all answered."""
+def test_two_workers_share_the_port_and_stop_with_the_server(server_factory):
+    """The models load once before the workers start (a wrong --model is one line), each
+    worker serves (eight requests over fresh connections all answered), and SIGTERM stops
+    the parent and both workers: none is left behind."""
+    import re
+
     server = server_factory("--workers", "2")
 
     def classify(_: int) -> int:
@@ -41,7 +44,26 @@ def test_two_workers_share_the_port(server_factory):
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(classify, range(8))) == [200] * 8
-    assert "Started parent process" in server.log.read_text()
+    workers = [int(p) for p in re.findall(r"Started server process \[(\d+)\]",
+                                          server.log.read_text())]
+    assert len(workers) == 2
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(60) in (0, -signal.SIGTERM)  # not a crash (-SIGSEGV)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], server.log.read_text()[-2000:]
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    from pathlib import Path
+
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

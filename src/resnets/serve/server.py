@@ -22,14 +22,30 @@ def serve(config: ServeConfig) -> None:
 
     options = {"host": config.host, "port": config.port, "log_level": "info",
                "timeout_graceful_shutdown": None}
-    # loaded here, before uvicorn starts, so a wrong --model is one line from the CLI
-    models = load_models(config)
     if config.workers == 1:
-        uvicorn.run(create_app(config, models=models), **options)
+        # loaded here, before uvicorn starts, so a wrong --model is one line from the CLI
+        uvicorn.run(create_app(config, models=load_models(config)), **options)
         return
-    # the workers load their own; this load left every converted or exported graph in the
-    # model cache, so they read it instead of each converting the same graphs at once
-    del models
+    warm_model_cache(config)
     os.environ[CONFIG_ENV] = config.to_json()  # workers are new processes: they read it here
     uvicorn.run("resnets.serve.app:app_from_env", factory=True, workers=config.workers,
                 **options)
+
+
+def warm_model_cache(config: ServeConfig) -> None:
+    """Load the models once in a child process before the workers start: a wrong --model
+    is one line (its error is raised here), and every converted or exported graph is in the
+    model cache when the workers load, instead of each converting the same graphs at once.
+    A child, not this process: uvicorn's supervisor, holding OpenVINO's runtime, crashed on
+    SIGTERM (a segmentation fault that left its workers running)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_load, config.to_json()).result()
+
+
+def _load(config_json: str) -> None:
+    from .models import load_models
+
+    load_models(ServeConfig.from_json(config_json))
