@@ -556,6 +556,14 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
         raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
+def _claim_line(c: dict) -> str:
+    """One degradation comparison as a line: the two errors, margin, bar and verdict."""
+    verdict = "holds" if c["holds"] else "does NOT hold"
+    within = "" if c["beyond_spread"] or not c["holds"] else ", within the seed spread"
+    return (f"{c['claim']}: {c['a']:.2f} vs {c['b']:.2f} (margin {c['margin']:+.2f}, "
+            f"half-ranges summed {c['half_range_sum']:.2f}): {verdict}{within}")
+
+
 @experiment_app.command("degradation")
 @friendly_errors
 def experiment_degradation(
@@ -603,10 +611,11 @@ def experiment_degradation(
                    f"{cfg.epochs} epochs; the full setting is the paper's schedule for a GPU")
     summary = run_degradation(cfg, log=typer.echo)
     for c in summary["comparisons"]:
-        verdict = "holds" if c["holds"] else "does NOT hold"
-        typer.echo(f"{c['claim']}: {c['a']:.2f} vs {c['b']:.2f} (margin {c['margin']:+.2f}, "
-                   f"half-ranges summed {c['half_range_sum']:.2f}): {verdict}"
-                   f"{'' if c['beyond_spread'] or not c['holds'] else ', within the seed spread'}")
+        typer.echo(_claim_line(c))
+    if summary.get("comparisons_clean"):
+        typer.echo("the same claims on the fixed clean training subset (beside, not verdicts):")
+        for c in summary["comparisons_clean"]:
+            typer.echo(f"  {_claim_line(c)}")
     typer.echo(f"summary: {out}/summary.json, figures: {out}/fig6_errors.png, "
                f"{out}/gradient_norms.png, {out}/error_vs_depth.png")
 

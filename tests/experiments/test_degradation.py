@@ -109,3 +109,27 @@ def test_a_difference_counts_only_beyond_the_two_half_ranges_added():
     assert plain["beyond_spread"]
     res = by_claim["final training error resnet56 < resnet20"]  # -0.1 against 0.2 + 0.2
     assert res["holds"] and not res["beyond_spread"]
+
+
+def test_clean_subset_claims_are_reported_beside_the_verdicts_not_in_their_place():
+    from resnets.experiments.degradation import DegradationConfig, summarize
+
+    def rec(net, seed, err, clean):
+        return {"net": net, "seed": seed, "train_error": [50.0, err],
+                "train_clean_error": [50.0, clean], "test_error": [50.0, err]}
+
+    # augmented: resnet56 0.1 above resnet20; clean: 0.6 below, beyond 0.1 + 0.1
+    records = [rec("plain20", s, 14.0, 12.5) for s in (0, 1)] + [
+        rec("plain56", s, 47.0, 45.0) for s in (0, 1)] + [
+        rec("resnet20", 0, 10.3, 9.4), rec("resnet20", 1, 10.3, 9.6),
+        rec("resnet56", 0, 10.4, 8.8), rec("resnet56", 1, 10.4, 9.0)]
+    cfg = DegradationConfig(data="x", out="y", depths=(20, 56), seeds=(0, 1))
+    summary = summarize(cfg, records)
+    verdict = {c["claim"]: c for c in summary["comparisons"]}
+    clean = {c["claim"]: c for c in summary["comparisons_clean"]}
+    assert not verdict["final training error resnet56 < resnet20"]["holds"]
+    beside = clean["final clean training error resnet56 < resnet20"]
+    assert beside["holds"] and beside["beyond_spread"]
+    assert beside["margin"] == pytest.approx(-0.6)
+    assert beside["half_range_sum"] == pytest.approx(0.2)
+    assert [c["claim"].replace("clean ", "") for c in summary["comparisons_clean"]] == list(verdict)
