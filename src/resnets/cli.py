@@ -617,7 +617,7 @@ def experiment_degradation(
         for c in summary["comparisons_clean"]:
             typer.echo(f"  {_claim_line(c)}")
     typer.echo(f"summary: {out}/summary.json, figures: {out}/fig6_errors.png, "
-               f"{out}/gradient_norms.png, {out}/error_vs_depth.png")
+               f"{out}/gradient_norms.png, {out}/error_vs_depth.png, {out}/depth_gap.png")
 
 
 @app.command()

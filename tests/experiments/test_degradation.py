@@ -40,7 +40,7 @@ def test_tiny_experiment_records_every_field_and_writes_both_figures(tmp_path):
         "final training error resnet32 < plain32"]
     for c in summary["comparisons"]:
         assert c["beyond_spread"] == (c["holds"] and abs(c["margin"]) > c["half_range_sum"])
-    for fig in ("fig6_errors.png", "gradient_norms.png", "error_vs_depth.png"):
+    for fig in ("fig6_errors.png", "gradient_norms.png", "error_vs_depth.png", "depth_gap.png"):
         assert (out / fig).stat().st_size > 5000
     assert "final training error plain32 > plain20" in result.output
 

@@ -274,8 +274,43 @@ def plot_depth(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_gap(records: list[dict], path: Path) -> None:
+    """Deepest minus shallowest network's training error per epoch, one line per seed:
+    plain left, residual right; dashed on the augmented batches, solid on the clean subset.
+    Above zero the deeper net fits worse; the residual panel shows when (if) it crosses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depths = sorted({r["depth"] for r in records})
+    shallow, deep = depths[0], depths[-1]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for ax, residual in zip(axes, (False, True), strict=True):
+        by = {(r["depth"], r["seed"]): r for r in records if r["residual"] == residual}
+        seeds = sorted({seed for d, seed in by if (shallow, seed) in by and (deep, seed) in by})
+        for i, seed in enumerate(seeds):
+            a, b = by[(deep, seed)], by[(shallow, seed)]
+            for key, style in (("train_error", "--"), ("train_clean_error", "-")):
+                n = min(len(a[key]), len(b[key]))
+                gap = [x - y for x, y in zip(a[key][:n], b[key][:n], strict=True)]
+                ax.plot(a["epochs"][:n], gap, style, color=colors[i % len(colors)],
+                        label=f"seed {seed}, {'augmented' if key == 'train_error' else 'clean'}")
+        kind = "ResNet" if residual else "plain"
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set(title=f"{kind}-{deep} minus {kind}-{shallow}", xlabel="epoch",
+               ylabel="training error difference (points)")
+        ax.grid(alpha=0.3)
+        if seeds:
+            ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+
 def run_degradation(cfg: DegradationConfig, quiet: bool = True, log=print) -> dict:
-    """Train every (plain/residual, depth, seed), then write the summary and both figures."""
+    """Train every (plain/residual, depth, seed), then write the summary and the four figures."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -299,4 +334,5 @@ def run_degradation(cfg: DegradationConfig, quiet: bool = True, log=print) -> di
     plot_errors(records, out / "fig6_errors.png")
     plot_gradients(records, out / "gradient_norms.png")
     plot_depth(records, out / "error_vs_depth.png")
+    plot_gap(records, out / "depth_gap.png")
     return summary
