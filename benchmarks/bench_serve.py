@@ -12,6 +12,7 @@ Run on a quiet machine (numbers on a busy one say little):
 
     .venv/bin/python benchmarks/bench_serve.py --threads 2 --seconds 20 --out bench-serve.json
     .venv/bin/python benchmarks/bench_serve.py --backends auto,torch --batch-wait-ms 0,5
+    .venv/bin/python benchmarks/bench_serve.py --batch-wait-ms 0,5 --batch-wait-modes adaptive,fixed
     .venv/bin/python benchmarks/bench_serve.py --smoke     # seconds: checks that it runs
 """
 
@@ -40,11 +41,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(threads: int, batching: bool, backend: str = "auto", wait_ms: float = 5.0
-                 ) -> tuple[subprocess.Popen, str]:
+def start_server(threads: int, batching: bool, backend: str = "auto", wait_ms: float = 5.0,
+                 mode: str = "adaptive") -> tuple[subprocess.Popen, str]:
     port = free_port()
-    flags = ["--max-batch", "32", "--batch-wait-ms", str(wait_ms)] if batching else \
-        ["--max-batch", "1", "--batch-wait-ms", "0"]
+    flags = ["--max-batch", "32", "--batch-wait-ms", str(wait_ms), "--batch-wait-mode", mode] \
+        if batching else ["--max-batch", "1", "--batch-wait-ms", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-m", "resnets", "serve", "--port", str(port),
                              "--queue-size", "256", "--backend", backend, *flags], env=env,
@@ -91,6 +92,9 @@ def main() -> None:
     parser.add_argument("--batch-wait-ms", default="0",
                         help="how long a micro-batch waits to fill; several to compare, "
                              "e.g. 0,5")
+    parser.add_argument("--batch-wait-modes", default="adaptive",
+                        help="adaptive and/or fixed (serve's --batch-wait-mode), for each "
+                             "wait above 0")
     parser.add_argument("--predict-runs", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="2 s per setting, 1 predict run")
     parser.add_argument("--out", help="write the results as JSON")
@@ -100,14 +104,18 @@ def main() -> None:
     clients = [int(c) for c in args.clients.split(",")]
     results: dict = {"settings": vars(args), "serve": []}
     waits = [float(w) for w in args.batch_wait_ms.split(",")]
-    settings = [(b, True, w) for b in args.backends.split(",") for w in waits]
-    settings += [(b, False, 0.0) for b in args.backends.split(",")]
-    for backend, batching, wait_ms in settings:
-        proc, url = start_server(args.threads, batching, backend, wait_ms)
+    modes = args.batch_wait_modes.split(",")
+    # with no wait the two modes are the same server: run it once
+    settings = [(b, True, w, m) for b in args.backends.split(",") for w in waits
+                for m in (modes if w > 0 else modes[:1])]
+    settings += [(b, False, 0.0, modes[0]) for b in args.backends.split(",")]
+    for backend, batching, wait_ms, mode in settings:
+        proc, url = start_server(args.threads, batching, backend, wait_ms, mode)
         try:
             served = httpx.get(f"{url}/v1/models").json()["classifier"]["backend"]
             for n in clients:
                 row = {"backend": served, "batching": batching, "batch_wait_ms": wait_ms,
+                       "batch_wait_mode": mode if batching and wait_ms > 0 else None,
                        **load(url, n, args.seconds)}
                 print(json.dumps(row), flush=True)
                 results["serve"].append(row)

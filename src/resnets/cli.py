@@ -816,6 +816,9 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Images per classifier batch.")] = 32,
     batch_wait_ms: Annotated[float, typer.Option(
         help="How long a batch waits to fill; 0: what queued while the last batch ran.")] = 0.0,
+    batch_wait_mode: Annotated[str, typer.Option(
+        help="adaptive: the wait also ends once a batch is as large as the last one; fixed: "
+             "the whole --batch-wait-ms.")] = "adaptive",
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload (413 above).")] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest decoded input, in pixels.")
                           ] = 40_000_000,
@@ -830,7 +833,7 @@ def serve(
                            sr_model=sr_model, sr_weights=sr_weights, backend=backend,
                            calibration=calibration, sr_backend=sr_backend, device=device,
                            workers=workers, queue_size=queue_size, max_batch=max_batch,
-                           batch_wait_ms=batch_wait_ms,
+                           batch_wait_ms=batch_wait_ms, batch_wait_mode=batch_wait_mode,
                            max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                            max_output_pixels=max_output_pixels))
 

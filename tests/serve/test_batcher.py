@@ -73,3 +73,61 @@ def test_close_finishes_queued_work_and_batch_sizes_reach_the_metrics():
     samples = parse_samples(metrics.render())
     assert samples['resnets_batch_size_sum{lane="lane"}'] == 6
     assert samples['resnets_batch_size_count{lane="lane"}'] < 6
+
+
+def _timed_single(batcher: MicroBatcher) -> float:
+    start = time.monotonic()
+    batcher.submit("x").result(5)
+    return time.monotonic() - start
+
+
+def test_adaptive_wait_ends_when_the_batch_is_as_large_as_the_last_one():
+    # a lone client: its last batch was 1, so it never waits the window; fixed always does
+    adaptive = MicroBatcher(lambda items: items, "a", max_batch=8, wait_s=0.3, adaptive=True)
+    fixed = MicroBatcher(lambda items: items, "f", max_batch=8, wait_s=0.3)
+    try:
+        assert max(_timed_single(adaptive) for _ in range(3)) < 0.2
+        assert _timed_single(fixed) >= 0.25
+    finally:
+        adaptive.close()
+        fixed.close()
+
+
+def test_adaptive_wait_waits_for_as_many_as_were_in_flight_then_for_fewer():
+    sizes: list[int] = []
+    gate = threading.Event()
+
+    def fn(items):
+        gate.wait(5)
+        sizes.append(len(items))
+        return items
+
+    batcher = MicroBatcher(fn, "t", max_batch=8, wait_s=2.0, adaptive=True)
+    try:
+        held = batcher.submit(-1)  # the worker holds this one at the gate
+        time.sleep(0.2)
+        queued = [batcher.submit(i) for i in range(3)]  # four in flight at once
+        gate.set()
+        assert held.result(5) == -1
+        # the next batch takes the three queued and waits for a fourth, not the window
+        start = time.monotonic()
+        time.sleep(0.1)
+        late = batcher.submit(3)
+        assert [f.result(5) for f in (*queued, late)] == [0, 1, 2, 3]
+        assert sizes == [1, 4] and time.monotonic() - start < 1.5
+        # fewer come back than were in flight: one full window, then no wait for one
+        start = time.monotonic()
+        assert batcher.submit(20).result(5) == 20
+        assert time.monotonic() - start >= 1.9 and sizes[-1] == 1
+        assert _timed_single(batcher) < 1.0
+    finally:
+        gate.set()
+        batcher.close()
+
+
+def test_serve_config_names_the_wait_modes():
+    from resnets.serve.config import ServeConfig
+
+    assert ServeConfig().batch_wait_mode == "adaptive"
+    with pytest.raises(ValueError, match="batch_wait_mode must be one of adaptive, fixed"):
+        ServeConfig(batch_wait_mode="eager")

@@ -15,7 +15,8 @@ from .conftest import example, png
 
 
 def test_the_cli_serves_the_contract_over_a_socket(server_factory):
-    server = server_factory("--queue-size", "32")
+    server = server_factory("--queue-size", "32", "--batch-wait-ms", "2",
+                            "--batch-wait-mode", "fixed")
     with httpx.Client(base_url=server.url, timeout=60) as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         r = c.post("/v1/classify", files={"file": ("cat.jpg", example(), "image/jpeg")})

@@ -42,7 +42,8 @@ class Lanes:
             return [job() for job in jobs]
 
         self.classify = MicroBatcher(models.classify, "classify", config.max_batch,
-                                     config.batch_wait_ms / 1000, config.queue_size, metrics)
+                                     config.batch_wait_ms / 1000, config.queue_size, metrics,
+                                     adaptive=config.batch_wait_mode == "adaptive")
         self.cam = MicroBatcher(one_at_a_time, "cam", 1, 0.0, config.queue_size, metrics)
         self.upscale = MicroBatcher(one_at_a_time, "upscale", 1, 0.0, config.queue_size,
                                     metrics)

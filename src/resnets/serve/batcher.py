@@ -2,8 +2,13 @@
 
 Requests put one item each on a queue and wait for its future. One worker thread takes the
 first item, waits up to ``wait_s`` for more (at most ``max_batch``), runs the model once on
-the batch and hands each caller its own result. The event loop never runs the model, and a
-full queue refuses new work at once (:class:`QueueFull`, answered 503) instead of piling up.
+the batch and hands each caller its own result. With ``adaptive`` (the server's default) the
+wait also ends once the batch holds as many items as were in flight at once (queued or
+running) since the last batch began: a lone client never waits, and clients just answered,
+which come back within a millisecond or two, are waited for only up to their number.
+Whatever else is queued still joins.
+The event loop never runs the model, and a full queue refuses new work at once
+(:class:`QueueFull`, answered 503) instead of piling up.
 """
 
 from __future__ import annotations
@@ -31,12 +36,16 @@ class MicroBatcher:
 
     def __init__(self, fn: Callable[[Sequence[Any]], Sequence[Any]], name: str,
                  max_batch: int = 32, wait_s: float = 0.005, queue_size: int = 64,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, adaptive: bool = False) -> None:
         if max_batch < 1 or queue_size < 1 or wait_s < 0:
             raise ValueError(f"max_batch and queue_size must be >= 1 and wait_s >= 0, got "
                              f"{max_batch}, {queue_size}, {wait_s}")
         self.fn, self.name = fn, name
-        self.max_batch, self.wait_s = max_batch, wait_s
+        self.max_batch, self.wait_s, self.adaptive = max_batch, wait_s, adaptive
+        # items submitted and not yet answered, and the most of them at once since the last
+        # batch began: what an adaptive wait waits for
+        self._in_flight = self._peak = 0
+        self._count_lock = threading.Lock()
         self.metrics = metrics
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._work, name=f"resnets-{name}", daemon=True)
@@ -50,6 +59,9 @@ class MicroBatcher:
         except queue.Full:
             raise QueueFull(f"the {self.name} queue is full ({self._queue.maxsize} waiting)"
                             ) from None
+        with self._count_lock:
+            self._in_flight += 1
+            self._peak = max(self._peak, self._in_flight)
         self._report_depth()
         return fut
 
@@ -73,8 +85,12 @@ class MicroBatcher:
             return [], True
         batch = [first]
         deadline = time.monotonic() + self.wait_s
+        with self._count_lock:
+            expected, self._peak = self._peak, self._in_flight
+        expected = min(max(expected, 1), self.max_batch) if self.adaptive else self.max_batch
         while len(batch) < self.max_batch:
-            left = deadline - time.monotonic()
+            # past the expected size, take only what is already queued
+            left = deadline - time.monotonic() if len(batch) < expected else 0
             try:
                 nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
@@ -89,19 +105,31 @@ class MicroBatcher:
         while not stop:
             batch, stop = self._collect()
             self._report_depth()
-            live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            if self.metrics is not None:
-                self.metrics.observe_batch(self.name, len(live))
-            try:
-                results = self.fn([item for item, _ in live])
-                if len(results) != len(live):
-                    raise RuntimeError(f"{self.name}: {len(results)} results for "
-                                       f"{len(live)} inputs")
-            except Exception as e:  # handed to each caller, which answers 500
-                for _, fut in live:
-                    fut.set_exception(e)
-                continue
-            for (_, fut), result in zip(live, results, strict=True):
-                fut.set_result(result)
+            self._run(batch)
+
+    def _answered(self, n: int) -> None:
+        """``n`` items leave the in-flight count; called before their callers hear back, so
+        a caller that submits again at once is not counted twice."""
+        with self._count_lock:
+            self._in_flight -= n
+
+    def _run(self, batch: list[tuple[Any, Future]]) -> None:
+        live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
+        self._answered(len(batch) - len(live))  # cancelled while queued
+        if not live:
+            return
+        if self.metrics is not None:
+            self.metrics.observe_batch(self.name, len(live))
+        try:
+            results = self.fn([item for item, _ in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"{self.name}: {len(results)} results for "
+                                   f"{len(live)} inputs")
+        except Exception as e:  # handed to each caller, which answers 500
+            self._answered(len(live))
+            for _, fut in live:
+                fut.set_exception(e)
+            return
+        self._answered(len(live))
+        for (_, fut), result in zip(live, results, strict=True):
+            fut.set_result(result)

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from ..export.backends import AUTO, BACKENDS, CALIBRATED, INT8
 from ..export.sr import SR_BACKENDS
 
+BATCH_WAIT_MODES = ("adaptive", "fixed")
+
 
 @dataclass
 class ServeConfig:
@@ -34,6 +36,9 @@ class ServeConfig:
     # how long a batch waits for more requests. 0: a batch is whatever queued while the last
     # one ran; measured faster at 1, 4 and 16 clients with the default backend (BENCHMARKS.md)
     batch_wait_ms: float = 0.0
+    # "adaptive": the wait also ends once the batch is as large as the last one; "fixed":
+    # always the whole batch_wait_ms (or max_batch requests)
+    batch_wait_mode: str = "adaptive"
     max_upload_mb: float = 20.0
     max_pixels: int = 40_000_000  # decoded input pixels (width x height)
     max_output_pixels: int = 16_777_216  # upscaled output pixels (4096 x 4096)
@@ -59,6 +64,9 @@ class ServeConfig:
         if self.calibration is None and self.backend in (INT8, *CALIBRATED):
             raise ValueError(f"backend {self.backend} needs calibration images: calibration "
                              "must be a folder of a few hundred training images")
+        if self.batch_wait_mode not in BATCH_WAIT_MODES:
+            raise ValueError(f"batch_wait_mode must be one of {', '.join(BATCH_WAIT_MODES)}, "
+                             f"got {self.batch_wait_mode!r}")
         sr_backends = ("auto", "eager", *SR_BACKENDS)
         if self.sr_backend not in sr_backends:
             raise ValueError(f"sr_backend must be one of {', '.join(sr_backends)}, got "
