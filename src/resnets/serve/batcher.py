@@ -54,14 +54,16 @@ class MicroBatcher:
     def submit(self, item: Any) -> Future:
         """Queue ``item``; its result (or exception) arrives on the returned future."""
         fut: Future = Future()
-        try:
-            self._queue.put_nowait((item, fut))
-        except queue.Full:
-            raise QueueFull(f"the {self.name} queue is full ({self._queue.maxsize} waiting)"
-                            ) from None
+        # counted before it is queued: the worker may answer it before put_nowait returns
         with self._count_lock:
             self._in_flight += 1
             self._peak = max(self._peak, self._in_flight)
+        try:
+            self._queue.put_nowait((item, fut))
+        except queue.Full:
+            self._answered(1)
+            raise QueueFull(f"the {self.name} queue is full ({self._queue.maxsize} waiting)"
+                            ) from None
         self._report_depth()
         return fut
 
