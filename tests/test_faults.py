@@ -30,7 +30,7 @@ from resnets.models.registry import build_model
 from resnets.train.run_folder import load_training_state
 from resnets.weights.preprocessing import CIFAR_MEAN, CIFAR_STD
 from resnets.weights.state_dict_io import save_safetensors
-from tests.synthetic import make_folder
+from tests.synthetic import make_folder, read_weights
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -170,6 +170,57 @@ def test_1_divergence_in_a_later_epoch_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in state["model"].values()
                if v.is_floating_point())
     assert not (run / "model.safetensors").exists() and not (run / "run.lock").exists()
+
+
+
+def test_1_a_skipped_step_leaves_batchnorm_statistics_as_they_were():
+    """The forward pass folds a batch into BatchNorm's running statistics before its loss is
+    known: skipping an overflowing batch must undo that, or the run's eval model is NaN."""
+    from resnets.train.divergence import NonFiniteGuard
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=3).train()
+    guard = NonFiniteGuard(3, Path("."), "test", model)
+    x = torch.randn(4, 3, 16, 16)
+    guard.keep()
+    assert guard.finite(torch.nn.functional.cross_entropy(model(x), torch.zeros(4).long()),
+                        0, 0, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    guard.keep()
+    loss = torch.nn.functional.cross_entropy(model(x * float("inf")), torch.zeros(4).long())
+    assert not torch.isfinite(loss)
+    assert not torch.isfinite(model.bn1.running_var).all()  # what the skip has to undo
+    assert not guard.finite(loss, 0, 1, 2)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_1_a_run_survives_one_overflowing_batch(data, tmp_path, monkeypatch):
+    from resnets.train import loop
+
+    real = loop.Trainer._train_epoch
+    seen = {"steps": 0}
+
+    def poisoned_forward(module, args):  # the third training batch overflows
+        if module.training:
+            seen["steps"] += 1
+            if seen["steps"] == 3:
+                return (args[0] * float("inf"),)
+        return None
+
+    def train_epoch(self, *args, **kwargs):
+        handle = self.model.register_forward_pre_hook(poisoned_forward)
+        try:
+            return real(self, *args, **kwargs)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(loop.Trainer, "_train_epoch", train_epoch)
+    run = tmp_path / "run"
+    result = cli(*train_args(data, run, "--epochs", "2"))
+    assert result.exit_code == 0, result.output
+    state, _ = read_weights(run / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
 def sr_data(root: Path) -> Path:

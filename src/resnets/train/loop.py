@@ -333,7 +333,7 @@ class Trainer:
         mix = _batch_mixer(cfg, len(self.classes))
         progress = progress_bar(self.quiet or not self.dist.is_main)
         self.optimizer.zero_grad(set_to_none=True)
-        guard = NonFiniteGuard(cfg.max_nonfinite_losses, self.run_dir, self._cause())
+        guard = NonFiniteGuard(cfg.max_nonfinite_losses, self.run_dir, self._cause(), self.model)
         with progress as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=total,
                                 completed=first_step)
@@ -344,6 +344,7 @@ class Trainer:
                 target = y
                 if mix is not None:
                     x, target = mix(x, y)
+                guard.keep()
                 with autocast(self.device, self.amp):
                     logits = model(x)
                     if self.teacher is None:

@@ -437,7 +437,7 @@ class SRTrainer:
         model.train()
         spe = cfg.steps_per_epoch
         loss_sum = torch.tensor(loss_carried, dtype=torch.float64, device=self.device)
-        guard = NonFiniteGuard(cfg.max_nonfinite_losses, self.run_dir, self._cause())
+        guard = NonFiniteGuard(cfg.max_nonfinite_losses, self.run_dir, self._cause(), model)
         start = time.perf_counter()
         with progress_bar(self.quiet) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=spe,
@@ -449,6 +449,7 @@ class SRTrainer:
                 if cfg.channels_last:
                     lr_img = lr_img.contiguous(memory_format=torch.channels_last)
                 hr_img = to_float(hr_u8)
+                guard.keep()
                 with autocast(self.device, self.amp):
                     sr = self.train_model(lr_img, scale)
                 loss = (F.l1_loss if cfg.loss == "l1" else F.mse_loss)(sr.float(), hr_img)
