@@ -90,6 +90,28 @@ def test_hr_lr_folder_checks_counts_and_sizes(tmp_path):
         load_pairs(root, 2)
 
 
+def test_hr_and_lr_pair_by_name_whatever_the_lr_suffix(tmp_path):
+    import torch
+
+    from resnets.models.imresize import downscale
+
+    # photo1 < photo10 < photo2, but photo10x2 < photo1x2: sorting the two folders apart
+    # would pair photo1's HR with photo10's LR, silently when the images are the same size
+    root = tmp_path / "pairs"
+    (root / "HR").mkdir(parents=True)
+    (root / "LR").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("photo1", "photo10", "photo2"):
+        hr = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+        Image.fromarray(hr).save(root / "HR" / f"{name}.png")
+        lr = downscale(torch.from_numpy(hr).permute(2, 0, 1), 2).permute(1, 2, 0).numpy()
+        Image.fromarray(lr).save(root / "LR" / f"{name}x2.png")
+    pairs = load_pairs(root, 2)
+    assert [name for name, _, _ in pairs] == ["photo1.png", "photo10.png", "photo2.png"]
+    for _, hr, lr in pairs:
+        assert torch.equal(lr, downscale(hr, 2))
+
+
 def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr("resnets.weights.sr.BUNDLED_SR_DIR", tmp_path / "none")
     cases = [

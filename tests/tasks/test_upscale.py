@@ -119,6 +119,26 @@ def test_16_bit_grayscale_is_written_as_16_bit(tmp_path):
     assert len(np.unique(out % 257)) > 1  # not 8-bit values scaled up
 
 
+def test_colour_profile_is_kept(tmp_path):
+    from PIL import ImageCms
+
+    # pixels in a wide-gamut space (a phone's Display P3, a camera's Adobe RGB) only look
+    # right with their profile: an output without it is shown as sRGB, colours washed out
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "p3.jpg", icc_profile=icc)
+    Image.fromarray(_smooth_image(16, 16, 1)).save(tmp_path / "g.png", icc_profile=icc)
+    cmyk_icc = icc[:16] + b"CMYK" + icc[20:]  # the header's data colour space
+    Image.fromarray(_smooth_image(16, 16, 4)).convert("CMYK").save(tmp_path / "c.jpg",
+                                                                    icc_profile=cmyk_icc)
+    rgb, gray, cmyk = upscale_files(create_sr_model("bicubic"), [
+        tmp_path / "p3.jpg", tmp_path / "g.png", tmp_path / "c.jpg"], 2, progress=False)
+    assert Image.open(rgb.output).info.get("icc_profile") == icc
+    # an RGB profile does not describe a grayscale or a converted CMYK output: left out
+    assert Image.open(gray.output).mode == "L"
+    assert "icc_profile" not in Image.open(gray.output).info
+    assert "icc_profile" not in Image.open(cmyk.output).info
+
+
 def test_corrupt_input_is_reported_and_others_are_written(tmp_path):
     Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
@@ -140,6 +160,20 @@ def test_two_inputs_never_share_an_output(tmp_path):
                                   [tmp_path / "a.png", tmp_path / "a.jpg"], 2, progress=False)
     assert first.error is None and first.output == tmp_path / "a_x2.png"
     assert second.output is None and "would overwrite" in second.error
+
+
+def test_two_inputs_never_share_an_output_however_their_paths_are_spelled(tmp_path,
+                                                                          monkeypatch):
+    Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "a.png")
+    Image.fromarray(_smooth_image(16, 16, seed=1)).save(tmp_path / "a.jpg")
+    monkeypatch.chdir(tmp_path)  # one input relative, the other absolute: the same folder
+    first, second = upscale_files(create_sr_model("bicubic"), ["a.png", tmp_path / "a.jpg"],
+                                  2, progress=False)
+    assert first.error is None and first.output.resolve() == tmp_path / "a_x2.png"
+    assert second.output is None and "would overwrite" in second.error
+    expected = to_uint8(upscale(load_picture(tmp_path / "a.png").color, 2).clamp(0, 1))
+    got = torch.from_numpy(np.array(Image.open(first.output))).permute(2, 0, 1)
+    assert torch.equal(got, expected)  # the first result is still there
 
 
 def test_png_write_is_atomic(tmp_path, monkeypatch):
@@ -205,6 +239,22 @@ def test_tile_callback_drives_a_bar_with_elapsed_and_remaining_time():
     assert TimeElapsedColumn in columns and TimeRemainingColumn in columns
     assert "upscaling photo.png" in console.file.getvalue()
     assert not TileProgress("x", console=Console(file=io.StringIO())).enabled  # no terminal
+
+
+def test_elapsed_and_time_left_count_every_tile_even_slow_ones():
+    # tiles of 40 s (a large network on the CPU): longer than rich's default 30 s speed
+    # window, which would leave a single sample and no estimate at all
+    now = [0.0]
+    console = Console(file=io.StringIO(), force_terminal=True, width=100,
+                      get_time=lambda: now[0])
+    with TileProgress("slow.png", console=console) as on_tile:
+        for done in (1, 2, 3):
+            now[0] += 40
+            on_tile(done, 5)
+            [task] = on_tile.__self__.progress.tasks
+            assert task.elapsed == pytest.approx(40 * done)  # the first tile counts too
+            if done > 1:
+                assert task.time_remaining == pytest.approx(40 * (5 - done))
 
 
 @pytest.mark.parametrize("kind", ["torch", "bf16", "onnxruntime", "openvino"])

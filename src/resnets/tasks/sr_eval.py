@@ -10,6 +10,7 @@ Each image is super-resolved, rounded to uint8 like a saved result, and scored o
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def _paired(root: Path, scale: int, errors: list[str] | None
         raise ValueError(f"expected as many images in {root / 'HR'} as in {root / 'LR'} "
                          f"(at least one), found {len(hr_files)} and {len(lr_files)}")
     pairs = []
-    for hr_path, lr_path in zip(hr_files, lr_files, strict=True):  # sorted names pair
+    for hr_path, lr_path in _match_names(hr_files, lr_files):
         try:
             hr, lr = read_image_uint8(hr_path), read_image_uint8(lr_path)
             want = (lr.shape[-2] * scale, lr.shape[-1] * scale)
@@ -182,6 +183,28 @@ def _paired(root: Path, scale: int, errors: list[str] | None
             continue
         pairs.append((hr_path.name, hr, lr))
     return pairs
+
+
+def _common_suffix(names: list[str]) -> str:
+    return os.path.commonprefix([n[::-1] for n in names])[::-1]
+
+
+def _match_names(hr_files: list[Path], lr_files: list[Path]) -> list[tuple[Path, Path]]:
+    """HR and LR files paired by name: the LR name is the HR name with a suffix of its own
+    (``baby`` / ``babyx2``, ``img_001_SRF_2_HR`` / ``img_001_SRF_2_LR``), so each folder's
+    common suffix is dropped and what is left must match. Sorting the two folders apart
+    does not pair them when one name extends another (``photo1 < photo10`` but
+    ``photo10x2 < photo1x2``). Names that do not match that way pair in sorted order."""
+    def keys(files: list[Path]) -> list[str]:
+        stems = [p.stem for p in files]
+        cut = len(_common_suffix(stems))
+        return [stem[:len(stem) - cut] for stem in stems]
+
+    lr_by_key = dict(zip(keys(lr_files), lr_files, strict=True))
+    hr_keys = keys(hr_files)
+    if len(lr_by_key) == len(lr_files) and sorted(hr_keys) == sorted(lr_by_key):
+        return [(hr, lr_by_key[k]) for hr, k in zip(hr_files, hr_keys, strict=True)]
+    return list(zip(hr_files, lr_files, strict=True))  # sorted names pair
 
 
 def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int) -> torch.Tensor:

@@ -10,6 +10,8 @@ atomically: a temporary file in the output folder, then ``os.replace``.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ class Picture:
     color: torch.Tensor  # (C, H, W), C = 1 (grayscale) or 3 (RGB)
     alpha: torch.Tensor | None = None  # (1, H, W)
     bits: int = 8  # 16 for 16-bit grayscale, written back as 16-bit
+    icc_profile: bytes | None = None  # the input's colour profile, written with the result
 
     @property
     def size(self) -> tuple[int, int]:
@@ -65,7 +68,18 @@ def load_picture(path: str | Path) -> Picture:
 
 
 def picture_from_image(img: Image.Image) -> Picture:
-    """A decoded Pillow image (any mode) as a :class:`Picture`."""
+    """A decoded Pillow image (any mode) as a :class:`Picture`, with its ICC profile when
+    that describes the picture's colour (an RGB profile for RGB, a gray one for grayscale;
+    not a CMYK one, whose pixels were converted without it)."""
+    pic = _picture(img)
+    icc = img.info.get("icc_profile")
+    space = b"GRAY" if pic.color.shape[0] == 1 else b"RGB "
+    if isinstance(icc, bytes) and icc[16:20] == space:  # the profile's data colour space
+        pic.icc_profile = icc
+    return pic
+
+
+def _picture(img: Image.Image) -> Picture:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float64)
@@ -198,18 +212,23 @@ def upscale_picture(model: nn.Module, pic: Picture, scale: int, tile: int | None
     """The colour through the model (tiled), the alpha through bicubic."""
     color = upscale_tensor(model, pic.color, scale, tile, overlap, pad, on_tile).clamp(0, 1)
     alpha = None if pic.alpha is None else upscale(pic.alpha, scale).clamp(0, 1)
-    return Picture(color, alpha, pic.bits)
+    return Picture(color, alpha, pic.bits, pic.icc_profile)
 
 
 def to_pil(pic: Picture) -> Image.Image:
-    """A picture as a Pillow image: 8-bit L/LA/RGB/RGBA, or 16-bit grayscale."""
+    """A picture as a Pillow image: 8-bit L/LA/RGB/RGBA, or 16-bit grayscale; its ICC
+    profile (if any) in ``info``, where Pillow's PNG writer takes it from."""
     if pic.bits == 16 and pic.color.shape[0] == 1 and pic.alpha is None:
         arr = torch.floor(pic.color[0].double() * 65535 + 0.5).numpy().astype(np.uint16)
-        return Image.fromarray(arr)  # mode I;16, written as a 16-bit grayscale PNG
-    planes = pic.color if pic.alpha is None else torch.cat([pic.color, pic.alpha])
-    arr = to_uint8(planes).permute(1, 2, 0).numpy()
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[-1]]
-    return Image.fromarray(arr[..., 0] if mode == "L" else arr, mode=mode)
+        img = Image.fromarray(arr)  # mode I;16, written as a 16-bit grayscale PNG
+    else:
+        planes = pic.color if pic.alpha is None else torch.cat([pic.color, pic.alpha])
+        arr = to_uint8(planes).permute(1, 2, 0).numpy()
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[-1]]
+        img = Image.fromarray(arr[..., 0] if mode == "L" else arr, mode=mode)
+    if pic.icc_profile is not None:
+        img.info["icc_profile"] = pic.icc_profile
+    return img
 
 
 def save_png(pic: Picture, path: str | Path) -> None:
@@ -234,6 +253,16 @@ def output_path(source: Path, out_dir: Path | None, scale: int) -> Path:
     return (out_dir or source.parent) / f"{source.stem}_x{scale}.png"
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of an existing file, the same however its path is spelled
+    (relative or absolute, ``..``, links, a case-insensitive file system); None if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def upscale_files(model: nn.Module, inputs: Sequence[str | Path], scale: int,
                   out_dir: str | Path | None = None, tile: int | None = DEFAULT_TILE,
                   overlap: int = DEFAULT_OVERLAP, pad: int = DEFAULT_PAD,
@@ -249,22 +278,23 @@ def upscale_files(model: nn.Module, inputs: Sequence[str | Path], scale: int,
             raise NotADirectoryError(f"output folder is a file: {out}")
         out.mkdir(parents=True, exist_ok=True)
     results: list[UpscaleResult] = []
-    written: dict[Path, Path] = {}
+    written: dict[tuple[int, int], Path] = {}  # the file id of each result -> its input
     for item in inputs:
         source = Path(item)
         result = UpscaleResult(source)
         try:
             target = output_path(source, out, scale)
-            if target in written:
+            earlier = written.get(_file_id(target))
+            if earlier is not None:
                 raise ValueError(f"{source} would overwrite {target}, the result of "
-                                 f"{written[target]}: rename one of them")
+                                 f"{earlier}: rename one of them")
             pic = load_picture(source)
             result.in_size = pic.size
             with TileProgress(source.name, enabled=progress) as on_tile:
                 up = upscale_picture(model, pic, scale, tile, overlap, pad, on_tile)
             save_png(up, target)
             result.output, result.out_size = target, up.size
-            written[target] = source
+            written[_file_id(target)] = source
         except (ValueError, FileNotFoundError, OSError) as e:
             result.error = str(e).splitlines()[0] if str(e) else type(e).__name__
         results.append(result)
@@ -289,8 +319,10 @@ class TileProgress:
         self.enabled = enabled and self.console.is_terminal
         self.progress: Progress | None = None
         self.task: TaskID | None = None
+        self.started: float | None = None  # when the image's first tile began
 
     def __enter__(self) -> Callable[[int, int], None]:
+        self.started = self.console.get_time()
         return self.update
 
     def update(self, done: int, total: int) -> None:
@@ -300,9 +332,14 @@ class TileProgress:
             self.progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("tiles"), TimeElapsedColumn(), TextColumn("left"),
-                TimeRemainingColumn(), console=self.console, transient=True)
+                TimeRemainingColumn(), console=self.console, transient=True,
+                # every tile's time counts: rich's default 30 s window would keep a single
+                # sample, and so no estimate, once a tile takes longer than that
+                speed_estimate_period=math.inf)
             self.progress.start()
             self.task = self.progress.add_task(f"upscaling {self.label}", total=total)
+            if self.started is not None:  # the bar appears after the first tile: count it
+                self.progress.tasks[-1].start_time = self.started
         self.progress.update(self.task, completed=done)
 
     def __exit__(self, *exc: object) -> None:
