@@ -73,7 +73,7 @@ class TrainConfig:
     compile_mode: str = "default"      # torch.compile mode; "reduce-overhead" = CUDA graphs
     sync_bn: bool = False
     seed: int = 0
-    checkpoint_every: int = 0          # also checkpoint every N steps, 0 = epoch ends only
+    checkpoint_every: int = 0          # also every N optimizer steps; 0 = epoch ends only
     log_every: int = 50
     max_nonfinite_losses: int = 3      # stop after this many NaN/inf losses in a row
 

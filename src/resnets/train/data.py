@@ -252,7 +252,9 @@ class MemoryBatches:
 
 
 class _FileDataset(torch.utils.data.Dataset):
-    """Files decoded on access; an unreadable file yields ``None`` (counted, skipped)."""
+    """Files decoded on access; an unreadable file yields its message (counted, skipped).
+    An item ``(i, seed)`` draws its random transform from ``seed`` alone, whichever worker
+    reads it and whatever that worker read before (a resumed epoch replays the same crops)."""
 
     def __init__(self, paths: list[Path], labels: list[int], transform, strict: bool) -> None:
         self.paths, self.labels, self.transform, self.strict = paths, labels, transform, strict
@@ -260,16 +262,21 @@ class _FileDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item: int | tuple[int, int]):
         from ..data.io import read_rgb
 
+        i, seed = item if isinstance(item, tuple) else (item, None)
         try:
             img = read_rgb(self.paths[i])
         except ImageReadError as e:
             if self.strict:
                 raise
             return str(e)
-        return self.transform(img), self.labels[i], i
+        if seed is None:
+            return self.transform(img), self.labels[i], i
+        with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left as it was
+            torch.default_generator.manual_seed(seed)  # the CPU's only: transforms draw there
+            return self.transform(img), self.labels[i], i
 
 
 def _collate(items):
@@ -313,6 +320,7 @@ class StreamBatches:
         self.batch_size, self.train, self.device = cfg.batch_size, train, device
         self.workers, self.rank, self.world = cfg.workers, rank, world
         self.skipped = 0
+        self.unreadable: set[str] = set()  # each unreadable file's message, once
 
     def __len__(self) -> int:
         per_rank = len(self.dataset) // self.world if self.train else \
@@ -327,10 +335,13 @@ class StreamBatches:
         if self.train:
             g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
             order = torch.randperm(n, generator=g)[self.rank::self.world][: n // self.world]
+            # one augmentation seed per image and epoch, fixed before any worker starts
+            seeds = torch.randint(0, 2**62, (n,), generator=g)
         else:
             order = torch.arange(n)[self.rank::self.world]
         order = order[start * self.batch_size:]
-        sampler = order.tolist()
+        sampler = (list(zip(order.tolist(), seeds[order].tolist(), strict=True))
+                   if self.train else order.tolist())
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
             collate_fn=_collate, drop_last=self.train and len(order) >= self.batch_size,
@@ -340,6 +351,7 @@ class StreamBatches:
             for message in skipped:  # one line per unreadable file, as the in-memory path
                 warnings.warn(message, stacklevel=2)
             self.skipped += len(skipped)
+            self.unreadable.update(skipped)
             if batch is None:
                 continue
             x, y, idx = batch
@@ -371,6 +383,15 @@ class TrainData:
     @property
     def train_images(self) -> int:
         return len(self.train.labels)
+
+    def skipped_images(self) -> int:
+        """Unreadable training images left out so far: found when decoding into memory or,
+        streamed, when read (each file once, however many epochs read it)."""
+        streamed: set[str] = set()
+        for part in (self.train, self.val):
+            if isinstance(part, StreamBatches):
+                streamed |= part.unreadable
+        return self.skipped + len(streamed)
 
 
 def load_small(root: str | Path, train: bool, classes: list[str] | None, strict: bool,

@@ -155,12 +155,17 @@ class Trainer:
             warnings.warn(f"the training set ({self.train_images} images) is smaller than one "
                           f"batch of {cfg.batch_size}: each epoch is one step of all of them",
                           stacklevel=2)
+        if len(self.train_data) < cfg.accum_steps:  # not one optimizer step would be taken
+            raise ValueError(f"accum_steps {cfg.accum_steps} is more than the "
+                             f"{len(self.train_data)} batch(es) of an epoch of "
+                             f"{self.train_images} training images: no optimizer step would "
+                             "be taken; lower accum_steps or batch_size")
         self._build_model()
         self.log = MetricsLog(self.run_dir, enabled=self.dist.is_main)
 
     # -- setup -------------------------------------------------------------------------
     def _build_data(self) -> None:
-        data = build_data(self.cfg, self.device, self.dist.rank, self.dist.world)
+        data = self.data = build_data(self.cfg, self.device, self.dist.rank, self.dist.world)
         self.classes, self.preprocessing = data.classes, data.preprocessing
         self.in_memory, self.skipped = data.in_memory, data.skipped
         self.data_reason = data.reason
@@ -232,7 +237,10 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------
     def _state(self, epoch: int, step_in_epoch: int, generator: torch.Generator,
-               best: float) -> dict:
+               best: float, epoch_sums: torch.Tensor | None = None) -> dict:
+        """``epoch_sums`` (a mid-epoch checkpoint): the epoch's training loss sum, correct
+        count and images so far, summed over ranks, so that a resumed epoch reports all of
+        it."""
         return {
             "version": CHECKPOINT_VERSION,
             "config": self.cfg.to_dict(),
@@ -249,6 +257,7 @@ class Trainer:
             "classes": self.classes,
             "dataset": self.fingerprint,
             "preprocess": self.preprocessing.to_metadata(),
+            "epoch_sums": epoch_sums,
         }
 
     def _cause(self) -> str:
@@ -296,7 +305,9 @@ class Trainer:
             if start_step == 0 or epoch != start_epoch:
                 generator.manual_seed(epoch_seed(cfg.seed, epoch) + 7)
             first = start_step if epoch == start_epoch else 0
-            row = self._train_epoch(epoch, first, generator, best)
+            sums = (self.resume_state.get("epoch_sums")
+                    if first and self.resume_state is not None else None)
+            row = self._train_epoch(epoch, first, generator, best, sums)
             val = (evaluate_batches(self.eval_model(), self.val_data.batches(cfg.seed, epoch),
                                     self.device, self.amp, cfg.tta, cfg.channels_last)
                    if self.val_data is not None else None)
@@ -321,7 +332,7 @@ class Trainer:
         return self._finish()
 
     def _train_epoch(self, epoch: int, first_step: int, generator: torch.Generator,
-                     best: float) -> dict:
+                     best: float, sums: torch.Tensor | None = None) -> dict:
         cfg = self.cfg
         model = self.train_model
         model.train()
@@ -329,6 +340,11 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
+        if sums is not None and self.dist.is_main:  # resumed mid-epoch: the batches before
+            loss_sum += sums[0].to(self.device)      # (summed over ranks: counted once)
+            correct += sums[1].to(self.device)
+            seen = int(sums[2])
+        resumed = seen  # images counted before this process: not in its images/s
         start = time.perf_counter()
         mix = _batch_mixer(cfg, len(self.classes))
         progress = progress_bar(self.quiet or not self.dist.is_main)
@@ -373,25 +389,38 @@ class Trainer:
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
                 if b % cfg.log_every == 0 or b == total - 1:
-                    ips = (seen * self.dist.world) / max(time.perf_counter() - start, 1e-9)
+                    ips = ((seen - resumed) * self.dist.world) / max(time.perf_counter() - start,
+                                                                     1e-9)
                     bar.update(task, completed=b + 1, description=(
                         f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum.item() / seen:.3f} "
                         f"acc {100 * correct.item() / seen:.1f}% {ips:.0f} img/s"))
-                if cfg.checkpoint_every and (b + 1) % cfg.checkpoint_every == 0 \
+                # every checkpoint_every optimizer steps: never inside an accumulation
+                # window, whose gradients a checkpoint does not hold
+                if cfg.checkpoint_every and \
+                        (b + 1) % (cfg.checkpoint_every * cfg.accum_steps) == 0 \
                         and b + 1 < total:
-                    self._save(("last.pt",), self._state(epoch, b + 1, generator, best), epoch)
+                    sums = self._epoch_sums(loss_sum, correct, seen).cpu()
+                    self._save(("last.pt",), self._state(epoch, b + 1, generator, best, sums),
+                               epoch)
         elapsed = time.perf_counter() - start
-        stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
-        if self.dist.world > 1:
-            torch.distributed.all_reduce(stats)
-        loss_sum, correct, seen_all = stats.tolist()
+        loss_sum, correct, seen_all = self._epoch_sums(loss_sum, correct, seen).tolist()
         return {"epoch": epoch + 1, "train_loss": loss_sum / max(seen_all, 1),
                 "train_acc": 100 * correct / max(seen_all, 1),
                 "lr": self.optimizer.param_groups[0]["lr"],
-                "images_per_s": seen_all / max(elapsed, 1e-9), "epoch_time_s": elapsed}
+                "images_per_s": (seen_all - resumed) / max(elapsed, 1e-9),
+                "epoch_time_s": elapsed}
+
+    def _epoch_sums(self, loss_sum: torch.Tensor, correct: torch.Tensor,
+                    seen: int) -> torch.Tensor:
+        """The epoch's training loss sum, correct count and images so far, over all ranks."""
+        stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
+        if self.dist.world > 1:
+            torch.distributed.all_reduce(stats)
+        return stats
 
     def _finish(self) -> dict:
         """Select the best checkpoint's weights, test them, write model + result files."""
+        self.skipped = self.data.skipped_images()  # streamed: found while reading
         result = {"run": str(self.run_dir), "classes": self.classes,
                   "skipped_images": self.skipped}
         best_path = self.run_dir / "best.pt"

@@ -1,0 +1,105 @@
+"""Exact mid-epoch resume with gradient accumulation, the resumed epoch's metrics row, and
+accumulation that would never reach an optimizer step."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import resnets.train.loop as loop
+from resnets.train import Trainer
+from resnets.train.run_folder import load_training_state
+from tests.train.test_loop import tiny_cfg
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_first_save(monkeypatch):
+    """The next run dies right after its first checkpoint is written (a kill mid-epoch)."""
+    real = loop.Trainer._save
+
+    def save(self, names, state, epoch):
+        real(self, names, state, epoch)
+        monkeypatch.setattr(loop.Trainer, "_save", real)
+        raise _Crash
+
+    monkeypatch.setattr(loop.Trainer, "_save", save)
+
+
+def _rows(run):
+    drop = ("images_per_s", "epoch_time_s")
+    return [{k: v for k, v in json.loads(line).items() if k not in drop}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _interrupted_and_reference(tiny_data, tmp_path, monkeypatch, **kw):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    Trainer(tiny_cfg(tiny_data, ref, **kw), quiet=True).fit()
+    _crash_after_first_save(monkeypatch)
+    with pytest.raises(_Crash):
+        Trainer(tiny_cfg(tiny_data, cut, **kw), quiet=True).fit()
+    state = load_training_state(cut / "last.pt")
+    assert state["epoch"] == 0 and state["step_in_epoch"] > 0  # killed mid-epoch
+    Trainer(tiny_cfg(tiny_data, cut), resume=True, quiet=True).fit()
+    return ref, cut
+
+
+def test_mid_epoch_resume_with_accumulation_is_bitwise_equal(tiny_data, tmp_path,
+                                                             monkeypatch):
+    # 6 batches an epoch, 2 per optimizer step; a checkpoint every step (every batch, before
+    # the fix) lands in the middle of an accumulation window, whose gradients it did not keep
+    ref, cut = _interrupted_and_reference(tiny_data, tmp_path, monkeypatch,
+                                          accum_steps=2, checkpoint_every=1)
+    a, b = load_training_state(ref / "last.pt"), load_training_state(cut / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert _rows(ref) == _rows(cut)
+
+
+def test_mid_epoch_resume_keeps_the_epochs_training_loss(tiny_data, tmp_path, monkeypatch):
+    # the resumed epoch's row must cover the whole epoch, not only the batches after the
+    # restart; without a validation split it is also what selects best.pt
+    ref, cut = _interrupted_and_reference(tiny_data, tmp_path, monkeypatch,
+                                          checkpoint_every=2, val_fraction=0.0)
+    assert _rows(ref) == _rows(cut)
+    assert load_training_state(ref / "best.pt")["epoch"] == \
+        load_training_state(cut / "best.pt")["epoch"]
+
+
+def test_accumulation_longer_than_an_epoch_is_refused(tiny_data, tmp_path):
+    # 54 training images in batches of 8: 6 batches an epoch, never 8 to accumulate, so
+    # not one optimizer step would be taken and the run would "finish" untrained
+    with pytest.raises(ValueError, match="accum_steps"):
+        Trainer(tiny_cfg(tiny_data, tmp_path / "run", accum_steps=8), quiet=True)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("in_memory", ["yes", "no"])
+def test_unreadable_training_images_are_counted_in_the_result(tmp_path, in_memory):
+    # README: "Unreadable images are skipped ... and counted in result.json", whether the
+    # dataset is decoded into memory or streamed from disk
+    from tests.synthetic import make_folder
+
+    data = make_folder(tmp_path / "data", per_class=(8, 2))
+    (data / "train" / "a" / "broken.png").write_bytes(b"not an image")
+    cfg = tiny_cfg(data, tmp_path / "run", epochs=2, in_memory=in_memory, workers=0,
+                   val_fraction=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = Trainer(cfg, quiet=True).fit()
+    assert result["skipped_images"] == 1
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["skipped_images"] == 1
+
+
+def test_streamed_mid_epoch_resume_with_workers_is_bitwise_equal(tiny_data, tmp_path,
+                                                                 monkeypatch):
+    # a dataset streamed from disk (the large ones, where mid-epoch checkpoints matter) with
+    # DataLoader workers: each image's random crop and flip must not depend on which worker
+    # drew it, or on how many images that worker had drawn before the restart
+    ref, cut = _interrupted_and_reference(tiny_data, tmp_path, monkeypatch, in_memory="no",
+                                          workers=2, checkpoint_every=2)
+    a, b = load_training_state(ref / "last.pt"), load_training_state(cut / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert _rows(ref) == _rows(cut)
