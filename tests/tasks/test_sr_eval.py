@@ -112,6 +112,18 @@ def test_hr_and_lr_pair_by_name_whatever_the_lr_suffix(tmp_path):
         assert torch.equal(lr, downscale(hr, 2))
 
 
+
+def test_an_image_too_small_to_score_is_listed_not_fatal(tmp_path):
+    # 16x16 at x4: 8x8 once 4 pixels are shaved, below SSIM's 11x11 window
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "s.png")
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    result = evaluate_sr(create_sr_model("bicubic"), tmp_path, 4)
+    assert [s.name for s in result.images] == ["b.png"]
+    [error] = result.errors
+    assert "s.png" in error and "too small to score at x4" in error
+
+
 def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr("resnets.weights.sr.BUNDLED_SR_DIR", tmp_path / "none")
     cases = [

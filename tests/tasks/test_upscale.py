@@ -176,6 +176,18 @@ def test_two_inputs_never_share_an_output_however_their_paths_are_spelled(tmp_pa
     assert torch.equal(got, expected)  # the first result is still there
 
 
+
+def test_a_result_never_overwrites_an_input_of_the_run(tmp_path):
+    Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "a.png")
+    Image.fromarray(_smooth_image(16, 16, seed=1)).save(tmp_path / "a_x2.png")
+    before = (tmp_path / "a_x2.png").read_bytes()
+    first, second = upscale_files(create_sr_model("bicubic"),
+                                  [tmp_path / "a.png", tmp_path / "a_x2.png"], 2, progress=False)
+    assert first.output is None and "an input of this run" in first.error
+    assert (tmp_path / "a_x2.png").read_bytes() == before  # the input is intact
+    assert second.error is None and second.output == tmp_path / "a_x2_x2.png"
+
+
 def test_png_write_is_atomic(tmp_path, monkeypatch):
     target = tmp_path / "x.png"
     target.write_bytes(b"previous result")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..data.io import ImageReadError, is_image_file
-from ..metrics.sr import sr_psnr_ssim
+from ..metrics.sr import SSIM_WINDOW, sr_psnr_ssim
 from ..models.imresize import downscale, modcrop, to_float, to_uint8
 from ..models.sr import Bicubic, check_scale, create_sr_model
 from .upscale import describe_inference, inference_model, load_picture, run_sr
@@ -141,12 +141,23 @@ def load_pairs(data: str | Path, scale: int, errors: list[str] | None = None
     pairs = []
     for path in files:
         try:
-            hr = modcrop(read_image_uint8(path), scale)
+            hr = _scorable(modcrop(read_image_uint8(path), scale), scale)
         except ValueError as e:  # ImageReadError, or too small for the scale
             _skip(path, e, errors)
             continue
         pairs.append((path.name, hr, downscale(hr, scale)))  # uint8 in, uint8 out, as MATLAB
     return pairs
+
+
+def _scorable(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """``hr`` if SSIM can score it once ``scale`` pixels are shaved off each border."""
+    h, w = hr.shape[-2], hr.shape[-1]
+    least = SSIM_WINDOW + 2 * scale
+    if min(h, w) < least:
+        raise ValueError(f"image of {h}x{w} pixels is too small to score at x{scale}: expected "
+                         f"at least {least}x{least} ({scale} pixels shaved at each border, "
+                         f"then SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window)")
+    return hr
 
 
 def _skip(path: Path, e: ValueError, errors: list[str] | None) -> None:
@@ -178,6 +189,7 @@ def _paired(root: Path, scale: int, errors: list[str] | None
                                  "expected "
                                  f"{hr.shape[0]}x{hr.shape[-2] // scale}x"
                                  f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}")
+            _scorable(hr, scale)
         except ValueError as e:
             _skip(lr_path, e, errors)
             continue

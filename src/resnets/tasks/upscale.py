@@ -279,15 +279,20 @@ def upscale_files(model: nn.Module, inputs: Sequence[str | Path], scale: int,
         out.mkdir(parents=True, exist_ok=True)
     results: list[UpscaleResult] = []
     written: dict[tuple[int, int], Path] = {}  # the file id of each result -> its input
+    sources = {_file_id(Path(item)) for item in inputs} - {None}  # never written over
     for item in inputs:
         source = Path(item)
         result = UpscaleResult(source)
         try:
             target = output_path(source, out, scale)
-            earlier = written.get(_file_id(target))
+            target_id = _file_id(target)
+            earlier = written.get(target_id)
             if earlier is not None:
                 raise ValueError(f"{source} would overwrite {target}, the result of "
                                  f"{earlier}: rename one of them")
+            if target_id in sources:
+                raise ValueError(f"{source} would overwrite {target}, an input of this run: "
+                                 "write the results to another folder (-o)")
             pic = load_picture(source)
             result.in_size = pic.size
             with TileProgress(source.name, enabled=progress) as on_tile:
