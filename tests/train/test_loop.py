@@ -75,6 +75,24 @@ def test_lr_schedules():
     assert lr_factor(one, 25, 100) == pytest.approx(1.0) and lr_factor(one, 99, 100) < 0.02
 
 
+def test_onecycle_with_a_warmup_rises_once_then_anneals():
+    """A warm-up sets the length of one-cycle's rise: one climb to the peak at its end,
+    then the anneal (it once ramped to 1.0, fell back to ~0.5 and climbed again)."""
+    for warmup in (0.4, 1.0, 2.0):  # 10%, 25% and 50% of 4 epochs
+        one = paper_recipe(schedule="onecycle", warmup_epochs=warmup, epochs=4)
+        f = [lr_factor(one, s, 100) for s in range(101)]  # the last call is at step total
+        top = max(range(101), key=f.__getitem__)
+        assert top == int(warmup / 4 * 100) - 1 and f[top] == pytest.approx(1.0)
+        assert all(a < b for a, b in zip(f[:top], f[1:top + 1], strict=True)), warmup
+        assert all(a >= b for a, b in zip(f[top:-1], f[top + 1:], strict=True)), warmup
+        assert f[99] < 0.05
+    whole = paper_recipe(schedule="onecycle", warmup_epochs=4.0, epochs=4)  # all rise
+    assert lr_factor(whole, 99, 100) == pytest.approx(1.0) and lr_factor(whole, 100, 100) >= 0
+    no_warm = paper_recipe(schedule="onecycle", epochs=4)  # without one: unchanged
+    assert lr_factor(no_warm, 0, 100) == pytest.approx(0.1)
+    assert lr_factor(no_warm, 50, 100) == pytest.approx(1 - 0.25 / 0.75 * (1 - 1e-3))
+
+
 def _train_cmd(data, out, *extra):
     return [sys.executable, "-m", "resnets", "train", "--data", str(data), "--out", str(out),
             "--epochs", "3", "--batch-size", "8", "--lr", "0.05", "--amp", "none",
@@ -189,6 +207,20 @@ def test_backbone_lr_scale_applies_to_backbone_groups_only(tiny_data, tmp_path):
         assert group["lr_scale"] == (1.0 if is_head else 0.1)
         assert group["lr"] == pytest.approx(t.cfg.lr * group["lr_scale"] *
                                             lr_factor(t.cfg, 0, t.total_steps))
+
+
+def test_logged_lr_is_the_base_rate_not_the_backbone_groups(tiny_data, tmp_path):
+    """Fine-tuning with a scaled backbone: the metrics' lr is the run's rate (the head's),
+    not the first parameter group's (the backbone's, x backbone_lr_scale)."""
+    Trainer(tiny_cfg(tiny_data, tmp_path / "src", epochs=1), quiet=True).fit()
+    t = Trainer(tiny_cfg(tiny_data, tmp_path / "ft", epochs=1, backbone_lr_scale=0.1,
+                         pretrained=str(tmp_path / "src" / "model.safetensors")), quiet=True)
+    t.fit()
+    row = json.loads((tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()[-1])
+    head = max(g["lr"] for g in t.optimizer.param_groups)
+    assert head > 0 and row["lr"] == pytest.approx(head)
+    assert row["lr"] == pytest.approx(t.cfg.lr * lr_factor(t.cfg, t.total_steps,
+                                                           t.total_steps))
 
 
 def test_compiled_training_learns_and_saves_plain_weights(tiny_data, tmp_path):

@@ -103,3 +103,26 @@ def test_streamed_mid_epoch_resume_with_workers_is_bitwise_equal(tiny_data, tmp_
     a, b = load_training_state(ref / "last.pt"), load_training_state(cut / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert _rows(ref) == _rows(cut)
+
+
+@pytest.mark.parametrize("free_at_start,free_at_resume", [(10**12, 1), (1, 10**12)])
+def test_resume_keeps_the_automatic_memory_choice_of_the_run(tiny_data, tmp_path,
+                                                             monkeypatch, free_at_start,
+                                                             free_at_resume):
+    """in_memory=auto is decided once, when the run starts: a resume with more or less
+    memory free must not switch pipelines (augmentation, and the split when files are
+    unreadable)."""
+    import resnets.train.data as train_data
+
+    monkeypatch.setattr(train_data, "available_memory", lambda: free_at_start)
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", epochs=1, in_memory="auto", workers=0)
+    first = Trainer(cfg, quiet=True)
+    first.fit()
+    assert first.in_memory == (free_at_start > 1)
+    monkeypatch.setattr(train_data, "available_memory", lambda: free_at_resume)
+    resumed = Trainer(tiny_cfg(tiny_data, tmp_path / "run"), resume=True, quiet=True,
+                      changes={"epochs": 2})
+    try:
+        assert resumed.in_memory == first.in_memory, resumed.data_reason
+    finally:
+        resumed.run.close()

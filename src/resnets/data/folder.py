@@ -2,7 +2,8 @@
 
 Small datasets such as CIFAR are decoded once into a ``(N, 3, H, W)`` uint8 tensor saved
 next to the user's cache (``$RESNETS_CACHE`` or ``~/.cache/resnets``), then trained from
-memory. The cache is keyed by the file list and sizes, so a changed folder is re-decoded.
+memory. The cache is keyed by the file list, sizes, modification times (ns) and inodes, so a
+changed folder is re-decoded.
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ def default_cache_dir() -> Path:
 def _cache_key(index: FolderIndex) -> str:
     h = hashlib.sha256(str(index.root.resolve()).encode())
     for p in index.paths:
+        # nanosecond mtime and inode: a rewrite within the same second at the same size, or
+        # a replacement by rename, is noticed
         st = p.stat()
-        h.update(f"{p.relative_to(index.root)}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+        h.update(f"{p.relative_to(index.root)}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}\n"
+                 .encode())
     return h.hexdigest()[:16]
 
 

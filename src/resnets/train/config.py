@@ -35,7 +35,7 @@ class TrainConfig:
     schedule: str = "step"             # "step" | "cosine" | "onecycle"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of training, for "step"
     gamma: float = 0.1
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 0.0         # linear warm-up; "onecycle": its rise (default 25%)
     label_smoothing: float = 0.0
     grad_clip: float = 0.0             # max gradient norm, 0 = off
     accum_steps: int = 1

@@ -162,13 +162,17 @@ def available_memory() -> int | None:
         return None
 
 
-def choose_memory(cfg: TrainConfig, n_images: int, plan: ImagePlan) -> tuple[bool, str]:
-    """In memory or streamed, and why: decoded bytes against available memory."""
+def choose_memory(cfg: TrainConfig, n_images: int, plan: ImagePlan,
+                  saved: bool | None = None) -> tuple[bool, str]:
+    """In memory or streamed, and why: decoded bytes against available memory. ``saved``
+    (a resumed run): the choice the run made when it started, which ``auto`` keeps."""
     side = plan.stored_side
     decoded = n_images * 3 * side * side
     what = f"{n_images:,} images at {side}x{side} = {_bytes(decoded)} decoded"
     if cfg.in_memory != "auto":
         return cfg.in_memory == "yes", f"{what}, in_memory={cfg.in_memory}"
+    if saved is not None:
+        return saved, f"{what}, as the run chose when it started"
     free = available_memory()
     if free is None:
         return True, f"{what}, available memory unknown"
@@ -409,13 +413,13 @@ def load_small(root: str | Path, train: bool, classes: list[str] | None, strict:
     return load_folder(root, classes=classes, strict=strict, image_size=image_size)
 
 
-def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1
-               ) -> TrainData:
+def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1,
+               saved_in_memory: bool | None = None) -> TrainData:
     """The train/val(/clean-train/test) batches of ``cfg.data`` for this rank.
 
     Datasets whose decoded images fit in memory are decoded there (validation held out,
-    stratified and seeded); larger ones stream from disk. Errors name what is wrong before
-    any training starts.
+    stratified and seeded); larger ones stream from disk (``saved_in_memory``: the choice a
+    resumed run made at its start). Errors name what is wrong before any training starts.
     """
     train_dir, test_dir = split_dirs(cfg.data)
     cifar = is_cifar_python(cfg.data)  # pickled CIFAR files: both splits come from cfg.data
@@ -428,7 +432,7 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
         test_index = scan_folder(test_dir, index.classes) if test_dir is not None else None
         plan = plan_images(cfg, None if cfg.image_size else common_size(index.paths))
         n = len(index.paths) + (len(test_index.paths) if test_index else 0)
-        in_memory, reason = choose_memory(cfg, n, plan)
+        in_memory, reason = choose_memory(cfg, n, plan, saved_in_memory)
     if in_memory:
         data, plan = _memory_data(cfg, plan, train_dir, test_dir, cifar, device, rank, world)
     else:

@@ -45,7 +45,10 @@ def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
     if cfg.schedule == "cosine":
         progress = (step - warm) / max(total - warm, 1)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    # one-cycle (Smith 2018): linear up to the peak at 25%, then linear down to ~0
+    # one-cycle (Smith 2018): linear up to the peak, then linear down to ~0; the peak is at
+    # 25%, or at the end of the warm-up when one is given (the warm-up is then the rise)
+    if warm:
+        return max(0.0, (total - step) / max(total - warm, 1)) * (1 - 1e-3) + 1e-3
     peak = 0.25
     if t < peak:
         return 0.1 + 0.9 * t / peak
@@ -165,7 +168,11 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------
     def _build_data(self) -> None:
-        data = self.data = build_data(self.cfg, self.device, self.dist.rank, self.dist.world)
+        # in_memory=auto is decided when the run starts: a resume keeps that pipeline
+        # (checkpoints from before it was saved choose again)
+        saved = self.resume_state.get("in_memory") if self.resume_state is not None else None
+        data = self.data = build_data(self.cfg, self.device, self.dist.rank, self.dist.world,
+                                      saved)
         self.classes, self.preprocessing = data.classes, data.preprocessing
         self.in_memory, self.skipped = data.in_memory, data.skipped
         self.data_reason = data.reason
@@ -256,6 +263,7 @@ class Trainer:
             "best_val": best,
             "classes": self.classes,
             "dataset": self.fingerprint,
+            "in_memory": self.in_memory,
             "preprocess": self.preprocessing.to_metadata(),
             "epoch_sums": epoch_sums,
         }
@@ -406,7 +414,8 @@ class Trainer:
         loss_sum, correct, seen_all = self._epoch_sums(loss_sum, correct, seen).tolist()
         return {"epoch": epoch + 1, "train_loss": loss_sum / max(seen_all, 1),
                 "train_acc": 100 * correct / max(seen_all, 1),
-                "lr": self.optimizer.param_groups[0]["lr"],
+                # the run's rate (the head's): a fine-tuned backbone's group runs at a scale
+                "lr": cfg.lr * lr_factor(cfg, self.scheduler.last_epoch, self.total_steps),
                 "images_per_s": (seen_all - resumed) / max(elapsed, 1e-9),
                 "epoch_time_s": elapsed}
 
