@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from resnets.data.io import (
@@ -133,3 +134,17 @@ def test_palette_with_transparency_and_16bit_png(tmp_path):
     assert read_rgb(tmp_path / "p.png").shape == (3, 4, 4)
     Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(tmp_path / "w.png")
     assert read_rgb(tmp_path / "w.png").max().item() == 255
+
+
+def test_a_dark_16bit_pgm_stays_dark(tmp_path):
+    """A 16-bit PGM opens in Pillow as mode "I" (not "I;16"); one whose brightest sample is
+    at most 255 of 65535 is nearly black, not an 8-bit image to show at full brightness."""
+    dark = np.tile(np.arange(0, 256, 4, dtype=np.uint16), (8, 1))  # 0..252 of 65535
+    path = tmp_path / "dark.pgm"
+    Image.fromarray(dark).save(path)
+    assert Image.open(path).mode in ("I", "I;16")  # "I" in Pillow 13
+    image = read_rgb(path)
+    assert image.max().item() <= 1
+    bright = dark * 257  # the same picture at full 16-bit range
+    Image.fromarray(bright).save(tmp_path / "bright.pgm")
+    assert read_rgb(tmp_path / "bright.pgm")[0].equal(torch.from_numpy(dark.astype(np.uint8)))

@@ -95,3 +95,23 @@ def test_onnx_export_carries_classes_and_preprocessing_of_the_weights(tmp_path):
     clf = load_classifier("resnet20")
     assert props["model"] == "resnet20" and json.loads(props["classes"]) == clf.classes
     assert json.loads(props["preprocess"])["mean"] == list(clf.preprocessing.mean)
+
+
+def test_safetensors_export_keeps_the_classes_and_preprocessing_of_the_weights(resnet20,
+                                                                              tmp_path):
+    """A safetensors export of trained weights loads as they do: their class names and
+    preprocessing, not indices and an assumed preprocessing."""
+    from resnets.export import export_named
+    from resnets.weights import load_classifier
+    from resnets.weights.preprocessing import Preprocessing
+    from resnets.weights.state_dict_io import save_safetensors
+
+    classes = [f"class{i}" for i in range(10)]
+    pre = Preprocessing(resize=40, crop=36, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    trained = save_safetensors(resnet20.state_dict(), tmp_path / "trained.safetensors",
+                               {"model": "resnet20", "classes": classes,
+                                "preprocess": pre.to_metadata()})
+    out = tmp_path / "exported.safetensors"
+    export_named("resnet20", out, weights=trained)
+    clf = load_classifier(out)
+    assert clf.classes == classes and clf.preprocessing == pre and clf.notes == []

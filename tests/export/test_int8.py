@@ -194,3 +194,29 @@ def test_a_cache_miss_builds_one_session_of_the_int8_graph(resnet20, cifar_train
     assert built == ["int8.onnx"] and backend.details["cached"] is False
     assert load_int8(resnet20, cifar_train[:16]).details["cached"] is True
     assert len(built) == 2 and built[1].startswith("resnet-int8-")  # a hit: one more
+
+
+def test_unreadable_calibration_images_are_skipped_not_fatal(tmp_path):
+    """One damaged, missing or folder-named file among the calibration images costs that
+    image, not the calibration; none readable at all is one ValueError."""
+    import numpy as np
+    from PIL import Image
+
+    from resnets.export.int8 import calibration_identity
+
+    good = []
+    for i in range(3):
+        good.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((40, 36, 3), 60 * i, np.uint8)).save(good[-1])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG garbage")
+    folder_named = tmp_path / "dir.jpg"
+    folder_named.mkdir()
+    files = [*good, bad, tmp_path / "missing.jpg", folder_named]
+    with pytest.warns(UserWarning, match="3 of the 6 calibration images could not be read"):
+        images = calibration_images(files, 8, (32, 32))
+    assert images.shape == (3, 3, 32, 32)
+    identity, picked = calibration_identity(files, 8)
+    assert len(picked) == 6 and len(identity["files"]) == 6
+    with pytest.raises(ValueError, match="none of the 2 calibration images could be read"):
+        calibration_images([bad, tmp_path / "missing.jpg"], 8, (32, 32))

@@ -393,3 +393,24 @@ def test_ir_carries_classes_and_preprocessing_of_the_weights(tmp_path):
             for k in ("model", "classes", "preprocess")}
     assert info["model"] == "resnet20" and json.loads(info["classes"]) == clf.classes
     assert json.loads(info["preprocess"])["std"] == list(clf.preprocessing.std)
+
+
+def test_fp32_cache_entry_that_no_longer_matches_pytorch_is_rebuilt(resnet20, tmp_path):
+    """The fp32 model read from the cache is compared with PyTorch on every load; an entry
+    whose weights are not the model's (damaged in place, same size) is converted again and
+    replaced, never run."""
+    from pathlib import Path
+
+    first = load_backend("openvino", resnet20, input_size=CIFAR_SIZE, threads=1)
+    xml = Path(first.details["cache_file"])
+    torch.manual_seed(1)
+    other = randomize_bn(resnets.create_model("resnet20"), seed=1)
+    ovx.write_ir(ovx.convert(other, CIFAR_SIZE), xml)  # well formed, other weights
+    second = load_backend("openvino", resnet20, input_size=CIFAR_SIZE, threads=1)
+    assert second.details["cached"] is False and second.details["max_abs_diff"] <= 1e-4
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = resnet20(x)
+    assert (second(x) - ref).abs().max() <= 1e-4
+    third = load_backend("openvino", resnet20, input_size=CIFAR_SIZE, threads=1)
+    assert third.details["cached"] is True and third.details["max_abs_diff"] <= 1e-4

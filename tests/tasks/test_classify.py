@@ -238,3 +238,22 @@ def test_predict_runs_an_exported_uint8_onnx_file_like_its_weights(tmp_path):
     assert cli.exit_code == 0, cli.output
     assert [json.loads(ln)["top"][0]["class"] for ln in cli.stdout.splitlines()] == \
         [p.top[0][0] for p in from_weights]
+
+
+def test_predict_int8_calibrating_on_the_inputs_skips_the_unreadable_ones(tmp_path):
+    """Without --calibration the int8 backends calibrate on the images being predicted; a
+    damaged or missing one among them is reported like any other, not fatal to the rest."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    with pytest.warns(UserWarning, match="calibration images could not be read"):
+        preds, errors = predict([tmp_path, tmp_path / "missing.jpg"], "resnet20", top_k=1,
+                                backend="onnxruntime-int8")
+    assert len(preds) == 4 and len(errors) == 2
+    assert "bad.png" in errors[0] and "missing.jpg" in errors[1]

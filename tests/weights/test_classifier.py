@@ -165,3 +165,28 @@ def test_nonfinite_weights_are_refused_unless_asked(tmp_path):
         load_classifier(path)
     clf = load_classifier(path, allow_nonfinite=True)
     assert torch.isnan(clf.model.layer1[0].conv1.weight).any()
+
+
+def test_metadata_preprocessing_must_normalise_the_models_channels(tmp_path):
+    """Statistics for 2 channels on an RGB network: refused when loading, in one line, not a
+    shape error from the first batch."""
+    path = tmp_path / "w.safetensors"
+    save_file(resnets.create_model("resnet20").state_dict(), str(path),
+              metadata={"model": "resnet20",
+                        "preprocess": '{"mean": [0.5, 0.5], "std": [0.2, 0.2], "size": 32}'})
+    with pytest.raises(ValueError, match="w.safetensors: invalid preprocess metadata: mean and "
+                                         "std for 2 channels, but resnet20 takes 3"):
+        load_classifier(path)
+
+
+def test_a_model_name_as_weights_for_another_model_is_refused_not_ignored():
+    """``--model resnet20 --weights resnet56`` names resnet56's weights: refused as their
+    tag is, not silently replaced by resnet20's own weights."""
+    with pytest.raises(ValueError, match="weights resnet56.resnets_cifar10 are for resnet56, "
+                                         "not resnet20"):
+        load_classifier("resnet56", "resnet20")
+    with pytest.raises(ValueError, match="weights resnet56.resnets_cifar10 are for resnet56, "
+                                         "not resnet20"):
+        load_classifier("resnet56.resnets_cifar10", "resnet20")
+    same = load_classifier("resnet20", "resnet20")
+    assert same.name == "resnet20" and same.source == "resnet20.resnets_cifar10"

@@ -206,12 +206,28 @@ def _decoded(path: Path | str, img: Image.Image, max_pixels: int,
     try:
         if img.format == "JPEG" and (target := reduced_size(img.size, min_side)):
             img.draft(None, target)
+        sixteen = _holds_16bit_samples(img)
         img.load()
+        if sixteen:  # mode "I" holding 0..65535: say so, so that 8-bit scaling sees it
+            img = img.convert("I;16")
         return ImageOps.exif_transpose(img) or img
     except Image.DecompressionBombError as e:
         raise _bomb(path, e, max_pixels) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(path, f"truncated or corrupt image ({_first_line(e)})") from None
+
+
+def _holds_16bit_samples(img: Image.Image) -> bool:
+    """Whether an opened (not yet loaded) mode "I" image holds unsigned 16-bit samples: a
+    PGM with a maxval above 255 (Pillow scales it to 0..65535 in mode "I"), or a file whose
+    raw mode is unsigned 16-bit. Its pixel values cannot tell: a dark one peaks below 256."""
+    if img.mode != "I":
+        return False
+    if img.format == "PPM":
+        return True
+    args = img.tile[0][3] if img.tile else None  # (codec, extents, offset, args)
+    raw = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ""
+    return raw in ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 def reduced_size(size: tuple[int, int], min_side: int | None) -> tuple[int, int] | None:

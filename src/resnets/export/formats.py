@@ -107,11 +107,17 @@ def _export_torchscript(model: nn.Module, path: Path, input_size: tuple[int, int
     return diff, atol
 
 
-def _export_safetensors(model: nn.Module, path: Path, name: str) -> None:
+def _export_safetensors(model: nn.Module, path: Path, name: str,
+                        described: dict[str, str] | None = None) -> None:
+    """The ``state_dict`` with the model name and, where ``described`` (:func:`describe`)
+    has them, the class names and preprocessing, which :func:`resnets.load_classifier`
+    reads back as it reads a trained file's."""
     from safetensors.torch import load_file, save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", "model": name, "resnets_version": __version__}
+    metadata.update({k: described[k] for k in ("classes", "preprocess")
+                     if k in (described or {})})
     with atomic_output(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
         back = load_file(str(tmp))
@@ -173,7 +179,7 @@ def export_model(model: nn.Module, path: str | Path, fmt: str,
         diff, tolerance = _export_torchscript(model, path, input_size, atol)
         exporter = "torch.jit.script"
     else:
-        _export_safetensors(model, path, name)
+        _export_safetensors(model, path, name, metadata)
     size = path.stat().st_size
     if fmt == "openvino":
         size += path.with_suffix(".bin").stat().st_size

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import random
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.io import is_image_file, read_rgb
+from ..data.io import ImageReadError, is_image_file, read_rgb
 from ..files import atomic_copy, atomic_output
 from ..weights.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .model_cache import cache_dir, cache_key, model_sha256, package_versions, store
@@ -94,12 +95,27 @@ def calibration_images(folder: str | Path | list[Path], count: int, size: tuple[
 def preprocess_files(files: list[Path], size: tuple[int, int],
                      mean: tuple[float, ...] = IMAGENET_MEAN,
                      std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
-    """Image files read, resized, centre-cropped to ``size`` and normalised: one batch."""
+    """Image files read, resized, centre-cropped to ``size`` and normalised: one batch.
+    A file that cannot be read is left out, with one warning for them all (the images
+    being predicted may be the calibration set, and an unreadable one is reported there);
+    none readable is an error."""
     h, w = size
     if h != w:
         raise ValueError(f"calibration images are square crops, got size {h}x{w}")
     pre = Preprocessing(resize=h, crop=h, mean=mean, std=std)
-    return torch.stack([pre(read_rgb(f)) for f in files])
+    images, unreadable = [], []
+    for f in files:
+        try:
+            images.append(pre(read_rgb(f)))
+        except ImageReadError as e:
+            unreadable.append(str(e))
+    if not images:
+        raise ValueError(f"none of the {len(files)} calibration images could be read (e.g. "
+                         f"{unreadable[0] if unreadable else 'no files given'})")
+    if unreadable:
+        warnings.warn(f"{len(unreadable)} of the {len(files)} calibration images could not be "
+                      f"read and were left out (e.g. {unreadable[0]})", stacklevel=2)
+    return torch.stack(images)
 
 
 def calibration_identity(calibration: str | Path | list[Path] | torch.Tensor, count: int,
@@ -114,11 +130,20 @@ def calibration_identity(calibration: str | Path | list[Path] | torch.Tensor, co
     if isinstance(calibration, (str, Path)):
         folder = Path(calibration).resolve()
         picked = pick_calibration_files(folder, count, seed)
-        files = [[str(p.relative_to(folder)), p.stat().st_size] for p in picked]
+        files = [[str(p.relative_to(folder)), _file_size(p)] for p in picked]
         return {"folder": str(folder), "count": count, "seed": seed, "files": files}, picked
     picked = pick_calibration_files([Path(p) for p in calibration], count, seed)
-    files = [[str(p.resolve()), p.stat().st_size] for p in picked]
+    files = [[str(p.resolve()), _file_size(p)] for p in picked]
     return {"count": count, "seed": seed, "files": files}, picked
+
+
+def _file_size(path: Path) -> int | None:
+    """The size of a calibration file for the cache key; None for one that is not there
+    (:func:`preprocess_files` leaves it out)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def cpu_has_vnni() -> bool:

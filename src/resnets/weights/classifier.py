@@ -73,7 +73,11 @@ def load_classifier(source: Source | None = None, model: str | None = None, *,
     weights when ``source`` is None); with neither, the best bundled classifier loads.
     """
     if isinstance(source, str) and source in list_models() and not Path(source).exists():
-        model, source = model or source, None  # a model name: its default weights
+        # a model name: its default weights (for another model: refused as their tag is)
+        named, source = source, None
+        if model is not None and model != named:
+            source = _default_record(named)
+        model = model or named
     if source is None:
         source = _default_record(model)
     checkpoint, path, record, renamed = read_source(source, model, progress)
@@ -160,9 +164,14 @@ def _preprocessing(meta: dict[str, Any], record: WeightRecord | None, renamed: b
     for key in ("preprocess", "preprocessing"):
         if key in meta:
             try:
-                return _sized(Preprocessing.from_dict(meta[key]), name)
+                pre = _sized(Preprocessing.from_dict(meta[key]), name)
             except ValueError as e:
                 raise ValueError(f"weights {path.name}: invalid {key} metadata: {e}") from None
+            channels = get_spec(name).input_size[0]  # what the network built here takes
+            if len(pre.mean) != channels:
+                raise ValueError(f"weights {path.name}: invalid {key} metadata: mean and std "
+                                 f"for {len(pre.mean)} channels, but {name} takes {channels}")
+            return pre
     if record is not None:
         return _sized(record.preprocessing, name)
     spec = get_spec(name)
