@@ -250,3 +250,56 @@ def test_predict_leaves_no_process_behind_when_it_fails_after_forking(hostile):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1 and stderr.startswith("error: ") and "Traceback" not in stderr
     assert _session_members(proc.pid) == []  # its decoding child neither runs nor lingers
+
+
+def test_sr_eval_json_is_strict_json_when_a_psnr_is_infinite(tmp_path):
+    # a flat picture upscales exactly, so its PSNR is infinite: `Infinity` is not JSON
+    from PIL import Image
+
+    Image.new("RGB", (48, 48), (100, 150, 200)).save(tmp_path / "flat.png")
+    result = runner.invoke(app, ["sr-eval", "--data", str(tmp_path), "--model", "bicubic",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    record = json.loads(result.stdout, parse_constant=refuse)
+    assert record["images"][0]["psnr"] is None and record["mean"]["psnr"] is None
+    assert record["images"][0]["ssim"] > 0.99
+
+
+@pytest.mark.parametrize("option", [["--batch-wait-ms", "inf"], ["--batch-wait-ms", "1e13"],
+                                    ["--max-upload-mb", "inf"]])
+def test_serve_refuses_endless_limits_in_one_line_before_loading(option, monkeypatch):
+    # inf passed `>= 0`: the classify worker died on its first wait (every classify request
+    # then hung, /healthz still ok), and int(inf) answered every upload 500
+    import resnets.serve.server
+
+    def started(config) -> None:
+        raise AssertionError(f"served with {config}")
+
+    monkeypatch.setattr(resnets.serve.server, "serve", started)
+    result = runner.invoke(app, ["serve", *option])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert option[0][2:].replace("-", "_") in lines[0]
+
+
+def test_sigterm_while_the_temporary_file_registry_is_locked_still_ends_the_process():
+    # the signal handler that removes temporary files takes the registry's lock: a signal
+    # arriving while the main thread held it (registering or dropping a temporary file)
+    # deadlocked, and the process then ignored every SIGTERM and Ctrl-C (SIGKILL only)
+    code = ("import os, signal\n"
+            "from resnets import files\n"
+            "files._install_signal_handlers()\n"
+            "with files._LIVE_LOCK:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    import time; time.sleep(30)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(resnets.__file__).parents[1])}
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=20)
+    except subprocess.TimeoutExpired:  # killed with SIGKILL by subprocess.run
+        pytest.fail("the process hung in its SIGTERM handler")
+    assert proc.returncode == -15

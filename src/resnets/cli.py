@@ -88,6 +88,25 @@ def _one_line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _strict_json(record: Any) -> str:
+    """``record`` as JSON that every parser reads: JSON has no Infinity or NaN (Python's
+    ``json.dumps`` writes them), so a non-finite number, such as the PSNR of an exact copy,
+    is written as null."""
+    import json
+    import math
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(record))
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether the option ``name`` was given on the command line (not a default)."""
     source = ctx.get_parameter_source(name)  # an enum of typer's own copy of click
@@ -231,7 +250,6 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Train a classifier; every epoch writes metrics and an atomic checkpoint."""
-    import json
 
     from .train import recipe as make_recipe
     from .train import train as run_training
@@ -257,7 +275,7 @@ def train(
         flags["out"] = out or f"runs/{model}-{recipe}"
         flags.update(sets)
         result = run_training(make_recipe(recipe, **flags), quiet=quiet)
-    typer.echo(json.dumps({k: v for k, v in result.items() if k != "classes"}))
+    typer.echo(_strict_json({k: v for k, v in result.items() if k != "classes"}))
 
 
 
@@ -279,7 +297,6 @@ def eval_(
         "--allow-nonfinite", help="Load weights holding NaN/inf (to inspect them).")] = False,
 ) -> None:
     """Top-1/top-5, per-class accuracy and a confusion matrix on an image folder."""
-    import json
 
     from .tasks.classify import evaluate_folder, folder_classes, write_confusion
     from .weights.classifier import load_classifier
@@ -295,7 +312,7 @@ def eval_(
     for line in report.skipped:
         typer.echo(f"error: {line}", err=True)
     if json_:
-        typer.echo(json.dumps({"model": clf.name, "weights": clf.source, "tta": tta,
+        typer.echo(_strict_json({"model": clf.name, "weights": clf.source, "tta": tta,
                                **report.to_dict(), "confusion_csv": str(csv_path)}))
         if report.skipped:
             raise typer.Exit(1)
@@ -680,7 +697,6 @@ def bench(
 ) -> None:
     """Time inference backends against torchvision, onnxruntime and OpenVINO, in one process
     and run."""
-    import json
 
     from .export.bench import BenchConfig, parse_batches, parse_list, print_report, run_bench
 
@@ -691,7 +707,7 @@ def bench(
                       calib_dir=calib_dir, calib_images=calib_images, image_size=image_size)
     report = run_bench(cfg, log=lambda message: typer.echo(message, err=True))
     if json_:
-        typer.echo(json.dumps(report))
+        typer.echo(_strict_json(report))
     else:
         print_report(report)
 
@@ -721,7 +737,6 @@ def sr_eval(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """PSNR/SSIM (Y, scale px shaved) per image and mean, beside bicubic and published numbers."""
-    import json
 
     from .tasks.sr_eval import evaluate_sr, print_evaluation
     from .weights.sr import get_sr_model
@@ -734,7 +749,7 @@ def sr_eval(
     if not result.images:
         raise ValueError(f"no readable images in {data}")
     if json_:
-        typer.echo(json.dumps(result.to_dict()))
+        typer.echo(_strict_json(result.to_dict()))
     else:
         print_evaluation(result)
     if result.errors:
@@ -867,7 +882,6 @@ def train_sr(
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Train a super-resolution network on T91+BSD200; checkpoints, resume, model.safetensors."""
-    import json
 
     from .train.sr import SRTrainConfig
     from .train.sr import train_sr as run_sr_training
@@ -890,7 +904,7 @@ def train_sr(
         flags["out"] = out or f"runs/sr-{model}"
         flags.update(sets)
         result = run_sr_training(SRTrainConfig().replace(**flags), quiet=quiet)
-    typer.echo(json.dumps(result))
+    typer.echo(_strict_json(result))
 
 
 def main() -> None:

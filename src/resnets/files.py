@@ -26,7 +26,8 @@ from pathlib import Path
 # The one piece of process-wide state in the package: a signal handler cannot be handed
 # the writers' paths any other way. Only this module reads or changes it.
 _LIVE: dict[Path, int] = {}  # temporary path -> the pid that created it
-_LIVE_LOCK = threading.Lock()
+# reentrant: the signal handler takes it in the main thread, which may be holding it
+_LIVE_LOCK = threading.RLock()
 _HANDLED: dict[int, object] = {}  # signal -> the handler that was there before ours
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp[^/]*$")
 

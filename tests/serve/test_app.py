@@ -333,3 +333,150 @@ def test_the_int8_backend_serves_the_eager_top_class(models, tmp_path):
     ours, eager = torch.stack(served.classify(images)), torch.stack(models.classify(images))
     assert (ours.argmax(1) == eager.argmax(1)).float().mean() >= 0.75
     assert (ours - eager).abs().max() < 0.3  # quantized: close, not equal (0.14 measured)
+
+
+# --- what a server behind a load balancer meets: failures counted, clients that leave ---
+
+
+@pytest.fixture(scope="module")
+def torch_models() -> ServedModels:
+    """The bundled models in eager PyTorch: nothing to convert, for tests that swap the
+    classifier's runner or class names."""
+    return load_models(ServeConfig(backend="torch", sr_backend="eager"))
+
+
+def _with_run(models: ServedModels, fn) -> ServedModels:
+    from resnets.export.backends import Backend
+
+    run = Backend("torch", fn, models.run.input_size)
+    return ServedModels(models.classifier, run, models.sr_model, models.sr_label)
+
+
+def test_a_failed_request_is_counted_among_the_requests_by_status(torch_models):
+    from fastapi.testclient import TestClient
+
+    from resnets.serve.app import create_app
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("model failed")
+
+    app = create_app(ServeConfig(), models=_with_run(torch_models, broken))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert post(c, "/v1/classify", example()).status_code == 500
+        samples = parse_samples(c.get("/metrics").text)
+    # an alert on the rate of 5xx answers must see it, and its latency too
+    assert samples.get('resnets_requests_total{route="/v1/classify",status="500"}') == 1
+    assert samples.get('resnets_request_duration_seconds_count{route="/v1/classify"}') == 1
+
+
+def test_a_top_k_field_of_non_ascii_digits_is_422(torch_models):
+    from fastapi.testclient import TestClient
+
+    from resnets.serve.app import create_app
+
+    with TestClient(create_app(ServeConfig(), models=torch_models),
+                    raise_server_exceptions=False) as c:
+        for text in ("²", "٣"):  # str.isdigit() says yes; int() refuses or reads 3
+            r = c.post("/v1/classify", files={"file": ("c.jpg", example(), "image/jpeg")},
+                       data={"top_k": text})
+            assert r.status_code == 422 and "top_k" in r.json()["error"], r.text
+
+
+def test_cam_names_a_class_outside_latin_1_in_its_header(torch_models):
+    import dataclasses
+    from urllib.parse import unquote
+
+    from fastapi.testclient import TestClient
+
+    from resnets.serve.app import create_app
+
+    names = ["飛行機", "车", "bird", "猫 (ねこ) 100%", "deer", "dog", "frog", "horse", "ship",
+             "truck"]
+    clf = dataclasses.replace(torch_models.classifier, classes=names)
+    models = ServedModels(clf, torch_models.run, torch_models.sr_model, torch_models.sr_label)
+    with TestClient(create_app(ServeConfig(), models=models),
+                    raise_server_exceptions=False) as c:
+        r = post(c, "/v1/cam", example(), "cat.jpg")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-class"].isascii() and unquote(r.headers["x-class"]) == names[3]
+
+
+def _asgi_post(app, path: str, files: dict, leave_after_s: float):
+    """POST through the ASGI interface as a client that closes its connection
+    ``leave_after_s`` after sending the body (a timed-out load balancer, a closed tab)."""
+    import httpx
+
+    request = httpx.Request("POST", f"http://t{path}", files=files)
+    body = request.read()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 9),
+             "server": ("t", 80),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]}
+    sent: list[dict] = []
+    received = 0
+
+    async def receive() -> dict:
+        nonlocal received
+        received += 1
+        if received == 1:
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(leave_after_s)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def call() -> list[dict]:
+        await app(scope, receive, send)
+        return sent
+
+    return call()
+
+
+def test_a_request_whose_client_left_while_queued_never_reaches_the_model(torch_models):
+    import threading
+
+    import httpx
+
+    from resnets.serve.app import create_app
+
+    gate, calls = threading.Event(), []
+
+    def held(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        gate.wait(30)
+        return torch_models.run(x)
+
+    app = create_app(ServeConfig(max_batch=1), models=_with_run(torch_models, held))
+    files = {"file": ("c.jpg", example(), "image/jpeg")}
+
+    async def scenario() -> tuple[int, bool, int]:
+        async with app.router.lifespan_context(app):
+            lane = app.state.lanes.classify
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                         timeout=60) as c:
+                try:
+                    stays = asyncio.ensure_future(c.post("/v1/classify", files=files))
+                    while not calls:  # its batch is in the model, held at the gate
+                        await asyncio.sleep(0.01)
+                    leaving = [asyncio.ensure_future(_asgi_post(app, "/v1/classify", files,
+                                                                0.05)) for _ in range(2)]
+                    while lane._queue.qsize() < 2:
+                        await asyncio.sleep(0.01)
+                    # the two leave while queued: their handlers finish without the model
+                    _, pending = await asyncio.wait(leaving, timeout=10)
+                    left_in_time = not pending
+                finally:
+                    gate.set()
+                first = (await stays).status_code
+                await asyncio.gather(*leaving)
+                last = (await c.post("/v1/classify", files=files)).status_code
+                assert last == 200
+                return first, left_in_time, len(calls)
+
+    first, left_in_time, n_calls = asyncio.run(scenario())
+    assert first == 200
+    assert left_in_time, "a client that left waited for the model anyway"
+    assert n_calls == 2, f"{n_calls} model calls for 2 clients that stayed"

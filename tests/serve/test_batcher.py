@@ -131,3 +131,11 @@ def test_serve_config_names_the_wait_modes():
     assert ServeConfig().batch_wait_mode == "adaptive"
     with pytest.raises(ValueError, match="batch_wait_mode must be one of adaptive, fixed"):
         ServeConfig(batch_wait_mode="eager")
+
+
+@pytest.mark.parametrize("wait_s", [float("inf"), float("nan"), 1e10])
+def test_a_wait_no_thread_can_make_is_refused_at_construction(wait_s):
+    # accepted before: the worker thread died of OverflowError on its first wait for a
+    # second item, and every future after it waited forever
+    with pytest.raises(ValueError, match="wait_s"):
+        MicroBatcher(lambda items: items, "t", max_batch=4, wait_s=wait_s)

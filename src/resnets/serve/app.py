@@ -7,12 +7,15 @@ through lanes of one, and answers every refusal as JSON ``{"error": one line}``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any
+from urllib.parse import quote
 
 import torch
 from fastapi import FastAPI, Query, Request
@@ -82,9 +85,16 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
     @app.middleware("http")
     async def measure(request: Request, call_next):  # noqa: ANN001, ANN202
         start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.observe_request(route, response.status_code, time.perf_counter() - start)
+        try:
+            response = await call_next(request)
+        except Exception:  # answered 500 by the handler below, outside this middleware
+            status = 500
+            raise
+        else:
+            status = response.status_code
+        finally:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.observe_request(route, status, time.perf_counter() - start)
         return response
 
     def route_of(request: Request) -> str:
@@ -100,6 +110,11 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
     async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
         metrics.observe_error(route_of(request), "queue_full")
         return _error(503, f"{exc}; retry shortly", {"Retry-After": "1"})
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+        metrics.observe_error(route_of(request), "client_gone")
+        return _error(499, str(exc))  # nobody reads it; the status is for the metrics
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -133,7 +148,7 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
         served: ServedModels = request.app.state.models
         image = await run_in_threadpool(_decode_rgb, upload.file, config.max_pixels)
         x = await run_in_threadpool(served.prepare, image)
-        probs = await request.app.state.lanes.classify.run(x)
+        probs = await _run_while_connected(request, request.app.state.lanes.classify, x)
         values, idx = probs.topk(min(k, len(served.classifier.classes)))
         top = [{"class": served.classifier.classes[i], "probability": v}
                for i, v in zip(idx.tolist(), values.tolist(), strict=True)]
@@ -146,10 +161,10 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
         image = await run_in_threadpool(_decode_rgb, upload.file, config.max_pixels)
         x, (height, width) = await run_in_threadpool(served.prepare, image), image.shape[-2:]
         del image  # the queue holds the small input only
-        png, target = await request.app.state.lanes.cam.run(
-            lambda: served.cam_png(x, height, width))
+        png, target = await _run_while_connected(
+            request, request.app.state.lanes.cam, lambda: served.cam_png(x, height, width))
         return Response(png, media_type="image/png",
-                        headers={"X-Class": served.classifier.classes[target]})
+                        headers={"X-Class": _header_text(served.classifier.classes[target])})
 
     @app.post("/v1/upscale")
     async def upscale(request: Request, scale: int = Query(2)) -> Response:
@@ -162,7 +177,8 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
             check_upscale_size(img, scale, config.max_output_pixels)
 
         img = await run_in_threadpool(decode_image, upload.file, config.max_pixels, check)
-        png = await request.app.state.lanes.upscale.run(
+        png = await _run_while_connected(
+            request, request.app.state.lanes.upscale,
             lambda: served.upscale_png(img, scale, config.tile))
         return Response(png, media_type="image/png")
 
@@ -178,6 +194,49 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
     return app
 
 
+class ClientGone(Exception):
+    """The client closed its connection while its request waited for a model."""
+
+
+async def _run_while_connected(request: Request, lane: MicroBatcher, item: Any) -> Any:
+    """``lane.run(item)``, unless the client disconnects while the item is queued: then
+    the item is taken out of the queue (:class:`ClientGone`), so that a request a load
+    balancer or a browser gave up on costs no model run. An item already running runs on."""
+    work = asyncio.ensure_future(lane.run(item))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if not work.done():  # the client left first
+        work.cancel()  # takes the item out of the queue; one already running runs on
+        await asyncio.wait({work})
+    if work.cancelled():
+        raise ClientGone("the client closed the connection before the answer")
+    return work.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has disconnected (the body has been read: the server's next
+    message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+# printable ASCII but "%": names in it (every bundled class name) are sent as they are
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def _header_text(text: str) -> str:
+    """``text`` as an HTTP header value: HTTP headers are Latin-1 bytes, so anything
+    outside printable ASCII (and "%") is percent-encoded UTF-8 (JavaScript's
+    ``decodeURIComponent``, Python's ``urllib.parse.unquote``)."""
+    return quote(text, safe=_HEADER_SAFE)
+
+
 def _decode_rgb(data: bytes, max_pixels: int) -> torch.Tensor:
     return image_tensor(decode_image(data, max_pixels))
 
@@ -186,7 +245,7 @@ def _form_int(fields: dict[str, str], name: str, default: int) -> int:
     if name not in fields:
         return default
     text = fields[name].strip()
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ImageRejected(422, f"{name} must be a whole number >= 1, got {text!r}")
     return int(text)
 

@@ -37,9 +37,11 @@ class MicroBatcher:
     def __init__(self, fn: Callable[[Sequence[Any]], Sequence[Any]], name: str,
                  max_batch: int = 32, wait_s: float = 0.005, queue_size: int = 64,
                  metrics: Metrics | None = None, adaptive: bool = False) -> None:
-        if max_batch < 1 or queue_size < 1 or wait_s < 0:
-            raise ValueError(f"max_batch and queue_size must be >= 1 and wait_s >= 0, got "
-                             f"{max_batch}, {queue_size}, {wait_s}")
+        # a wait past threading.TIMEOUT_MAX (inf) would kill the worker at its first wait
+        if max_batch < 1 or queue_size < 1 or not 0 <= wait_s <= threading.TIMEOUT_MAX:
+            raise ValueError(f"max_batch and queue_size must be >= 1 and wait_s 0.."
+                             f"{threading.TIMEOUT_MAX:g}, got {max_batch}, {queue_size}, "
+                             f"{wait_s}")
         self.fn, self.name = fn, name
         self.max_batch, self.wait_s, self.adaptive = max_batch, wait_s, adaptive
         # items submitted and not yet answered, and the most of them at once since the last

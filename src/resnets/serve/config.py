@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 from ..export.backends import AUTO, BACKENDS, CALIBRATED, INT8
 from ..export.sr import SR_BACKENDS
 
 BATCH_WAIT_MODES = ("adaptive", "fixed")
+MAX_BATCH_WAIT_MS = 60_000  # a batching window of a minute is already far past any use
 
 
 @dataclass
@@ -49,8 +51,11 @@ class ServeConfig:
                   ("workers", self.workers >= 1, ">= 1"),
                   ("queue_size", self.queue_size >= 1, ">= 1"),
                   ("max_batch", self.max_batch >= 1, ">= 1"),
-                  ("batch_wait_ms", self.batch_wait_ms >= 0, ">= 0"),
-                  ("max_upload_mb", self.max_upload_mb > 0, "> 0"),
+                  # finite: an endless wait killed the classify worker (a thread cannot
+                  # wait past threading.TIMEOUT_MAX), and int(inf) failed every upload
+                  ("batch_wait_ms", 0 <= self.batch_wait_ms <= MAX_BATCH_WAIT_MS,
+                   f"0..{MAX_BATCH_WAIT_MS}"),
+                  ("max_upload_mb", 0 < self.max_upload_mb < math.inf, "> 0 and finite"),
                   ("max_pixels", self.max_pixels >= 1, ">= 1"),
                   ("max_output_pixels", self.max_output_pixels >= 1, ">= 1"),
                   ("tile", self.tile >= 32, ">= 32")]
