@@ -107,13 +107,52 @@ def _probe_batch(trainer: Trainer, n: int = 256) -> tuple[torch.Tensor, torch.Te
     return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
+# What a (network, seed) run is trained and measured on: a run folder holding another value
+# of any of these is another setting (another budget), never summarised under this one.
+SETTING_FIELDS = ("model", "seed", "epochs", "batch_size", "lr", "subset_per_class",
+                  "val_fraction", "train_eval_size", "test_limit")
+
+
+def check_setting(run_dir: Path, tcfg: TrainConfig, record: dict | None = None) -> None:
+    """Refuse a run folder whose run was trained (or started) in another setting than
+    ``tcfg``: resuming it would continue in its own setting, and its record would be
+    summarised under this one's. A record copied without its ``config.json`` is checked on
+    its epochs."""
+    asked = tcfg.to_dict()
+    diffs = []
+    if record is not None and record.get("epochs") and record["epochs"][-1] != tcfg.epochs:
+        diffs.append(f"epochs {record['epochs'][-1]} (its record), asked {tcfg.epochs}")
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        diffs += [f"{k} {saved[k]!r}, asked {asked[k]!r}" for k in SETTING_FIELDS
+                  if k in saved and saved[k] != asked[k]]
+    if diffs:
+        raise ValueError(f"{run_dir} holds a run of another setting ({'; '.join(diffs)}): "
+                         "budgets are never mixed in one summary; use another --out or the "
+                         "run's own setting")
+
+
+def finished_record(cfg: DegradationConfig, net: str, seed: int) -> dict | None:
+    """The record of a finished run of this setting, None when there is none yet."""
+    tcfg = train_config(cfg, net, seed)
+    path = Path(tcfg.out) / "degradation.json"
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    check_setting(Path(tcfg.out), tcfg, record)
+    return record
+
+
 def run_one(cfg: DegradationConfig, net: str, seed: int, quiet: bool = True) -> dict:
-    """Train one (network, seed); resumes a run folder that already holds a checkpoint."""
+    """Train one (network, seed); resumes a run folder that already holds a checkpoint of
+    the same setting (another setting is refused)."""
     tcfg = train_config(cfg, net, seed)
     run_dir = Path(tcfg.out)
-    summary_path = run_dir / "degradation.json"
-    if summary_path.exists():
-        return json.loads(summary_path.read_text())
+    record = finished_record(cfg, net, seed)
+    if record is not None:
+        return record
+    check_setting(run_dir, tcfg)
     resume = (run_dir / "last.pt").exists()
     trainer = Trainer(tcfg, resume=resume, quiet=quiet)
     x, y = _probe_batch(trainer)
@@ -139,12 +178,16 @@ def run_one(cfg: DegradationConfig, net: str, seed: int, quiet: bool = True) -> 
         "test_loss": [r["test_loss"] for r in rows if "test_loss" in r],
         "signal_init": at_init, "signal_end": at_end,
     }
-    atomic_write(summary_path, lambda p: p.write_text(json.dumps(record)))
+    atomic_write(run_dir / "degradation.json", lambda p: p.write_text(json.dumps(record)))
     return record
 
 
 def summarize(cfg: DegradationConfig, records: list[dict]) -> dict:
     """Final errors per network (mean and spread over seeds) and the paper's comparisons."""
+    lengths = {len(r["train_error"]) for r in records}
+    if len(lengths) > 1:  # final errors after different budgets are not comparable
+        raise ValueError(f"records of different lengths ({sorted(lengths)} epochs) cannot be "
+                         "summarised together: budgets are never mixed")
     nets: dict[str, list[dict]] = {}
     for r in records:
         nets.setdefault(r["net"], []).append(r)
@@ -319,9 +362,9 @@ def run_degradation(cfg: DegradationConfig, quiet: bool = True, log=print) -> di
             for prefix in ("plain", "resnet"):
                 net = f"{prefix}{depth}"
                 if cfg.only and net not in cfg.only:  # another process trains it
-                    done = Path(train_config(cfg, net, seed).out) / "degradation.json"
-                    if done.exists():
-                        records.append(json.loads(done.read_text()))
+                    done = finished_record(cfg, net, seed)
+                    if done is not None:
+                        records.append(done)
                     continue
                 log(f"training {net} seed {seed} ({cfg.epochs} epochs"
                     f"{', quick setting' if cfg.quick else ''})")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..devices import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -30,7 +32,11 @@ def init_distributed(device: str = "auto") -> DistInfo:
         return DistInfo()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    # a device that is not there is an error, as in one process (not gloo on the CPU)
+    use_cuda = resolve_device(device).type == "cuda"
+    if use_cuda and str(device) not in ("auto", "cuda"):
+        raise ValueError(f"under torchrun each process uses the GPU of its LOCAL_RANK: pass "
+                         f"--device cuda (or auto), got {str(device)!r}")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)

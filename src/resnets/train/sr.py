@@ -358,7 +358,7 @@ class SRTrainer:
 
     # -- checkpoints -------------------------------------------------------------------
     def _state(self, epoch: int, step_in_epoch: int, generator: torch.Generator, best: float,
-               best_epoch: int, loss_sum: float = 0.0) -> dict:
+               best_epoch: int, loss_sum: float = 0.0, steps: int = 0) -> dict:
         return {
             "version": CHECKPOINT_VERSION,
             "config": self.cfg.to_dict(),
@@ -369,6 +369,7 @@ class SRTrainer:
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "epoch_loss_sum": loss_sum,  # so a resumed epoch reports the same train loss
+            "epoch_steps": steps,  # the steps trained on in loss_sum (skipped ones are not)
             "generator": generator.get_state(),  # the patch sampler's: exact resume
             "rng": rng_states(),
             "best_val": best,
@@ -384,7 +385,7 @@ class SRTrainer:
 
     def _fit(self) -> dict:
         cfg = self.cfg
-        start_epoch, start_step, loss_sum = 0, 0, 0.0
+        start_epoch, start_step, loss_sum, steps = 0, 0, 0.0, 0
         best, best_epoch = -math.inf, 0
         generator = torch.Generator().manual_seed(cfg.seed)
         if self.resume_state is not None:
@@ -395,6 +396,7 @@ class SRTrainer:
             self.scheduler.load_state_dict(s["scheduler"])
             start_epoch, start_step = s["epoch"], s["step_in_epoch"]
             loss_sum, best, best_epoch = s["epoch_loss_sum"], s["best_val"], s["best_epoch"]
+            steps = s.get("epoch_steps", start_step)  # checkpoints from before it: all trained
             if not (self.run_dir / "best.pt").exists():  # a run brought without it
                 best, best_epoch = -math.inf, 0  # the best is chosen from the epochs to come
             generator.set_state(s["generator"])
@@ -408,7 +410,8 @@ class SRTrainer:
         for epoch in range(start_epoch, cfg.epochs):
             first = start_step if epoch == start_epoch else 0
             row = self._train_epoch(epoch, first, generator, best, best_epoch,
-                                    loss_sum if epoch == start_epoch else 0.0)
+                                    loss_sum if epoch == start_epoch else 0.0,
+                                    steps if epoch == start_epoch else 0)
             val = validation_scores(self.model, self.val_pairs)
             for scale, v in val.items():
                 row[f"val_psnr_x{scale}"] = v["psnr"]
@@ -431,12 +434,14 @@ class SRTrainer:
         return self._finish()
 
     def _train_epoch(self, epoch: int, first_step: int, generator: torch.Generator,
-                     best: float, best_epoch: int, loss_carried: float) -> dict:
+                     best: float, best_epoch: int, loss_carried: float,
+                     steps_carried: int = 0) -> dict:
         cfg = self.cfg
         model = self.model
         model.train()
         spe = cfg.steps_per_epoch
         loss_sum = torch.tensor(loss_carried, dtype=torch.float64, device=self.device)
+        trained = steps_carried  # steps in loss_sum: a skipped non-finite one is not
         guard = NonFiniteGuard(cfg.max_nonfinite_losses, self.run_dir, self._cause(), model)
         start = time.perf_counter()
         with progress_bar(self.quiet) as bar:
@@ -462,18 +467,20 @@ class SRTrainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 loss_sum += loss.detach()
+                trained += 1
                 if b % cfg.log_every == 0 or b == spe - 1:
                     rate = (b + 1 - first_step) / max(time.perf_counter() - start, 1e-9)
                     bar.update(task, completed=b + 1, description=(
                         f"epoch {epoch + 1}/{cfg.epochs} {cfg.loss} "
-                        f"{loss_sum.item() / (b + 1):.4f} {rate:.2f} steps/s"))
+                        f"{loss_sum.item() / max(trained, 1):.4f} {rate:.2f} steps/s"))
                 if cfg.checkpoint_every and (b + 1) % cfg.checkpoint_every == 0 and b + 1 < spe:
                     check_weights(self.model, self.run_dir, epoch, self._cause())
                     self.run.save("last.pt", self._state(
-                        epoch, b + 1, generator, best, best_epoch, loss_sum.item()))
+                        epoch, b + 1, generator, best, best_epoch, loss_sum.item(), trained))
         elapsed = time.perf_counter() - start
         return {"epoch": epoch + 1, "step": (epoch + 1) * spe,
-                "train_loss": loss_sum.item() / spe, "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": loss_sum.item() / max(trained, 1),
+                "lr": self.optimizer.param_groups[0]["lr"],
                 "steps_per_s": (spe - first_step) / max(elapsed, 1e-9),
                 "epoch_time_s": elapsed}
 
