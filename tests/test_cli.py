@@ -107,6 +107,20 @@ def test_predict_walks_a_folder_and_reports_a_folder_named_like_a_photo(hostile)
                                                            for k in GOOD_INPUTS)
 
 
+@pytest.mark.parametrize("k", ["0", "-1"])
+def test_predict_refuses_a_top_k_below_one_in_one_line(hostile, k):
+    # --top-k 0 and -1 printed the top-1 class, as if 1 had been asked for
+    result = runner.invoke(app, ["predict", str(hostile["rgba"]), "--json", "--top-k", k])
+    assert result.exit_code == 1 and result.stdout == "", result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --top-k must be"), result.output
+    assert k in lines[0]
+    from resnets.tasks.classify import predict
+
+    with pytest.raises(ValueError, match="top_k must be"):  # the library call too
+        predict([hostile["rgba"]], top_k=int(k), backend="torch")
+
+
 def test_upscale_writes_nothing_for_a_bad_input(hostile):
     args = [str(hostile[k]) for k in (*BAD_INPUTS, *GOOD_INPUTS)]
     result = runner.invoke(app, ["upscale", *args, "--model", "bicubic", "-o", "out",

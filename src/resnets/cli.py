@@ -381,6 +381,8 @@ def predict(
                 "openvino", "openvino-int8")
     if backend not in backends:
         raise ValueError(f"--backend must be one of {', '.join(backends)}, got {backend!r}")
+    if top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {top_k}")
     paths = collect_images(inputs)
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")

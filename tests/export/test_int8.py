@@ -220,3 +220,57 @@ def test_unreadable_calibration_images_are_skipped_not_fatal(tmp_path):
     assert len(picked) == 6 and len(identity["files"]) == 6
     with pytest.raises(ValueError, match="none of the 2 calibration images could be read"):
         calibration_images([bad, tmp_path / "missing.jpg"], 8, (32, 32))
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime-int8", "openvino-int8"])
+def test_int8_calibrates_on_images_preprocessed_as_the_weights_say(resnet20, tmp_path,
+                                                                   monkeypatch, kind):
+    # calibration resized every image to the input size (resize 28, crop 28), not as the
+    # weights' own preprocessing does (here ImageNet-style: resize 32, then crop 28)
+    import numpy as np
+    from PIL import Image
+
+    from resnets.data.io import read_rgb
+    from resnets.export import int8, openvino
+    from resnets.tasks.classify import classifier_backend
+    from resnets.weights.classifier import Classifier
+    from resnets.weights.preprocessing import CIFAR_MEAN, CIFAR_STD, Preprocessing
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(4):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), np.uint8)).save(files[-1])
+    seen: list[torch.Tensor] = []
+    keys: list[dict] = []
+
+    def quantized(model, out_path, input_size, images, **kw):  # onnxruntime-int8
+        seen.append(images)
+        raise _Stop
+
+    def quantize_openvino(model, images):
+        seen.append(images)
+        raise _Stop
+
+    for module in (int8, openvino):  # what the cache keys are made of
+        monkeypatch.setattr(module, "cache_key", lambda d, real=module.cache_key:
+                            keys.append(d) or real(d))
+    monkeypatch.setattr(int8, "quantized_session", quantized)
+    monkeypatch.setattr(openvino, "convert", lambda model, input_size: None)
+    monkeypatch.setattr(openvino, "quantize_openvino", quantize_openvino)
+    if kind == "openvino-int8":
+        pytest.importorskip("nncf")
+    for pre in (Preprocessing(resize=32, crop=28, mean=CIFAR_MEAN, std=CIFAR_STD),
+                Preprocessing(resize=28, crop=28, mean=CIFAR_MEAN, std=CIFAR_STD)):
+        clf = Classifier(resnet20, "resnet20", [str(c) for c in range(10)], pre, "test")
+        with pytest.raises(_Stop):
+            classifier_backend(clf, kind, files)
+        picked = int8.pick_calibration_files(files, 128)
+        expected = torch.stack([pre(read_rgb(f)) for f in picked])
+        assert torch.allclose(seen[-1], expected, atol=1e-6)
+    assert not torch.allclose(seen[0], seen[1], atol=1e-3)  # the resize matters here
+    assert len(keys) == 2 and keys[0] != keys[1]  # and is part of the cache key

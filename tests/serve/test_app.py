@@ -219,6 +219,42 @@ def test_internal_errors_reach_the_client_without_a_stack_trace(models):
         assert c.get("/healthz").status_code == 200
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_healthz_fails_naming_a_lane_whose_worker_has_died(client):
+    # a worker thread that ends (here its queue read fails) would leave every later request
+    # on that lane waiting for ever, while /healthz answered ok
+    lanes = client.app.state.lanes
+
+    def broken() -> None:
+        raise SystemExit
+
+    assert client.get("/healthz").status_code == 200
+    lanes.cam._collect = broken  # read by the worker once the job below is done
+    lanes.cam.submit(lambda: None)
+    deadline = time.monotonic() + 10
+    while lanes.cam.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not lanes.cam.alive and lanes.classify.alive and lanes.upscale.alive
+    r = client.get("/healthz")
+    assert r.status_code == 503
+    error = r.json()["error"]
+    assert "cam" in error and "classify" not in error and "\n" not in error
+    r = post(client, "/v1/cam", example())  # refused at once, not left waiting
+    assert r.status_code == 503 and "lane cam has stopped" in r.json()["error"]
+
+
+def test_a_model_raising_system_exit_fails_its_batch_and_the_lane_runs_on(client):
+    lanes = client.app.state.lanes
+
+    def exits() -> None:
+        raise SystemExit
+
+    with pytest.raises(RuntimeError, match="cam: the model raised SystemExit"):
+        lanes.cam.submit(exits).result(timeout=10)
+    assert lanes.cam.alive and lanes.cam.submit(lambda: 7).result(timeout=10) == 7
+    assert client.get("/healthz").status_code == 200
+
+
 def test_metrics_count_requests_errors_and_batch_sizes(client):
     post(client, "/v1/classify", example())
     post(client, "/v1/classify", b"")

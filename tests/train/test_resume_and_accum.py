@@ -105,6 +105,29 @@ def test_streamed_mid_epoch_resume_with_workers_is_bitwise_equal(tiny_data, tmp_
     assert _rows(ref) == _rows(cut)
 
 
+def test_streamed_resume_after_a_batch_of_unreadable_files_is_bitwise_equal(tmp_path,
+                                                                           monkeypatch):
+    # a streamed batch of unreadable files only was left out of the batches, so the loop's
+    # count ran one behind the sampler: a checkpoint after it resumed one batch early
+    from resnets.train.data import build_data
+    from tests.synthetic import make_folder
+
+    data = make_folder(tmp_path / "data", per_class=(24, 6))
+    cfg = tiny_cfg(data, tmp_path / "probe", in_memory="no", workers=0)
+    train = build_data(cfg, torch.device("cpu")).train
+    _, _, idx = next(iter(train.batches(cfg.seed, 0, 0, torch.Generator())))
+    assert len(idx) == 8
+    for i in idx.tolist():  # the first batch of epoch 1: every file unreadable
+        train.dataset.paths[i].write_bytes(b"not an image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref, cut = _interrupted_and_reference(data, tmp_path, monkeypatch, in_memory="no",
+                                              workers=0, checkpoint_every=2)
+    a, b = load_training_state(ref / "last.pt"), load_training_state(cut / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert _rows(ref) == _rows(cut)
+
+
 @pytest.mark.parametrize("free_at_start,free_at_resume", [(10**12, 1), (1, 10**12)])
 def test_resume_keeps_the_automatic_memory_choice_of_the_run(tiny_data, tmp_path,
                                                              monkeypatch, free_at_start,

@@ -299,6 +299,23 @@ def test_wrong_model_tag_and_unknown_sources_are_clear(tmp_path):
         resnets.create_model("plain20", pretrained=True)
 
 
+def test_a_folder_as_weights_is_named_as_a_folder(tmp_path):
+    # a folder that exists was "weights file not found"; a run folder is pointed to its file
+    from resnets.weights.sr import load_sr_weights
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for load in (lambda: resnets.create_model("resnet20", pretrained=str(run)),
+                 lambda: resnets.create_model("resnet20", pretrained=run),
+                 lambda: load_checkpoint(run), lambda: load_sr_weights(run)):
+        with pytest.raises(IsADirectoryError, match=f"{run} is a folder, not a weights file: "
+                                                    "expected a .safetensors"):
+            load()
+    (run / "model.safetensors").write_bytes(b"")
+    with pytest.raises(IsADirectoryError, match="did you mean .*run/model.safetensors"):
+        resnets.create_model("resnet20", pretrained=str(run))
+
+
 def test_bundled_weights_are_hash_checked(extra_records, resnet20_state):
     folder = extra_records([])
     save_file(resnet20_state, str(folder / "resnet20-test.safetensors"))

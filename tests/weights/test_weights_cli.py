@@ -93,3 +93,14 @@ def test_convert_writes_safetensors(tmp_path):
     assert ckpt.state_dict.keys() == state.keys() and ckpt.metadata["model"] == "resnet20"
     assert "ending in .safetensors" in one_line_error(
         runner.invoke(app, ["weights", "convert", str(src), str(tmp_path / "o.pt")]))
+
+
+def test_predict_with_a_folder_as_weights_says_it_is_a_folder(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (90, 120, 150)).save(tmp_path / "x.png")
+    result = runner.invoke(app, ["predict", str(tmp_path / "x.png"), "--weights",
+                                 str(tmp_path)])
+    line = one_line_error(result)
+    assert f"{tmp_path} is a folder, not a weights file" in line
+    assert "not found" not in line and ".safetensors" in line and "URL" in line

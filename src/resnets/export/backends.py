@@ -191,7 +191,8 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
                  calibration: str | Path | list[Path] | torch.Tensor | None = None,
                  calibration_count: int = 128,
                  normalization: Normalization | None = None,
-                 uint8_input: bool = False, throughput: bool = False) -> Backend:
+                 uint8_input: bool = False, throughput: bool = False,
+                 preprocessing: Preprocessing | None = None) -> Backend:
     """``model`` (a module, or a registry name with optional ``weights``) run by ``kind``.
 
     Kinds: ``auto`` and ``int8`` (:func:`resolve_backend`), ``torch`` (eager, alias
@@ -203,8 +204,10 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
     :mod:`resnets.export.openvino`). Exported, converted and quantized models are cached
     (:mod:`resnets.export.model_cache`), so a second load neither exports nor calibrates
     again.
-    Calibration images are normalized with ``normalization`` (mean, std), by default the
-    one the weights record (``resnets train`` metadata, a pretrained record) or ImageNet's.
+    Calibration images are resized and cropped as ``preprocessing`` does (the weights' own,
+    e.g. resize 232 then crop 224; without it, the shorter side is resized to the input
+    size) and normalized with ``normalization`` (mean, std), by default the one the weights
+    record (``resnets train`` metadata, a pretrained record) or ImageNet's.
     ``threads`` pins onnxruntime's and OpenVINO's threads (PyTorch's are global:
     ``torch.set_num_threads``). ``uint8_input``: the backend takes uint8 images (resized and
     cropped, 0-255) and normalises them with ``normalization``; OpenVINO does it inside its
@@ -226,10 +229,10 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
         runner, details = openvino_runner(
             kind, model, input_size, threads=threads, calibration=source,
             count=calibration_count, normalization=normalization or normalization_of(model),
-            uint8_input=uint8_input, throughput=throughput)
+            uint8_input=uint8_input, throughput=throughput, preprocessing=preprocessing)
         return Backend(kind, runner, input_size, details, runner.input_dtype, runner.map)
     backend = _float_backend(kind, model, input_size, threads, calibration, calibration_count,
-                             normalization)
+                             normalization, preprocessing)
     if not uint8_input:
         return backend
     from .int8 import normalization_of
@@ -240,7 +243,8 @@ def load_backend(kind: str, model: nn.Module | str, *, weights: str | Path | Non
 def _float_backend(kind: str, model: nn.Module, input_size: tuple[int, int, int],
                    threads: int | None,
                    calibration: str | Path | list[Path] | torch.Tensor | None,
-                   calibration_count: int, normalization: Normalization | None) -> Backend:
+                   calibration_count: int, normalization: Normalization | None,
+                   preprocessing: Preprocessing | None = None) -> Backend:
     """The PyTorch and onnxruntime kinds of :func:`load_backend`, normalised input."""
     if kind == "torch":
         return Backend(kind, model, input_size)
@@ -253,7 +257,7 @@ def _float_backend(kind: str, model: nn.Module, input_size: tuple[int, int, int]
         session, details = int8_session(
             model, input_size, _calibration_source(kind, calibration),
             normalization=normalization or normalization_of(model), count=calibration_count,
-            threads=threads)
+            threads=threads, preprocessing=preprocessing)
         return Backend(kind, OrtRunner(session, in_chans=input_size[0]), input_size, details)
     session, details = fp32_session(model, input_size, threads=threads)
     return Backend(kind, OrtRunner(session, in_chans=input_size[0]), input_size, details)

@@ -17,6 +17,7 @@ set, the preprocessing, the weights' bit width and the onnxruntime and onnx vers
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
@@ -86,23 +87,35 @@ def pick_calibration_files(folder: str | Path | list[Path], count: int,
 
 def calibration_images(folder: str | Path | list[Path], count: int, size: tuple[int, int],
                        seed: int = 0, mean: tuple[float, ...] = IMAGENET_MEAN,
-                       std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+                       std: tuple[float, ...] = IMAGENET_STD,
+                       preprocessing: Preprocessing | None = None) -> torch.Tensor:
     """``count`` images drawn at random (fixed seed) from ``folder`` (or from a list of
-    files), resized and centre-cropped to ``size`` and normalised."""
-    return preprocess_files(pick_calibration_files(folder, count, seed), size, mean, std)
+    files), resized and centre-cropped to ``size`` (:func:`preprocess_files`) and
+    normalised."""
+    return preprocess_files(pick_calibration_files(folder, count, seed), size, mean, std,
+                            preprocessing)
 
 
 def preprocess_files(files: list[Path], size: tuple[int, int],
                      mean: tuple[float, ...] = IMAGENET_MEAN,
-                     std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
-    """Image files read, resized, centre-cropped to ``size`` and normalised: one batch.
-    A file that cannot be read is left out, with one warning for them all (the images
-    being predicted may be the calibration set, and an unreadable one is reported there);
-    none readable is an error."""
+                     std: tuple[float, ...] = IMAGENET_STD,
+                     preprocessing: Preprocessing | None = None) -> torch.Tensor:
+    """Image files read, resized and centre-cropped to ``size`` and normalised with ``mean``
+    and ``std``: one batch. ``preprocessing`` (the weights' own, e.g. resize 232 then crop
+    224) gives the resize and interpolation; without it the shorter side is resized to
+    ``size``. A file that cannot be read is left out, with one warning for them all (the
+    images being predicted may be the calibration set, and an unreadable one is reported
+    there); none readable is an error."""
     h, w = size
     if h != w:
         raise ValueError(f"calibration images are square crops, got size {h}x{w}")
-    pre = Preprocessing(resize=h, crop=h, mean=mean, std=std)
+    if preprocessing is None:
+        pre = Preprocessing(resize=h, crop=h, mean=mean, std=std)
+    elif preprocessing.input_size != h:
+        raise ValueError(f"the preprocessing ({preprocessing.describe()}) makes "
+                         f"{preprocessing.input_size} px inputs; the model takes {h}")
+    else:
+        pre = dataclasses.replace(preprocessing, crop=h, mean=mean, std=std)
     images, unreadable = [], []
     for f in files:
         try:
@@ -119,22 +132,27 @@ def preprocess_files(files: list[Path], size: tuple[int, int],
 
 
 def calibration_identity(calibration: str | Path | list[Path] | torch.Tensor, count: int,
-                         seed: int = 0) -> tuple[dict[str, Any], list[Path]]:
+                         seed: int = 0, preprocessing: Preprocessing | None = None
+                         ) -> tuple[dict[str, Any], list[Path]]:
     """What the calibration set is, for a cache key: the picked files (path and size) and
-    count from a folder or a list of files, or a tensor's sha256. Also the picked files
+    count from a folder or a list of files, and the resize and crop of ``preprocessing``
+    when given (:func:`preprocess_files`); or a tensor's sha256. Also the picked files
     (none for a tensor)."""
     if isinstance(calibration, torch.Tensor):
         t = calibration.detach().to(torch.float32).cpu().contiguous()
         return {"tensor_sha256": hashlib.sha256(t.numpy().tobytes()).hexdigest(),
                 "shape": list(t.shape)}, []
+    geometry = {} if preprocessing is None else {"preprocessing": {
+        k: getattr(preprocessing, k) for k in ("resize", "crop", "interpolation")}}
     if isinstance(calibration, (str, Path)):
         folder = Path(calibration).resolve()
         picked = pick_calibration_files(folder, count, seed)
         files = [[str(p.relative_to(folder)), _file_size(p)] for p in picked]
-        return {"folder": str(folder), "count": count, "seed": seed, "files": files}, picked
+        return {"folder": str(folder), "count": count, "seed": seed, "files": files,
+                **geometry}, picked
     picked = pick_calibration_files([Path(p) for p in calibration], count, seed)
     files = [[str(p.resolve()), _file_size(p)] for p in picked]
-    return {"count": count, "seed": seed, "files": files}, picked
+    return {"count": count, "seed": seed, "files": files, **geometry}, picked
 
 
 def _file_size(path: Path) -> int | None:
@@ -264,11 +282,12 @@ def quantized_session(model: nn.Module, out_path: str | Path,
 def int8_session(model: nn.Module, input_size: tuple[int, int, int],
                  calibration: str | Path | list[Path] | torch.Tensor, *,
                  normalization: Normalization, count: int = 128, seed: int = 0,
-                 threads: int | None = None, use_cache: bool = True
-                 ) -> tuple[Any, dict[str, Any]]:
+                 threads: int | None = None, use_cache: bool = True,
+                 preprocessing: Preprocessing | None = None) -> tuple[Any, dict[str, Any]]:
     """An onnxruntime session of ``model`` in int8 (:func:`quantize_model`), calibrated on
     ``count`` images of ``calibration`` (a folder, a list of image files, or a preprocessed
-    tensor) normalised with ``normalization`` (mean, std); the quantized model comes from the
+    tensor) resized and cropped as ``preprocessing`` does (:func:`preprocess_files`) and
+    normalised with ``normalization`` (mean, std); the quantized model comes from the
     cache when it holds one, and a damaged entry is replaced.
 
     Returns (``InferenceSession``, details): ``cached``, ``cache_file`` (None when the cache
@@ -277,7 +296,7 @@ def int8_session(model: nn.Module, input_size: tuple[int, int, int],
     """
     require_onnxruntime()
     model = model.eval()
-    identity, picked = calibration_identity(calibration, count, seed)
+    identity, picked = calibration_identity(calibration, count, seed, preprocessing)
     key = cache_key({"pipeline": PIPELINE_VERSION, "weights": model_sha256(model),
                      "input_size": list(input_size),
                      "normalization": [list(n) for n in normalization],
@@ -292,7 +311,7 @@ def int8_session(model: nn.Module, input_size: tuple[int, int, int],
     if isinstance(calibration, torch.Tensor):
         images = calibration
     else:
-        images = preprocess_files(picked, input_size[1:], *normalization)
+        images = preprocess_files(picked, input_size[1:], *normalization, preprocessing)
     with tempfile.TemporaryDirectory() as work:
         fresh = Path(work) / "int8.onnx"
         # the session holds the graph; the file can go

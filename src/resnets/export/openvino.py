@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..files import atomic_output
+from ..weights.preprocessing import Preprocessing
 from .graphs import Uint8Input
 from .int8 import agreement, calibration_identity, preprocess_files
 from .model_cache import cache_dir, cache_key, model_sha256, package_versions, store
@@ -304,14 +305,17 @@ def _store(model: Any, path: Path, use_cache: bool) -> dict[str, Any]:
 
 def int8_model(model: nn.Module, input_size: tuple[int, int, int],
                calibration: str | Path | list[Path] | torch.Tensor, *, count: int = 128,
-               normalization: Normalization, seed: int = 0, use_cache: bool = True
+               normalization: Normalization, seed: int = 0, use_cache: bool = True,
+               preprocessing: Preprocessing | None = None
                ) -> tuple[Any, torch.Tensor | None, dict[str, Any]]:
-    """The NNCF int8 model of ``model``, from the cache when it holds one.
+    """The NNCF int8 model of ``model``, from the cache when it holds one; calibration
+    images are resized and cropped as ``preprocessing`` does
+    (:func:`resnets.export.int8.preprocess_files`).
 
     Returns (``openvino.Model``, the calibration images or None on a cache hit, details).
     """
     ov = require_openvino()  # NNCF only on a miss: a cached model runs without it
-    identity, picked = calibration_identity(calibration, count, seed)
+    identity, picked = calibration_identity(calibration, count, seed, preprocessing)
     key = int8_cache_key(model, input_size, identity, normalization)
     path = cache_dir("openvino") / f"{type(model).__name__.lower()}-{key[:32]}.xml"
     cached = _read_cached(ov, path, use_cache)
@@ -320,7 +324,7 @@ def int8_model(model: nn.Module, input_size: tuple[int, int, int],
     if isinstance(calibration, torch.Tensor):
         images = calibration
     else:
-        images = preprocess_files(picked, input_size[1:], *normalization)
+        images = preprocess_files(picked, input_size[1:], *normalization, preprocessing)
     quantized = quantize_openvino(convert(model, input_size), images)
     return quantized, images, _store(quantized, path, use_cache)
 
@@ -330,7 +334,8 @@ def openvino_runner(kind: str, model: nn.Module, input_size: tuple[int, int, int
                     calibration: str | Path | list[Path] | torch.Tensor | None = None,
                     count: int = 128,
                     normalization: Normalization | None = None,
-                    uint8_input: bool = False, throughput: bool = False
+                    uint8_input: bool = False, throughput: bool = False,
+                    preprocessing: Preprocessing | None = None
                     ) -> tuple[OvRunner, dict[str, Any]]:
     """``openvino`` (fp32) or ``openvino-int8`` as a callable, with what was checked.
 
@@ -364,7 +369,8 @@ def openvino_runner(kind: str, model: nn.Module, input_size: tuple[int, int, int
     if calibration is None or normalization is None:
         raise ValueError("openvino-int8 needs calibration images and their normalization")
     quantized, images, details = int8_model(model, input_size, calibration, count=count,
-                                            normalization=normalization)
+                                            normalization=normalization,
+                                            preprocessing=preprocessing)
     if images is not None:  # fresh: compare with fp32 on the (normalised) calibration images
         float_runner = OvRunner(compile_model(quantized, threads), input_size[0])
         with torch.inference_mode():

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.io import image_tensor
-from .batcher import MicroBatcher, QueueFull
+from .batcher import LaneStopped, MicroBatcher, QueueFull
 from .config import ServeConfig
 from .images import ImageRejected, check_upscale_size, decode_image
 from .metrics import Metrics
@@ -51,8 +51,11 @@ class Lanes:
         self.upscale = MicroBatcher(one_at_a_time, "upscale", 1, 0.0, config.queue_size,
                                     metrics)
 
+    def all(self) -> tuple[MicroBatcher, ...]:
+        return self.classify, self.cam, self.upscale
+
     def close(self) -> None:
-        for lane in (self.classify, self.cam, self.upscale):
+        for lane in self.all():
             lane.close()
 
 
@@ -106,6 +109,11 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
                               .get(exc.status, "bad_input"))
         return _error(exc.status, exc.reason)
 
+    @app.exception_handler(LaneStopped)
+    async def lane_stopped(request: Request, exc: LaneStopped) -> JSONResponse:
+        metrics.observe_error(route_of(request), "lane_stopped")
+        return _error(503, str(exc))
+
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
         metrics.observe_error(route_of(request), "queue_full")
@@ -134,7 +142,11 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
         return _error(500, "internal error (details are in the server log)")
 
     @app.get("/healthz")
-    async def healthz() -> dict:
+    async def healthz(request: Request) -> Any:
+        dead = [lane.name for lane in request.app.state.lanes.all() if not lane.alive]
+        if dead:  # its requests would wait for ever: take this server out of rotation
+            return _error(503, f"the worker thread of lane {', '.join(dead)} has stopped; "
+                               "restart the server")
         return {"status": "ok"}
 
     @app.get("/v1/models")

@@ -28,6 +28,10 @@ class QueueFull(RuntimeError):
     """The queue of a lane is full: try again later."""
 
 
+class LaneStopped(RuntimeError):
+    """The lane's worker thread has ended: nothing would answer a request (answered 503)."""
+
+
 _STOP = object()
 
 
@@ -55,6 +59,9 @@ class MicroBatcher:
 
     def submit(self, item: Any) -> Future:
         """Queue ``item``; its result (or exception) arrives on the returned future."""
+        if not self._thread.is_alive():
+            raise LaneStopped(f"the worker thread of lane {self.name} has stopped; restart "
+                              "the server")
         fut: Future = Future()
         # counted before it is queued: the worker may answer it before put_nowait returns
         with self._count_lock:
@@ -72,6 +79,12 @@ class MicroBatcher:
     async def run(self, item: Any) -> Any:
         """Queue ``item`` and await its result without blocking the event loop."""
         return await asyncio.wrap_future(self.submit(item))
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread runs (an error the lane hands to callers leaves it
+        running; an exception outside ``Exception`` ends it, and with it the lane)."""
+        return self._thread.is_alive()
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Finish the queued work, then stop the worker thread."""
@@ -106,10 +119,25 @@ class MicroBatcher:
 
     def _work(self) -> None:
         stop = False
-        while not stop:
-            batch, stop = self._collect()
-            self._report_depth()
-            self._run(batch)
+        try:
+            while not stop:
+                batch, stop = self._collect()
+                self._report_depth()
+                self._run(batch)
+        finally:
+            if not stop:  # the worker dies: the requests still queued would wait for ever
+                self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                queued = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if queued is not _STOP and queued[1].set_running_or_notify_cancel():
+                self._answered(1)
+                queued[1].set_exception(LaneStopped(
+                    f"the worker thread of lane {self.name} has stopped; restart the server"))
 
     def _answered(self, n: int) -> None:
         """``n`` items leave the in-flight count; called before their callers hear back, so
@@ -129,10 +157,14 @@ class MicroBatcher:
             if len(results) != len(live):
                 raise RuntimeError(f"{self.name}: {len(results)} results for "
                                    f"{len(live)} inputs")
-        except Exception as e:  # handed to each caller, which answers 500
+        except BaseException as e:  # handed to each caller, which answers 500; the lane
+            # runs on (SystemExit or KeyboardInterrupt from model code reaches the callers as
+            # a RuntimeError: raised in the event loop they would stop the server)
+            error = e if isinstance(e, Exception) else RuntimeError(
+                f"{self.name}: the model raised {type(e).__name__}")
             self._answered(len(live))
             for _, fut in live:
-                fut.set_exception(e)
+                fut.set_exception(error)
             return
         self._answered(len(live))
         for (_, fut), result in zip(live, results, strict=True):

@@ -200,8 +200,9 @@ def classifier_backend(clf: Classifier, backend: str = "auto",
     """``clf``'s model (or ``model``, e.g. its pooled features) run by ``backend``, taking
     uint8 batches (resized and cropped by ``clf.preprocessing``) on the model's device; the
     backend normalises them (OpenVINO inside its graph, :func:`resnets.export.load_backend`
-    with ``uint8_input``). ``throughput``: compiled for many batches in a row
-    (:meth:`Backend.map`); a server, which runs one batch at a time, asks for latency.
+    with ``uint8_input``). The int8 kinds calibrate on ``calibration`` resized and cropped
+    the same way. ``throughput``: compiled for many batches in a row (:meth:`Backend.map`);
+    a server, which runs one batch at a time, asks for latency.
 
     ``auto`` resolves to the fastest exact backend installed; should that runtime fail to
     take the model, the PyTorch one (``optimized``) runs it, with a warning. Likewise ``int8``:
@@ -220,7 +221,7 @@ def classifier_backend(clf: Classifier, backend: str = "auto",
     def load(k: str) -> Backend:
         return load_backend(k, module, input_size=(len(pre.mean), side, side),
                             calibration=calibration, normalization=(pre.mean, pre.std),
-                            uint8_input=True, throughput=throughput)
+                            uint8_input=True, throughput=throughput, preprocessing=pre)
 
     if backend == INT8 and kind == "openvino-int8":
         try:
@@ -286,7 +287,9 @@ def classify_batches(logits: Callable[[Iterable[torch.Tensor]], Iterator[torch.T
     ``batches`` (:func:`resnets.data.stream.image_batches`) to their logits, in order,
     reading them as they are decoded. ``note`` may return one warning about an image's size
     (the first is shown)."""
-    k = max(1, min(top_k, len(classes)))
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    k = min(top_k, len(classes))
     preds: list[Prediction] = []
     errors: list[str] = []
     decoded: deque[Batch] = deque()  # batches handed to ``logits`` and not yet answered

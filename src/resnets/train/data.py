@@ -323,6 +323,7 @@ class StreamBatches:
         self.labels = torch.tensor(labels)
         self.batch_size, self.train, self.device = cfg.batch_size, train, device
         self.workers, self.rank, self.world = cfg.workers, rank, world
+        self.input_shape = (len(plan.mean), plan.side, plan.side)
         self.skipped = 0
         self.unreadable: set[str] = set()  # each unreadable file's message, once
 
@@ -335,6 +336,10 @@ class StreamBatches:
 
     def batches(self, seed: int, epoch: int, start: int = 0,
                 generator: torch.Generator | None = None):
+        """Yield ``(inputs, labels, indices)`` from batch ``start`` on. In training, a batch
+        of unreadable files only comes as an empty batch: one batch for each of the
+        sampler's, so the training loop's count stays its position (a checkpoint after it
+        resumes at the next batch)."""
         n = len(self.dataset)
         if self.train:
             g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
@@ -357,6 +362,10 @@ class StreamBatches:
             self.skipped += len(skipped)
             self.unreadable.update(skipped)
             if batch is None:
+                if self.train:
+                    empty = torch.empty(0, dtype=torch.long)
+                    yield (torch.empty(0, *self.input_shape, device=self.device),
+                           empty.to(self.device), empty)
                 continue
             x, y, idx = batch
             yield x.to(self.device, non_blocking=True), y.to(self.device), idx

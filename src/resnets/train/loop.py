@@ -363,6 +363,8 @@ class Trainer:
                                 completed=first_step)
             for b, (x, y, _) in enumerate(self.train_data.batches(cfg.seed, epoch, first_step,
                                                                   generator), first_step):
+                if not len(y):  # unreadable files only: counted (the sampler's position)
+                    continue
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 target = y

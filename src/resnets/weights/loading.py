@@ -44,6 +44,7 @@ from .state_dict_io import (
     Checkpoint,
     load_checkpoint,
     nonfinite_tensors,
+    require_weights_file,
     save_safetensors,
 )
 
@@ -112,8 +113,8 @@ def _record_by_filename(name: str) -> WeightRecord | None:
 
 
 def _local_file(path: Path) -> tuple[Path, WeightRecord | None]:
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+    require_weights_file(path, "a .safetensors, .pt or .pth file, a URL or a weights tag "
+                               "(see `resnets weights list`)")
     return path, _record_by_filename(path.name)
 
 

@@ -40,11 +40,23 @@ class Checkpoint:
     # container's plain entries (``best_prec1``, ``epoch``)
 
 
+def require_weights_file(path: Path, expected: str = "a .safetensors, .pt or .pth file"
+                         ) -> None:
+    """``path`` must be a file: a folder is said to be one, with what was ``expected`` (and
+    the weights file of a run folder, when it holds one); anything else is not found."""
+    if path.is_dir():
+        weights = path / "model.safetensors"
+        hint = f"; did you mean {weights}?" if weights.is_file() else ""
+        raise IsADirectoryError(f"{path} is a folder, not a weights file: expected "
+                                f"{expected}{hint}")
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+
+
 def read_raw(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     """The file's content (safely) and, for safetensors, its metadata (JSON decoded)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+    require_weights_file(path)
     suffix = path.suffix.lower()
     if suffix == SAFETENSORS_SUFFIX:
         return _read_safetensors(path)
