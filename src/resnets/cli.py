@@ -578,7 +578,10 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 def _claim_line(c: dict) -> str:
     """One degradation comparison as a line: the two errors, margin, bar and verdict."""
     verdict = "holds" if c["holds"] else "does NOT hold"
-    within = "" if c["beyond_spread"] or not c["holds"] else ", within the seed spread"
+    seeds = c.get("seeds", [0, 1])
+    within = ("" if c["beyond_spread"] or not c["holds"] else
+              ", within the seed spread" if len(seeds) > 1 else
+              f" (seed {seeds[0]} only: no spread to judge it by)")
     return (f"{c['claim']}: {c['a']:.2f} vs {c['b']:.2f} (margin {c['margin']:+.2f}, "
             f"half-ranges summed {c['half_range_sum']:.2f}): {verdict}{within}")
 

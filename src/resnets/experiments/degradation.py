@@ -192,8 +192,8 @@ def summarize(cfg: DegradationConfig, records: list[dict]) -> dict:
     for r in records:
         nets.setdefault(r["net"], []).append(r)
 
-    def final(net: str, key: str) -> tuple[float, float]:
-        vals = [r[key][-1] for r in nets[net]]
+    def final(net: str, key: str, seeds: list[int] | None = None) -> tuple[float, float]:
+        vals = [r[key][-1] for r in nets[net] if seeds is None or r["seed"] in seeds]
         return statistics.fmean(vals), (max(vals) - min(vals)) / 2
 
     table = {}
@@ -208,16 +208,22 @@ def summarize(cfg: DegradationConfig, records: list[dict]) -> dict:
         for a, b, claim in ((f"plain{deep}", f"plain{shallow}", ">"),
                             (f"resnet{deep}", f"resnet{shallow}", "<"),
                             (f"resnet{deep}", f"plain{deep}", "<")):
-            if a not in table or b not in table:
+            # over the seeds both have (a partial --only summary may have more of one):
+            # a mean of two seeds against one seed's value, with its half-range of 0, would
+            # make the bar meaningless; one seed in common has no spread to clear at all
+            seeds = sorted({r["seed"] for r in nets.get(a, [])} &
+                           {r["seed"] for r in nets.get(b, [])})
+            if not seeds:
                 continue
-            ma, sa = final(a, key)
-            mb, sb = final(b, key)
+            ma, sa = final(a, key, seeds)
+            mb, sb = final(b, key, seeds)
             holds = ma > mb if claim == ">" else ma < mb
             # the bar a difference must clear: the two seed half-ranges added (issue 16)
             rows.append({
-                "claim": f"final {what} {a} {claim} {b}", "a": ma, "b": mb,
+                "claim": f"final {what} {a} {claim} {b}", "a": ma, "b": mb, "seeds": seeds,
                 "margin": ma - mb, "seed_spread": max(sa, sb), "half_range_sum": sa + sb,
-                "holds": holds, "beyond_spread": holds and abs(ma - mb) > sa + sb})
+                "holds": holds,
+                "beyond_spread": holds and len(seeds) > 1 and abs(ma - mb) > sa + sb})
         return rows
 
     # The verdicts use the running error on the augmented batches, as the paper's Fig. 6
