@@ -45,14 +45,18 @@ def is_exported_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in EXPORTED_SUFFIXES
 
 
-def _metadata(path: Path, threads: int | None) -> tuple[dict[str, str], Callable, str, int]:
-    """(metadata, runner, runtime name, input channels) of an ONNX file or OpenVINO IR."""
+def _metadata(path: Path, threads: int | None
+              ) -> tuple[dict[str, str], Callable, str, int, int | None]:
+    """(metadata, runner, runtime name, input channels, outputs per image where the graph
+    gives them) of an ONNX file or OpenVINO IR."""
     if path.suffix.lower() == ".onnx":
         session = ort_session(path, threads)
         meta = dict(session.get_modelmeta().custom_metadata_map)
         channels = session.get_inputs()[0].shape[1]
         in_chans = channels if isinstance(channels, int) else 3
-        return meta, OrtRunner(session, in_chans), "onnxruntime", in_chans
+        shape = session.get_outputs()[0].shape
+        outputs = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+        return meta, OrtRunner(session, in_chans), "onnxruntime", in_chans, outputs
     from .openvino import OvRunner, compile_model, require_openvino
 
     ov = require_openvino()
@@ -66,7 +70,11 @@ def _metadata(path: Path, threads: int | None) -> tuple[dict[str, str], Callable
             meta[key] = model.get_rt_info(["resnets", key]).astype(str)
     channels = model.inputs[0].get_partial_shape()[1]
     in_chans = channels.get_length() if channels.is_static else 3
-    return meta, OvRunner(compile_model(model, threads), in_chans), "openvino", in_chans
+    shape = model.outputs[0].get_partial_shape()
+    outputs = (shape[1].get_length() if shape.rank.is_static and shape.rank.get_length() == 2
+               and shape[1].is_static else None)
+    return (meta, OvRunner(compile_model(model, threads), in_chans), "openvino", in_chans,
+            outputs)
 
 
 def load_exported(path: str | Path, threads: int | None = None) -> ExportedClassifier:
@@ -79,7 +87,7 @@ def load_exported(path: str | Path, threads: int | None = None) -> ExportedClass
                          f"{path.name!r}")
     if not path.is_file():
         raise FileNotFoundError(f"exported model not found: {path}")
-    meta, runner, runtime, _ = _metadata(path, threads)
+    meta, runner, runtime, _, outputs = _metadata(path, threads)
     if "preprocess" not in meta:
         raise ValueError(f"{path.name} records no preprocessing in its metadata: export it "
                          "again with resnets from its weights, or run the weights themselves")
@@ -88,14 +96,30 @@ def load_exported(path: str | Path, threads: int | None = None) -> ExportedClass
     except (json.JSONDecodeError, ValueError) as e:
         raise ValueError(f"{path.name}: invalid preprocess metadata ({e})") from None
     notes = []
+    count = outputs if outputs is not None else int(
+        runner(_probe(pre, runner.input_dtype)).shape[1])
     if "classes" in meta:
-        classes = [str(c) for c in json.loads(meta["classes"])]
+        classes = _class_names(path, meta["classes"], count)
     else:
-        count = int(runner(_probe(pre, runner.input_dtype)).shape[1])
         classes = [str(i) for i in range(count)]
         notes.append(f"{path.name} records no class names: using indices 0..{count - 1}")
     return ExportedClassifier(runner, meta.get("model", "model"), classes, pre,
                               runner.input_dtype, str(path), runtime, notes)
+
+
+def _class_names(path: Path, text: str, count: int) -> list[str]:
+    """The ``classes`` metadata: a JSON list of names, one per output of the graph."""
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise ValueError(f"{path.name}: invalid classes metadata (expected a JSON list of "
+                         f"class names, got {text[:60]!r})")
+    if len(names) != count:
+        raise ValueError(f"{path.name}: its metadata lists {len(names)} class names but the "
+                         f"graph has {count} outputs")
+    return names
 
 
 def _probe(pre: Preprocessing, dtype: torch.dtype) -> torch.Tensor:

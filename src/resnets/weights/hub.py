@@ -134,11 +134,18 @@ def fetch(url: str, *, sha256: str | None = None, filename: str | None = None,
     name = filename or url_filename(url)
     dest = cache_dir() / name
     expected = hash_prefix_from_name(name) if sha256 is None else sha256
+    # digits in a name need not be a hash (model-20240101.pth): say where the expectation
+    # came from and how to load such a file without the check
+    from_name = (f" ({expected} is the hex in the file name {name}, read as a sha256 prefix "
+                 "by torchvision's naming; if it is not a hash, download the file yourself "
+                 "and pass its path)") if sha256 is None and expected else ""
     problem = None
     if dest.is_file():
         problem = file_problem(dest, expected or "", file_size)
         if problem is None:
             return dest
+        if problem.startswith("sha256"):
+            problem += from_name
         _log.warning("cached weights %s are damaged (%s)%s", dest, problem,
                      "" if is_offline() else "; downloading them again")
     if is_offline():
@@ -147,7 +154,9 @@ def fetch(url: str, *, sha256: str | None = None, filename: str | None = None,
             f"offline ({OFFLINE_ENV}=1) and {found}: download {url} on a connected machine "
             f"(`resnets weights download` does it) and place the file at {dest}")
     try:
-        _download(url, dest, expected or "", file_size, timeout, progress)
+        _download(url, dest, expected or "", file_size, timeout, progress, from_name)
+    except _NameHashMismatch:
+        raise  # placing the file by hand would fail the same check
     except DownloadError as e:  # e.g. no network: say how to install the file by hand
         raise DownloadError(f"{e} (without network: place the file at {dest})") from None
     return dest
@@ -161,8 +170,12 @@ def _not_a_checkpoint(path: Path) -> str:
     return "not a checkpoint (neither a torch file nor safetensors)"
 
 
+class _NameHashMismatch(DownloadError):
+    """The download does not match the hash its file name was read as."""
+
+
 def _download(url: str, dest: Path, sha256: str, file_size: int | None, timeout: float,
-              progress: bool) -> None:
+              progress: bool, from_name: str = "") -> None:
     limit = file_size if file_size is not None else max_download_bytes()
     with atomic_output(dest, make_parents=True) as tmp:  # a failed check leaves nothing
         with open(tmp, "wb") as out:
@@ -171,9 +184,10 @@ def _download(url: str, dest: Path, sha256: str, file_size: int | None, timeout:
             raise DownloadError(f"download of {url} gave {received} bytes, expected "
                                 f"{file_size}; nothing was saved")
         if sha256 and not digest.startswith(sha256):
-            raise DownloadError(f"download of {url} has sha256 {digest[:16]}..., expected "
-                                f"{sha256}: the file is damaged or not the published one; "
-                                "nothing was saved")
+            error = _NameHashMismatch if from_name else DownloadError
+            raise error(f"download of {url} has sha256 {digest[:16]}..., expected "
+                        f"{sha256}: the file is damaged or not the published one; "
+                        f"nothing was saved{from_name}")
         if checkpoint_format(tmp) is None:
             raise DownloadError(f"download of {url} is {_not_a_checkpoint(tmp)}; nothing was "
                                 "saved")

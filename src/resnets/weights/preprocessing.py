@@ -51,6 +51,9 @@ class Preprocessing:
                                       or not 1 <= value <= MAX_SIDE):
                 raise ValueError(f"preprocessing {name} must be a whole number of pixels from 1 "
                                  f"to {MAX_SIDE} (or none), got {value!r}")
+        if self.resize is not None and self.crop is not None and self.crop > self.resize:
+            raise ValueError(f"preprocessing centre crop {self.crop} is larger than its resize "
+                             f"{self.resize}: the crop would pad the image with black borders")
         mean, std = _floats(self.mean, "mean"), _floats(self.std, "std")
         if len(mean) != len(std) or not mean:
             raise ValueError(f"mean and std need one value per channel, got {len(mean)} "
