@@ -258,8 +258,9 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
-            "generator": generator.get_state(),
+            "generator": generator.get_state(),  # rank 0's (a single process: its own)
             "rng": rng_states(),
+            "ranks": self._rank_states(generator),
             "best_val": best,
             "classes": self.classes,
             "dataset": self.fingerprint,
@@ -267,6 +268,35 @@ class Trainer:
             "preprocess": self.preprocessing.to_metadata(),
             "epoch_sums": epoch_sums,
         }
+
+    def _rank_states(self, generator: torch.Generator) -> list[dict] | None:
+        """Under DDP, every rank's augmentation generator and RNG states (index: the rank),
+        gathered on every rank (all of them build each checkpoint), so that a resumed run
+        gives each rank its own streams back; None in a single process (``generator`` and
+        ``rng`` are its own)."""
+        if self.dist.world <= 1:
+            return None
+        own = {"generator": generator.get_state(), "rng": rng_states()}
+        gathered: list = [None] * self.dist.world
+        torch.distributed.all_gather_object(gathered, own)
+        return gathered
+
+    def _restore_rng(self, generator: torch.Generator, epoch: int) -> None:
+        """The resumed run's augmentation generator and RNG states: this rank's own. A DDP
+        checkpoint from before per-rank states were saved holds rank 0's alone: rank 0 takes
+        them, any other rank starts fresh streams of its own for the epoch (its draws then
+        differ from those of the run left uninterrupted: not fast-forwarded, not exact)."""
+        s, rank = self.resume_state, self.dist.rank
+        ranks = s.get("ranks")
+        if ranks is not None and rank < len(ranks):
+            generator.set_state(ranks[rank]["generator"])
+            set_rng_states(ranks[rank]["rng"])
+        elif rank == 0:
+            generator.set_state(s["generator"])
+            set_rng_states(s["rng"])
+        else:
+            generator.manual_seed(augment_seed(self.cfg.seed, epoch, rank))
+            torch.manual_seed(rank_seed(epoch_seed(self.cfg.seed, epoch), rank))
 
     def _cause(self) -> str:
         # SGD: a learning rate of 10 or more diverges on any ResNet we train
@@ -303,15 +333,16 @@ class Trainer:
             self.scheduler.load_state_dict(s["scheduler"])
             self.scaler.load_state_dict(s["scaler"])
             start_epoch, start_step, best = s["epoch"], s["step_in_epoch"], s["best_val"]
-            generator.set_state(s["generator"])
-            set_rng_states(s["rng"])
+            self._restore_rng(generator, start_epoch)
             self.log.truncate(start_epoch)
         else:
             self.run.start(cfg.to_dict())
+            if self.dist.rank:  # mixup/cutmix and drop path draw here: a stream per rank
+                torch.manual_seed(rank_seed(cfg.seed, self.dist.rank))
 
         for epoch in range(start_epoch, cfg.epochs):
             if start_step == 0 or epoch != start_epoch:
-                generator.manual_seed(epoch_seed(cfg.seed, epoch) + 7)
+                generator.manual_seed(augment_seed(cfg.seed, epoch, self.dist.rank))
             first = start_step if epoch == start_epoch else 0
             sums = (self.resume_state.get("epoch_sums")
                     if first and self.resume_state is not None else None)
@@ -464,6 +495,20 @@ class Trainer:
         if self.dist.world > 1:
             torch.distributed.barrier()
         return result
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """``seed`` itself for rank 0 (a single process's stream is unchanged), and a seed of
+    its own for each other DDP rank, far from every epoch's seed of rank 0. The offset
+    changes the low 32 bits: a CPU generator (Mersenne Twister) is seeded with those
+    alone."""
+    return seed if rank == 0 else (seed + rank * 0x9E3779B9) % 2**64
+
+
+def augment_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of ``rank``'s augmentation generator (crops, flips, cutout) in ``epoch``:
+    ranks draw independent augmentations for their batches, not the same ones."""
+    return rank_seed(epoch_seed(seed, epoch) + 7, rank)
 
 
 def _batch_mixer(cfg: TrainConfig, num_classes: int):
