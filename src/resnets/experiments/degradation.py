@@ -24,6 +24,7 @@ from ..files import atomic_write
 from ..models.blocks import BasicBlock, Bottleneck
 from ..train.config import TrainConfig, paper_recipe
 from ..train.loop import Trainer
+from ..train.run_folder import saved_config
 
 
 @dataclass
@@ -122,15 +123,14 @@ def check_setting(run_dir: Path, tcfg: TrainConfig, record: dict | None = None) 
     diffs = []
     if record is not None and record.get("epochs") and record["epochs"][-1] != tcfg.epochs:
         diffs.append(f"epochs {record['epochs'][-1]} (its record), asked {tcfg.epochs}")
-    config_path = run_dir / "config.json"
-    if config_path.exists():
-        saved = json.loads(config_path.read_text())
+    saved = saved_config(run_dir)
+    if saved is not None:
         diffs += [f"{k} {saved[k]!r}, asked {asked[k]!r}" for k in SETTING_FIELDS
                   if k in saved and saved[k] != asked[k]]
     if diffs:
         raise ValueError(f"{run_dir} holds a run of another setting ({'; '.join(diffs)}): "
-                         "budgets are never mixed in one summary; use another --out or the "
-                         "run's own setting")
+                         "budgets are never mixed in one summary; use another output folder "
+                         "or the run's own setting")
 
 
 def finished_record(cfg: DegradationConfig, net: str, seed: int) -> dict | None:

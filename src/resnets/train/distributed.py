@@ -35,8 +35,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
     # a device that is not there is an error, as in one process (not gloo on the CPU)
     use_cuda = resolve_device(device).type == "cuda"
     if use_cuda and str(device) not in ("auto", "cuda"):
-        raise ValueError(f"under torchrun each process uses the GPU of its LOCAL_RANK: pass "
-                         f"--device cuda (or auto), got {str(device)!r}")
+        raise ValueError(f"under torchrun each process uses the GPU of its LOCAL_RANK: ask "
+                         f"for device cuda (or auto), got {str(device)!r}")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)

@@ -44,6 +44,12 @@ def set_rng_states(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def saved_config(folder: str | Path) -> dict | None:
+    """The resolved config a run folder was started with (its ``config.json``), or None."""
+    path = Path(folder) / "config.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def save_training_state(path: str | Path, state: dict) -> None:
     """``state`` to ``path`` atomically: a failed write (a full disk) leaves the previous
     checkpoint as it was."""
