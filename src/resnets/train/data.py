@@ -356,19 +356,23 @@ class StreamBatches:
             collate_fn=_collate, drop_last=self.train and len(order) >= self.batch_size,
             persistent_workers=False,
             generator=torch.Generator().manual_seed(epoch_seed(seed, epoch) + 1))
-        for batch, skipped in loader:
-            for message in skipped:  # one line per unreadable file, as the in-memory path
-                warnings.warn(message, stacklevel=2)
-            self.skipped += len(skipped)
-            self.unreadable.update(skipped)
-            if batch is None:
-                if self.train:
-                    empty = torch.empty(0, dtype=torch.long)
-                    yield (torch.empty(0, *self.input_shape, device=self.device),
-                           empty.to(self.device), empty)
-                continue
-            x, y, idx = batch
-            yield x.to(self.device, non_blocking=True), y.to(self.device), idx
+        batches = iter(loader)
+        try:
+            for batch, skipped in batches:
+                for message in skipped:  # one line per unreadable file, as in memory
+                    warnings.warn(message, stacklevel=2)
+                self.skipped += len(skipped)
+                self.unreadable.update(skipped)
+                if batch is None:
+                    if self.train:
+                        empty = torch.empty(0, dtype=torch.long)
+                        yield (torch.empty(0, *self.input_shape, device=self.device),
+                               empty.to(self.device), empty)
+                    continue
+                x, y, idx = batch
+                yield x.to(self.device, non_blocking=True), y.to(self.device), idx
+        finally:  # closed early (an error, a stop mid-epoch): the workers end now, not when
+            del batches  # the garbage collector finds this generator
 
 
 @dataclass

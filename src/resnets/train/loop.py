@@ -11,6 +11,7 @@ import math
 import os
 import time
 import warnings
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -389,11 +390,13 @@ class Trainer:
         progress = progress_bar(self.quiet or not self.dist.is_main)
         self.optimizer.zero_grad(set_to_none=True)
         guard = NonFiniteGuard(cfg.max_nonfinite_losses, self.run_dir, self._cause(), self.model)
-        with progress as bar:
+        # closed on any exit: a streamed epoch's loader workers end with it (not at the
+        # garbage collector's convenience after an error)
+        batches = closing(self.train_data.batches(cfg.seed, epoch, first_step, generator))
+        with progress as bar, batches as stream:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=total,
                                 completed=first_step)
-            for b, (x, y, _) in enumerate(self.train_data.batches(cfg.seed, epoch, first_step,
-                                                                  generator), first_step):
+            for b, (x, y, _) in enumerate(stream, first_step):
                 if not len(y):  # unreadable files only: counted (the sampler's position)
                     continue
                 if cfg.channels_last:
