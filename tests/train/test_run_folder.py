@@ -4,8 +4,6 @@ errors."""
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,9 +13,19 @@ from resnets.train.run_folder import RunFolder, load_training_state
 
 
 def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+    """A pid that no process has, found without starting one: in the full suite, the xdist
+    worker that runs this file has segfaulted while starting and reaping a child here
+    (2026-12-01, cause not found yet; see the session note)."""
+    pid_max = int(open("/proc/sys/kernel/pid_max").read()) if os.path.exists(
+        "/proc/sys/kernel/pid_max") else 32768
+    for pid in range(pid_max - 1, 1, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            continue
+    raise RuntimeError("no free pid")
 
 
 def test_second_writer_is_refused_naming_the_holder(tmp_path):
