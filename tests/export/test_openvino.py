@@ -1,6 +1,7 @@
 """The OpenVINO backends and IR format; skipped as a whole when the extra is not installed."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -248,11 +249,11 @@ def test_export_writes_xml_and_bin_that_match_eager(resnet20, tmp_path):
     weights = path.with_suffix(".bin")
     assert report.size_bytes == path.stat().st_size + weights.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet20.bin", "resnet20.xml"]
-    compiled = ovx.compile_model(ov.Core().read_model(str(path)), threads=1)
+    compiled = ovx.compile_model(ovx.core().read_model(str(path)), threads=1)
     x = torch.randn(3, 3, 40, 34)
     with torch.no_grad():
         assert (ovx.OvRunner(compiled)(x) - resnet20(x)).abs().max() <= 1e-4
-    names = ov.Core().read_model(str(path))
+    names = ovx.core().read_model(str(path))
     assert names.inputs[0].get_names() == {"input"} and names.outputs[0].get_names() == {"logits"}
 
 
@@ -292,7 +293,7 @@ def test_converter_nncf_and_compiler_failures_are_one_line_openvino_failures(res
         def compile_model(self, *args, **kwargs):
             fails()
 
-    monkeypatch.setattr(ov, "Core", BrokenCore)
+    monkeypatch.setattr(ovx, "core", BrokenCore)
     with pytest.raises(ovx.OpenVinoFailure,
                        match=r"^OpenVINO cannot compile the model: Unsupported operation$"):
         ovx.compile_model(converted)
@@ -387,7 +388,7 @@ def test_ir_carries_classes_and_preprocessing_of_the_weights(tmp_path):
     from resnets.weights import load_classifier
 
     export_named("resnet20", tmp_path / "r20.xml", weights="resnet20")
-    model = ov.Core().read_model(str(tmp_path / "r20.xml"))
+    model = ovx.core().read_model(str(tmp_path / "r20.xml"))
     clf = load_classifier("resnet20")
     info = {k: model.get_rt_info(["resnets", k]).astype(str)
             for k in ("model", "classes", "preprocess")}
@@ -414,3 +415,48 @@ def test_fp32_cache_entry_that_no_longer_matches_pytorch_is_rebuilt(resnet20, tm
     assert (second(x) - ref).abs().max() <= 1e-4
     third = load_backend("openvino", resnet20, input_size=CIFAR_SIZE, threads=1)
     assert third.details["cached"] is True and third.details["max_abs_diff"] <= 1e-4
+
+
+SIGNAL_AFTER_FREED_MODELS = r"""
+import gc, os, signal, sys
+import torch
+from torch import nn
+import resnets.export.openvino as ovx
+
+net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                    nn.Flatten()).eval()
+x = torch.rand(1, 3, 8, 8)
+runners = [ovx.OvRunner(ovx.compile_model(ovx.convert(net, (3, 8, 8)), threads=1), 3)
+           for _ in range(2)]
+for r in runners:
+    r(x)
+first, second = runners
+del runners, r
+del first; gc.collect()   # freed in the order they were made, not the reverse
+del second; gc.collect()
+ran = []
+signal.signal(signal.SIGUSR1, lambda *_: ran.append(True))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("handled" if ran else "not handled")
+"""
+
+
+def test_signals_after_models_are_freed(tmp_path):
+    """OpenVINO's CPU plugin swaps the thread's alternate signal stack and puts the old one
+    back when freed: with a Core per model, freeing two models in the order they were made
+    left the stack unmapped and the next Python signal handler (here SIGUSR1; in the test
+    suite the DataLoader's SIGCHLD handler) killed the process with SIGSEGV. One process-wide
+    Core (resnets.export.openvino.core) keeps it mapped."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_FREED_MODELS],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1",
+                               "RESNETS_CACHE": str(tmp_path)})
+    assert proc.returncode == 0, f"rc {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.strip().endswith("handled") and "not handled" not in proc.stdout
+
+
+def test_one_core_serves_every_model():
+    assert ovx.core() is ovx.core()

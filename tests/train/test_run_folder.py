@@ -13,9 +13,9 @@ from resnets.train.run_folder import RunFolder, load_training_state
 
 
 def _dead_pid() -> int:
-    """A pid that no process has, found without starting one: in the full suite, the xdist
-    worker that runs this file has segfaulted while starting and reaping a child here
-    (2026-12-01, cause not found yet; see the session note)."""
+    """A pid that no process has, found without starting and reaping a child (quicker; a
+    child's exit here once crashed the xdist worker, by the OpenVINO signal-stack fault that
+    tests/export/test_openvino.py::test_signals_after_models_are_freed now guards)."""
     pid_max = int(open("/proc/sys/kernel/pid_max").read()) if os.path.exists(
         "/proc/sys/kernel/pid_max") else 32768
     for pid in range(pid_max - 1, 1, -1):

@@ -20,6 +20,7 @@ count, or the tensor's bytes), the preprocessing, and the OpenVINO and NNCF vers
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,28 @@ def _require(module: str) -> ModuleType:
 def require_openvino() -> ModuleType:
     """The ``openvino`` module, or a one-line error naming the extra to install."""
     return _require("openvino")
+
+
+_CORE: list[Any] = []
+_CORE_LOCK = threading.Lock()
+
+
+def core() -> Any:  # -> openvino.Core
+    """The process's one ``openvino.Core``, made on first use; every model here is read and
+    compiled through it.
+
+    One Core, never freed, is a safety measure, not only a saving: OpenVINO's CPU plugin
+    (2026.4) gives the thread that creates it an alternate signal stack of its own and puts
+    back the previous one when the plugin is freed. With a Core per call, two models
+    compiled one after the other and freed in the same order leave the thread's alternate
+    stack pointing at unmapped memory, and the next Python signal handler that runs on it
+    (Ctrl-C, SIGTERM under a server, the SIGCHLD handler PyTorch's DataLoader installs)
+    kills the process with SIGSEGV. One plugin for the life of the process keeps its stack
+    mapped (``tests/export/test_openvino.py::test_signals_after_models_are_freed``)."""
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(require_openvino().Core())
+        return _CORE[0]
 
 
 def require_nncf() -> ModuleType:
@@ -117,7 +140,6 @@ def compile_model(model: Any, threads: int | None = None, exact: bool = True,
     has it). ``throughput``: OpenVINO's THROUGHPUT hint, several streams (one per core or
     two here) that run requests side by side, for :meth:`OvRunner.map`; one request alone
     then runs on one stream's threads."""
-    ov = require_openvino()
     config: dict[str, Any] = {}
     if exact:
         config["INFERENCE_PRECISION_HINT"] = "f32"
@@ -126,7 +148,7 @@ def compile_model(model: Any, threads: int | None = None, exact: bool = True,
     if throughput:
         config["PERFORMANCE_HINT"] = "THROUGHPUT"
     try:
-        return ov.Core().compile_model(model if not isinstance(model, Path) else str(model),
+        return core().compile_model(model if not isinstance(model, Path) else str(model),
                                        "CPU", config)
     except RuntimeError as e:  # what OpenVINO raises for every failure of its own
         raise OpenVinoFailure(f"OpenVINO cannot compile the model: {_first_line(e)}") from None
@@ -213,7 +235,7 @@ def write_ir(model: Any, path: str | Path, *, make_parents: bool = False,
             atomic_output(weights) as tmp_bin:  # inner: replaced first
         ov.serialize(model, str(tmp_xml), str(tmp_bin))
         if check is None:
-            ov.Core().read_model(str(tmp_xml), str(tmp_bin))
+            core().read_model(str(tmp_xml), str(tmp_bin))
         else:
             check(tmp_xml, tmp_bin)
     return path
@@ -232,8 +254,7 @@ def export_openvino(model: nn.Module, path: str | Path, input_size: tuple[int, i
     result: list[float] = []
 
     def check(xml: Path, weights: Path) -> None:
-        ov = require_openvino()
-        loaded = ov.Core().read_model(str(xml), str(weights))
+        loaded = core().read_model(str(xml), str(weights))
         runner = OvRunner(compile_model(loaded), in_chans=input_size[0])
         inputs = check_inputs(input_size, input_dtype(model))
         diff, tolerance = compare_outputs(model, runner, inputs, atol, rtol, "OpenVINO")
@@ -292,7 +313,7 @@ def _read_cached(ov: ModuleType, path: Path, use_cache: bool) -> Any | None:
     """The cached model at ``path``, or None (no entry, or a damaged one to replace)."""
     if use_cache and path.is_file() and path.with_suffix(".bin").is_file():
         try:
-            return ov.Core().read_model(str(path))
+            return core().read_model(str(path))
         except RuntimeError:
             return None
     return None
