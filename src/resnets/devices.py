@@ -32,12 +32,25 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX). Without it PyTorch
+    emulates bf16 and autocast is slower than fp32: on an AVX2-only AMD EPYC (2026-12-01,
+    one thread) a training step of edsr_baseline took 10.5x and of CIFAR ResNet-56 12.8x
+    as long as in fp32 (0.019 vs 0.201 steps/s; 7.0 vs 89.5 images/s)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return any(getattr(torch.cpu, name)() for name in probes if hasattr(torch.cpu, name))
+    except RuntimeError:
+        return False
+
+
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``amp`` (``auto`` = bf16) on ``device``; None for fp32."""
+    """The autocast dtype of ``amp`` on ``device``; None for fp32. ``auto``: bf16 on a GPU
+    and on a CPU with native bf16 (:func:`cpu_has_native_bf16`), fp32 on other CPUs."""
     if amp not in AMP_MODES:
         raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
     if amp == "auto":
-        amp = "bf16"
+        amp = "bf16" if device.type != "cpu" or cpu_has_native_bf16() else "none"
     if amp == "none":
         return None
     if amp == "fp16" and device.type != "cuda":

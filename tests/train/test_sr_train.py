@@ -402,9 +402,13 @@ def test_epoch_report_logs_set5_psnr_of_the_current_weights_every_epoch(mini_sr,
     assert "Set5_psnr_x4" in header and header.index("Set5_psnr_x2") < header.index("lr")
     model = create_sr_model("edsr_tiny", scales=(2, 3, 4))
     model.load_state_dict(load_checkpoint(run / "last.pt")["model"])
-    for s in (2, 3, 4):  # the protocol of sr-eval, on the weights at the epoch's end
+    # the protocol of sr-eval, on the weights at the epoch's end. Not bit-equal: the trainer
+    # runs its channels-last copy, and on an AVX2-only CPU (2026-12-01) the two layouts'
+    # convolutions round differently (3.6e-7 dB); a wrong shave, channel or checkpoint
+    # moves PSNR by 0.01 dB or more
+    for s in (2, 3, 4):
         want = evaluate_sr(model.eval(), ref / "Set5", s).mean()[0]
-        assert rows[-1][f"Set5_psnr_x{s}"] == pytest.approx(want, abs=1e-9)
+        assert rows[-1][f"Set5_psnr_x{s}"] == pytest.approx(want, abs=1e-4)
 
 
 def test_compile_trains_one_graph_per_scale_and_validates_eagerly(mini_sr, tmp_path,

@@ -67,7 +67,7 @@ class TrainConfig:
     test_every_epoch: bool = False     # also evaluate the test split each epoch (reporting only)
     # machine
     device: str = "auto"
-    amp: str = "auto"                  # "none" | "bf16" | "fp16" | "auto" (bf16 CPU/GPU)
+    amp: str = "auto"                  # "none" | "bf16" | "fp16" | "auto" (devices.resolve_amp)
     channels_last: bool = True
     compile: bool = False
     compile_mode: str = "default"      # torch.compile mode; "reduce-overhead" = CUDA graphs
