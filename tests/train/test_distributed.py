@@ -132,3 +132,43 @@ def test_ddp_ranks_skip_a_non_finite_step_together_and_stay_equal(tmp_path, env)
     params = [k for k in w0 if "running" not in k and "num_batches" not in k]
     assert all(torch.equal(w0[k], w1[k]) for k in params), "DDP ranks must hold equal weights"
     assert all(torch.isfinite(w0[k]).all() for k in params)
+
+
+EMPTY_DRIVER = """
+import json, sys, torch
+from resnets.train import Trainer, paper_recipe
+data, out = sys.argv[1], sys.argv[2]
+rank = int(__import__("os").environ["RANK"])
+cfg = paper_recipe(model="resnet20", data=data, out=out, epochs=1, batch_size=8, lr=0.05,
+                   amp="none", val_fraction=0.25, channels_last=False, seed=0,
+                   in_memory="no", workers=0)
+t = Trainer(cfg, quiet=True)
+assert not t.in_memory
+real = t.train_data.batches
+def batches(seed, epoch, start=0, generator=None):  # rank 1's second batch: unreadable only
+    for b, (x, y, idx) in enumerate(real(seed, epoch, start, generator), start):
+        yield (x[:0], y[:0], idx[:0]) if rank == 1 and b == 1 else (x, y, idx)
+t.train_data.batches = batches
+t.fit()
+torch.save(t.model.state_dict(), f"{out}/rank{rank}.pt")
+json.dump({"steps": t.scheduler.last_epoch, "batches": len(t.train_data)},
+          open(f"{out}/rank{rank}.json", "w"))
+"""
+
+
+def test_ddp_ranks_skip_a_streamed_batch_of_unreadable_files_together(tmp_path, env):
+    """A streamed batch whose files are all unreadable comes empty on one rank: every rank
+    must skip that step (one rank skipping alone left the others waiting in the all-reduce)."""
+    data = make_folder(tmp_path / "data", per_class=(32, 4))
+    driver = tmp_path / "empty_driver.py"
+    driver.write_text(EMPTY_DRIVER)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    run_group([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29519", str(driver), str(data), str(out)], env, timeout=120)
+    w0 = torch.load(out / "rank0.pt", weights_only=True)
+    w1 = torch.load(out / "rank1.pt", weights_only=True)
+    params = [k for k in w0 if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(w0[k], w1[k]) for k in params), "DDP ranks must hold equal weights"
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["steps"] == r1["steps"] == r0["batches"] - 1, "one step skipped by both ranks"

@@ -371,6 +371,17 @@ class Trainer:
             self.log.append(row)
         return self._finish()
 
+    def _every_rank_has_images(self, images: int) -> bool:
+        """Whether this step's batch holds images on every rank. A streamed batch of
+        unreadable files only comes empty; under DDP all ranks skip it together, since a
+        rank skipping alone would leave the others' buffer broadcast and gradient all-reduce
+        unmatched (a hang). Batches in memory are never empty: no collective for them."""
+        if self.dist.world == 1 or self.in_memory:
+            return images > 0
+        flag = torch.tensor([int(images > 0)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag)
+
     def _train_epoch(self, epoch: int, first_step: int, generator: torch.Generator,
                      best: float, sums: torch.Tensor | None = None) -> dict:
         cfg = self.cfg
@@ -397,8 +408,8 @@ class Trainer:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=total,
                                 completed=first_step)
             for b, (x, y, _) in enumerate(stream, first_step):
-                if not len(y):  # unreadable files only: counted (the sampler's position)
-                    continue
+                if not self._every_rank_has_images(len(y)):  # unreadable files only, here
+                    continue                        # or on another rank: counted, skipped
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 target = y
