@@ -172,3 +172,44 @@ def test_ddp_ranks_skip_a_streamed_batch_of_unreadable_files_together(tmp_path, 
     assert all(torch.equal(w0[k], w1[k]) for k in params), "DDP ranks must hold equal weights"
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["steps"] == r1["steps"] == r0["batches"] - 1, "one step skipped by both ranks"
+
+
+ACCUM_DRIVER = """
+import json, sys, torch
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from resnets.train import Trainer, paper_recipe
+data, out = sys.argv[1], sys.argv[2]
+rank = int(__import__("os").environ["RANK"])
+cfg = paper_recipe(model="resnet20", data=data, out=out, epochs=1, batch_size=4, lr=0.05,
+                   amp="none", val_fraction=0.25, channels_last=False, seed=0, accum_steps=2)
+t = Trainer(cfg, quiet=True)
+synced = [0]
+def count(state, bucket):  # the default all-reduce, counting backwards that synchronise
+    synced[0] += bucket.index() == 0
+    return allreduce_hook(state, bucket)
+t.train_model.register_comm_hook(None, count)  # the DDP module (no compile here)
+t.fit()
+torch.save(t.model.state_dict(), f"{out}/rank{rank}.pt")
+json.dump({"synced": synced[0], "steps": t.scheduler.last_epoch, "batches": len(t.train_data)},
+          open(f"{out}/rank{rank}.json", "w"))
+"""
+
+
+def test_ddp_accumulation_all_reduces_once_per_optimizer_step(tmp_path, env):
+    """With accum_steps=2 the first backward of each window keeps its gradients local (DDP's
+    no_sync) and the second all-reduces their sum: half the all-reduces, equal weights."""
+    data = make_folder(tmp_path / "data", per_class=(32, 4))
+    driver = tmp_path / "accum_driver.py"
+    driver.write_text(ACCUM_DRIVER)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    run_group([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29520", str(driver), str(data), str(out)], env, timeout=120)
+    w0 = torch.load(out / "rank0.pt", weights_only=True)
+    w1 = torch.load(out / "rank1.pt", weights_only=True)
+    params = [k for k in w0 if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(w0[k], w1[k]) for k in params), "DDP ranks must hold equal weights"
+    for r in (0, 1):
+        rec = json.loads((out / f"rank{r}.json").read_text())
+        assert rec["steps"] == rec["batches"] // 2 > 0
+        assert rec["synced"] == rec["steps"], "one all-reduce per optimizer step"

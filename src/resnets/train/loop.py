@@ -11,7 +11,7 @@ import math
 import os
 import time
 import warnings
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,9 +227,11 @@ class Trainer:
                 self.teacher = load_teacher(cfg.teacher, self.classes, self.preprocessing,
                                             self.device, cfg.teacher_flip, cfg.channels_last)
         self.train_model: nn.Module = model
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self.train_model = self.ddp = nn.parallel.DistributedDataParallel(
+                model, device_ids=ids)
         if cfg.compile:
             mode = None if cfg.compile_mode == "default" else cfg.compile_mode
             self.train_model = torch.compile(self.train_model, mode=mode)
@@ -371,6 +373,13 @@ class Trainer:
             self.log.append(row)
         return self._finish()
 
+    def _grad_sync(self, window_ends: bool):
+        """Where this backward's gradients go: all-reduced across ranks at the end of an
+        accumulation window (and always without accumulation), kept local inside it."""
+        if self.ddp is None or window_ends:
+            return nullcontext()
+        return self.ddp.no_sync()
+
     def _every_rank_has_images(self, images: int) -> bool:
         """Whether this step's batch holds images on every rank. A streamed batch of
         unreadable files only comes empty; under DDP all ranks skip it together, since a
@@ -415,21 +424,24 @@ class Trainer:
                 target = y
                 if mix is not None:
                     x, target = mix(x, y)
-                guard.keep()
-                with autocast(self.device, self.amp):
-                    logits = model(x)
-                    if self.teacher is None:
-                        loss = F.cross_entropy(logits.float(), target,
-                                               label_smoothing=cfg.label_smoothing)
-                    else:
-                        loss = distillation_loss(logits.float(), self.teacher(x), target,
-                                                 cfg.distill_alpha, cfg.distill_temperature,
-                                                 cfg.label_smoothing)
-                # a non-finite step is skipped (as fp16's scaler does), by every rank at once
-                if not guard.finite(loss, epoch, b, total, all_ranks=self.dist.world > 1):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    continue
-                self.scaler.scale(loss / cfg.accum_steps).backward()
+                # inside an accumulation window gradients stay local (DDP's no_sync); the
+                # window's last backward all-reduces their sum
+                with self._grad_sync((b + 1) % cfg.accum_steps == 0):
+                    guard.keep()
+                    with autocast(self.device, self.amp):
+                        logits = model(x)
+                        if self.teacher is None:
+                            loss = F.cross_entropy(logits.float(), target,
+                                                   label_smoothing=cfg.label_smoothing)
+                        else:
+                            loss = distillation_loss(logits.float(), self.teacher(x), target,
+                                                     cfg.distill_alpha, cfg.distill_temperature,
+                                                     cfg.label_smoothing)
+                    # a non-finite step is skipped (as fp16's scaler does), by every rank at once
+                    if not guard.finite(loss, epoch, b, total, all_ranks=self.dist.world > 1):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        continue
+                    self.scaler.scale(loss / cfg.accum_steps).backward()
                 if (b + 1) % cfg.accum_steps == 0:
                     if cfg.grad_clip > 0:
                         self.scaler.unscale_(self.optimizer)
