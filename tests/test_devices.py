@@ -34,3 +34,11 @@ def test_unknown_amp_and_fp16_on_cpu_are_refused():
         devices.resolve_amp("fp8", CPU)
     with pytest.raises(ValueError, match="fp16 autocast needs a CUDA device"):
         devices.resolve_amp("fp16", CPU)
+
+
+@pytest.mark.parametrize("native, want", [(True, "bf16"), (False, "none")])
+def test_amp_setting_names_what_auto_is_here(monkeypatch, native, want):
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    assert devices.amp_setting("auto", CPU) == want
+    assert devices.amp_setting("auto", torch.device("cuda")) == "bf16"
+    assert [devices.amp_setting(a, CPU) for a in ("none", "bf16")] == ["none", "bf16"]

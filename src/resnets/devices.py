@@ -58,6 +58,14 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
+def amp_setting(amp: str, device: torch.device) -> str:
+    """``amp`` as a setting that means the same on every machine: ``auto`` becomes what it
+    is on ``device`` here (``bf16`` or ``none``). A run stores this, so that resumed on a
+    machine where ``auto`` means otherwise it keeps its numerics."""
+    dtype = resolve_amp(amp, device)
+    return "none" if dtype is None else "bf16" if dtype == torch.bfloat16 else "fp16"
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
     """``torch.autocast`` for ``dtype``, or nothing for fp32."""
     if dtype is None:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +159,23 @@ def test_clean_subset_claims_are_reported_beside_the_verdicts_not_in_their_place
     assert beside["margin"] == pytest.approx(-0.6)
     assert beside["half_range_sum"] == pytest.approx(0.2)
     assert [c["claim"].replace("clean ", "") for c in summary["comparisons_clean"]] == list(verdict)
+
+
+def test_a_run_folder_in_another_precision_is_another_setting(tmp_path, monkeypatch):
+    """bf16 and fp32 runs are never summarised together; amp=auto is compared as what it
+    means on this machine (a folder from before runs stored it resolved, too)."""
+    from resnets import devices
+    from resnets.experiments.degradation import DegradationConfig, check_setting, train_config
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    cfg = DegradationConfig(data="x", out=str(tmp_path), depths=(20,), seeds=(0,), amp="auto")
+    tcfg = train_config(cfg, "resnet20", 0)
+    run = Path(tcfg.out)
+    run.mkdir(parents=True)
+    for saved_amp, refused in [("bf16", True), ("none", False), ("auto", False)]:
+        (run / "config.json").write_text(json.dumps({**tcfg.to_dict(), "amp": saved_amp}))
+        if refused:
+            with pytest.raises(ValueError, match="amp 'bf16', asked 'none'"):
+                check_setting(run, tcfg)
+        else:
+            check_setting(run, tcfg)

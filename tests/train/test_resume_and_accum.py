@@ -149,3 +149,27 @@ def test_resume_keeps_the_automatic_memory_choice_of_the_run(tiny_data, tmp_path
         assert resumed.in_memory == first.in_memory, resumed.data_reason
     finally:
         resumed.run.close()
+
+
+@pytest.mark.parametrize("native_at_start", [True, False])
+def test_amp_auto_is_stored_as_what_it_was_and_kept_on_resume(tiny_data, tmp_path,
+                                                              monkeypatch, native_at_start):
+    """amp=auto means bf16 on a CPU with native bf16 and fp32 elsewhere: a run stores what
+    it meant where the run started, and resumed on the other kind of CPU keeps it (its
+    numerics do not change half-way)."""
+    from resnets import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native_at_start)
+    first = Trainer(tiny_cfg(tiny_data, tmp_path / "run", epochs=1, amp="auto"), quiet=True)
+    first.fit()
+    stored = "bf16" if native_at_start else "none"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["amp"] == stored
+    assert load_training_state(tmp_path / "run" / "last.pt")["config"]["amp"] == stored
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: not native_at_start)
+    resumed = Trainer(tiny_cfg(tiny_data, tmp_path / "run"), resume=True, quiet=True,
+                      changes={"epochs": 2})
+    try:
+        assert resumed.cfg.amp == stored
+        assert resumed.amp == (torch.bfloat16 if native_at_start else None)
+    finally:
+        resumed.run.close()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices import autocast
+from ..devices import amp_setting, autocast, resolve_device
 from ..files import atomic_write
 from ..models.blocks import BasicBlock, Bottleneck
 from ..train.config import TrainConfig, paper_recipe
@@ -111,7 +111,7 @@ def _probe_batch(trainer: Trainer, n: int = 256) -> tuple[torch.Tensor, torch.Te
 # What a (network, seed) run is trained and measured on: a run folder holding another value
 # of any of these is another setting (another budget), never summarised under this one.
 SETTING_FIELDS = ("model", "seed", "epochs", "batch_size", "lr", "subset_per_class",
-                  "val_fraction", "train_eval_size", "test_limit")
+                  "val_fraction", "train_eval_size", "test_limit", "amp")
 
 
 def check_setting(run_dir: Path, tcfg: TrainConfig, record: dict | None = None) -> None:
@@ -120,11 +120,15 @@ def check_setting(run_dir: Path, tcfg: TrainConfig, record: dict | None = None) 
     summarised under this one's. A record copied without its ``config.json`` is checked on
     its epochs."""
     asked = tcfg.to_dict()
+    device = resolve_device(tcfg.device)
+    asked["amp"] = amp_setting(tcfg.amp, device)  # auto: what it is on this machine
     diffs = []
     if record is not None and record.get("epochs") and record["epochs"][-1] != tcfg.epochs:
         diffs.append(f"epochs {record['epochs'][-1]} (its record), asked {tcfg.epochs}")
     saved = saved_config(run_dir)
     if saved is not None:
+        if saved.get("amp") == "auto":  # a run folder from before runs stored it resolved
+            saved = {**saved, "amp": amp_setting("auto", device)}
         diffs += [f"{k} {saved[k]!r}, asked {asked[k]!r}" for k in SETTING_FIELDS
                   if k in saved and saved[k] != asked[k]]
     if diffs:

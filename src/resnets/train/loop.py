@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices import autocast, resolve_amp, resolve_device
+from ..devices import amp_setting, autocast, resolve_amp, resolve_device
 from ..models.registry import build_model
 from ..weights.loading import load_state_dict_into
 from ..weights.state_dict_io import save_safetensors
@@ -143,11 +143,12 @@ class Trainer:
                                     "not there (moved? resume with its new location)")
         # stored absolute, so that a run resumes from any working folder
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
-        self.cfg = cfg
         self.quiet = quiet
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device if self.dist.world > 1 else resolve_device(cfg.device)
         self.amp = resolve_amp(cfg.amp, self.device)
+        # stored as what it is here: resumed where auto means otherwise, the run keeps it
+        self.cfg = cfg = cfg.replace(amp=amp_setting(cfg.amp, self.device))
         if self.device.type == "cuda":  # fixed input shapes: let cuDNN time its kernels once
             torch.backends.cudnn.benchmark = True
         self._build_data()

@@ -35,7 +35,7 @@ from ..data.sr import (
     images_mismatch,
     load_sr_images,
 )
-from ..devices import autocast, resolve_amp, resolve_device
+from ..devices import amp_setting, autocast, resolve_amp, resolve_device
 from ..metrics.sr import psnr, rgb_to_y, shave, sr_psnr_ssim
 from ..models.imresize import downscale, modcrop, to_float
 from ..models.sr import SUPPORTED_SCALES, create_sr_model
@@ -285,7 +285,8 @@ class SRTrainer:
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
         self.amp = resolve_amp(cfg.amp, self.device)
-        self.cfg = cfg
+        # stored as what it is here: resumed where auto means otherwise, the run keeps it
+        self.cfg = cfg = cfg.replace(amp=amp_setting(cfg.amp, self.device))
         self._build_model()  # before the data: a wrong model name fails at once
         self.cfg = self._build_data(cfg)
         self.log = MetricsLog(self.run_dir, columns=metric_columns(self.cfg.scales,
