@@ -161,3 +161,17 @@ def test_damaged_cached_file_offline_is_an_error(server, cache, payload, monkeyp
     with pytest.raises(FileNotFoundError, match="damaged"):
         fetch(server.add(name, payload), progress=False)
     assert server.requests == []
+
+
+def test_two_urls_ending_in_one_unhashed_name_keep_their_own_files(server, cache):
+    """Without a hash in the name nothing checks the content: ``.../a/model.pth`` must not be
+    answered with the file of ``.../b/model.pth`` (torch hub's cache is keyed by file name)."""
+    a = checkpoint_bytes({"w": torch.zeros(3)})
+    b = checkpoint_bytes({"w": torch.ones(3)})
+    url_a, url_b = server.add("a/model.pth", a), server.add("b/model.pth", b)
+    path_a, path_b = fetch(url_a, progress=False), fetch(url_b, progress=False)
+    assert path_a != path_b and path_a.name == path_b.name == "model.pth"
+    assert path_a.read_bytes() == a and path_b.read_bytes() == b
+    assert fetch(url_a, progress=False) == path_a  # cached: no third request
+    assert server.requests == ["a/model.pth", "b/model.pth"]
+    assert not (cache / "model.pth").exists()

@@ -2,7 +2,9 @@
 
 Files live in torch hub's cache, ``torch.hub.get_dir()/checkpoints`` (that is
 ``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``), under the
-URL's file name, so a file torchvision already downloaded is used as it is. A download is
+URL's file name, so a file torchvision already downloaded is used as it is (a URL whose file
+name carries no hash goes under ``by-url/<key of the URL>/``: nothing else could tell two
+such files apart). A download is
 streamed to a temporary file beside its destination, checked against its sha256 and only
 then moved into place (``os.replace``), so the cache never holds a partial file and a
 failed download leaves nothing behind. ``RESNETS_OFFLINE=1`` never touches the network.
@@ -100,6 +102,15 @@ def hash_prefix_from_name(name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def url_keyed_path(url: str) -> Path:
+    """Where the file of a URL without a hash to check lives in the cache: under a folder
+    named from the whole URL, so that two URLs ending in one file name (``.../a/model.pth``,
+    ``.../b/model.pth``) never share a file. Hashed files keep torch hub's flat layout,
+    where their hash tells the files apart."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return cache_dir() / "by-url" / key / url_filename(url)
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -132,8 +143,10 @@ def fetch(url: str, *, sha256: str | None = None, filename: str | None = None,
     fails and ``FileNotFoundError`` in offline mode when the file is not cached.
     """
     name = filename or url_filename(url)
-    dest = cache_dir() / name
     expected = hash_prefix_from_name(name) if sha256 is None else sha256
+    dest = cache_dir() / name
+    if not expected and filename is None:
+        dest = url_keyed_path(url)
     # digits in a name need not be a hash (model-20240101.pth): say where the expectation
     # came from and how to load such a file without the check
     from_name = (f" ({expected} is the hex in the file name {name}, read as a sha256 prefix "
@@ -155,11 +168,25 @@ def fetch(url: str, *, sha256: str | None = None, filename: str | None = None,
             f"(`resnets weights download` does it) and place the file at {dest}")
     try:
         _download(url, dest, expected or "", file_size, timeout, progress, from_name)
-    except _NameHashMismatch:
-        raise  # placing the file by hand would fail the same check
-    except DownloadError as e:  # e.g. no network: say how to install the file by hand
-        raise DownloadError(f"{e} (without network: place the file at {dest})") from None
+    except BaseException as e:
+        _drop_empty_folders(dest.parent)  # a failed download leaves no folder behind either
+        if isinstance(e, DownloadError) and not isinstance(e, _NameHashMismatch):
+            # e.g. no network: say how to install the file by hand (a name-hash mismatch
+            # would fail the same way when placed by hand)
+            raise DownloadError(f"{e} (without network: place the file at {dest})") from None
+        raise
     return dest
+
+
+def _drop_empty_folders(folder: Path) -> None:
+    """Remove ``folder`` and its empty parents up to the cache folder (kept)."""
+    top = cache_dir()
+    while folder != top and top in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another file lives there), or already gone
+            return
+        folder = folder.parent
 
 
 def _not_a_checkpoint(path: Path) -> str:
