@@ -502,3 +502,27 @@ def test_a_checkpoint_from_before_the_fingerprint_resumes_unchecked(flat_sr, tmp
     torch.save(state, run / "last.pt")
     SRTrainer(SRTrainConfig(out=str(run)), resume=True, quiet=True, changes={"epochs": 2}).fit()
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_a_gray_validation_image_is_scored_as_sr_eval_scores_it(mini_sr, tmp_path):
+    """A grayscale file is its own Y in sr-eval; validation must not score it as the Y of
+    three equal planes (an untrained model: 21.65 dB one way, 18.74 dB the other)."""
+    from resnets.train.sr import validation_pairs, validation_scores
+
+    root, hr = tmp_path / "sr", tmp_path / "hr"
+    (root / "T91").mkdir(parents=True)
+    hr.mkdir()
+    src = sorted((mini_sr / "T91").iterdir())[0]
+    Image.open(src).convert("L").save(root / "T91" / "gray.png")
+    Image.open(src).convert("L").save(hr / "gray.png")
+    Image.open(src).save(root / "T91" / "rgb.png")
+    images = load_sr_images(root, ("T91",))
+    assert images.gray == [True, False]
+    torch.manual_seed(0)
+    model = create_sr_model("edsr_tiny", scales=(2,))
+    pairs = validation_pairs(images.subset(["T91/gray.png"]), (2,))
+    assert pairs[2][0][1].shape[0] == 1
+    ours = validation_scores(model, pairs, with_ssim=True)[2]
+    psnr, ssim = evaluate_sr(model, hr, 2).mean()
+    assert ours["psnr"] == pytest.approx(psnr, abs=1e-9)
+    assert ours["ssim"] == pytest.approx(ssim, abs=1e-9)

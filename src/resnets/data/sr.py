@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from ..models.imresize import downscale
 from .io import is_image_file, read_rgb
@@ -30,17 +31,24 @@ AUGMENTS = ("dihedral", "flip", "none")
 
 @dataclass
 class SRImages:
-    """Decoded images and their names (``SET/file``), uint8 ``(3, H, W)`` of varied sizes."""
+    """Decoded images and their names (``SET/file``), uint8 ``(3, H, W)`` of varied sizes;
+    ``gray`` marks the files that are grayscale (three equal planes here, one channel, their
+    own Y, where they are scored: as ``sr-eval`` scores them)."""
 
     names: list[str]
     images: list[torch.Tensor]
+    gray: list[bool] = field(default_factory=list)  # empty: none is
 
     def __len__(self) -> int:
         return len(self.names)
 
     def subset(self, names: Sequence[str]) -> SRImages:
         where = {n: i for i, n in enumerate(self.names)}
-        return SRImages(list(names), [self.images[where[n]] for n in names])
+        return SRImages(list(names), [self.images[where[n]] for n in names],
+                        [self.is_gray(where[n]) for n in names])
+
+    def is_gray(self, i: int) -> bool:
+        return bool(self.gray) and self.gray[i]
 
     def fingerprint(self) -> dict:
         """What a resumed run checks to know it trains on the same images: their count and
@@ -91,7 +99,16 @@ def load_sr_images(root: str | Path, sets: Sequence[str] = TRAIN_SETS) -> SRImag
     root = Path(root)
     files = list_sr_images(root, sets)
     return SRImages([p.relative_to(root).as_posix() for p in files],
-                    [read_rgb(p) for p in files])
+                    [read_rgb(p) for p in files], [_is_gray_file(p) for p in files])
+
+
+# Pillow modes of one gray channel, as resnets.tasks.upscale reads them (LA: its alpha dropped)
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _is_gray_file(path: Path) -> bool:
+    with Image.open(path) as img:  # the header only: the pixels were decoded already
+        return img.mode in GRAY_MODES
 
 
 def holdout(names: Sequence[str], count: int, seed: int) -> list[str]:

@@ -222,12 +222,14 @@ ValidationSet = dict[int, list[tuple[str, torch.Tensor, torch.Tensor]]]
 
 
 def validation_pairs(images: SRImages, scales: tuple[int, ...]) -> ValidationSet:
-    """Per scale, ``(name, hr, lr)`` uint8 triples: HR mod-cropped, LR as MATLAB makes it."""
+    """Per scale, ``(name, hr, lr)`` uint8 triples: HR mod-cropped, LR as MATLAB makes it.
+    A grayscale file keeps one channel, its own Y (as ``sr-eval`` scores it), not the Y of
+    three equal planes (BT.601's 16-235 range scales the error: another number)."""
     out: ValidationSet = {}
     for scale in scales:
         out[scale] = []
-        for name, img in zip(images.names, images.images, strict=True):
-            hr = modcrop(img, scale)
+        for i, (name, img) in enumerate(zip(images.names, images.images, strict=True)):
+            hr = modcrop(img[:1] if images.is_gray(i) else img, scale)
             out[scale].append((name, hr, downscale(hr, scale)))
     return out
 
