@@ -351,3 +351,32 @@ def test_cli_upscale_json_names_backend_and_self_ensemble(tmp_path):
     bad = runner.invoke(app, ["upscale", str(tmp_path / "p.png"), "--weights", str(weights),
                               "--backend", "int8"])
     assert bad.exit_code == 1 and "unknown super-resolution backend 'int8'" in bad.output
+
+
+@pytest.mark.parametrize("channels, key, mode", [(1, 0, "LA"), (3, (0, 0, 0), "RGBA")])
+def test_a_png_colour_key_becomes_an_alpha(tmp_path, channels, key, mode):
+    """A PNG's tRNS chunk on a gray or RGB image makes pixels of one value transparent: the
+    result keeps that transparency as an alpha (upscaled bicubic, as RGBA's)."""
+    arr = _smooth_image(16, 24, channels)
+    arr[4:10, 6:14] = 0  # a clear window, in the key's colour
+    clear = (arr == 0) if channels == 1 else (arr == 0).all(-1)
+    Image.fromarray(arr).save(tmp_path / "k.png", transparency=key)
+    pic = load_picture(tmp_path / "k.png")
+    assert pic.alpha is not None and pic.color.shape[0] == channels
+    assert torch.equal(pic.alpha[0] == 0, torch.from_numpy(clear))
+    [r] = upscale_files(create_sr_model("bicubic"), [tmp_path / "k.png"], 2, tmp_path / "out",
+                        progress=False)
+    out = Image.open(r.output)
+    assert out.mode == mode and out.size == (48, 32)
+    alpha = torch.from_numpy((~clear).astype(np.float32))[None]
+    expected = to_uint8(upscale(alpha, 2).clamp(0, 1))[0].numpy()
+    assert np.array_equal(np.asarray(out)[..., -1], expected)
+
+
+def test_a_16_bit_gray_colour_key_becomes_an_alpha(tmp_path):
+    arr = (_smooth_image(20, 20, 1).astype(np.uint16) * 257 + 100).astype(np.uint16)
+    arr[2:6, 2:6] = 7
+    Image.fromarray(arr).save(tmp_path / "d.png", transparency=7)
+    pic = load_picture(tmp_path / "d.png")
+    assert pic.bits == 16 and pic.alpha is not None
+    assert torch.equal(pic.alpha[0] == 0, torch.from_numpy(arr == 7))

@@ -4,7 +4,8 @@ A large image is cut into overlapping low-resolution tiles. Each tile is run wit
 extra pixels of context on every side (discarded afterwards, so the network sees what it
 would see in one piece), and neighbouring tiles are blended with linear ramps across their
 ``overlap``, so no seam shows. Grayscale stays grayscale, RGBA keeps its alpha (upscaled
-bicubic), 16-bit grayscale is processed in float and written as 16-bit. Every PNG is written
+bicubic; a PNG colour key, tRNS, becomes such an alpha), 16-bit grayscale is processed in
+float and written as 16-bit (8-bit with an alpha). Every PNG is written
 atomically: a temporary file in the output folder, then ``os.replace``.
 """
 
@@ -81,11 +82,17 @@ def picture_from_image(img: Image.Image) -> Picture:
 
 def _picture(img: Image.Image) -> Picture:
     mode = img.mode
+    key = img.info.get("transparency")  # a PNG tRNS colour key: pixels of that value are clear
+    if key is not None and mode in ("1", "L", "RGB"):
+        img = img.convert("LA" if mode != "RGB" else "RGBA")  # Pillow applies the key
+        mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float64)
+        alpha = None if not isinstance(key, int) else \
+            _array_to_tensor((arr != key).astype(np.float64))
         if mode.startswith("I;16") or arr.max() > 255:
-            return Picture(_array_to_tensor(arr / 65535.0), bits=16)
-        return Picture(_array_to_tensor(arr / 255.0))
+            return Picture(_array_to_tensor(arr / 65535.0), alpha, bits=16)
+        return Picture(_array_to_tensor(arr / 255.0), alpha)
     if mode == "F":
         arr = np.asarray(img).astype(np.float64)
         return Picture(_array_to_tensor(arr if arr.max() <= 1.0 else arr / 255.0), bits=16)
