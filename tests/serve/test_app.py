@@ -516,3 +516,18 @@ def test_a_request_whose_client_left_while_queued_never_reaches_the_model(torch_
     assert first == 200
     assert left_in_time, "a client that left waited for the model anyway"
     assert n_calls == 2, f"{n_calls} model calls for 2 clients that stayed"
+
+
+def test_a_body_cut_off_before_its_closing_boundary_is_422(client):
+    """A multipart body without its closing boundary (a cut-off upload) parses as far as it
+    goes; its file part may be any prefix of the image, so it is refused, not decoded."""
+    image = example()
+    head = (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n")
+    headers = {"content-type": "multipart/form-data; boundary=xyz"}
+    whole = client.post("/v1/classify", content=head + image + b"\r\n--xyz--\r\n",
+                        headers=headers)
+    assert whole.status_code == 200, whole.text
+    for body in (head + image, head + image + b"\r\n--xyz", head + image[: len(image) // 2]):
+        r = client.post("/v1/classify", content=body, headers=headers)
+        assert r.status_code == 422 and "closing boundary" in r.json()["error"], r.text

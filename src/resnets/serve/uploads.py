@@ -56,9 +56,13 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
         raise _too_large(max_bytes)
     parts: list[_Part] = []
     header: list[bytes] = [b"", b""]
+    ended = [False]  # the closing boundary was read: the body is whole
 
     def on_part_begin() -> None:
         parts.append(_Part())
+
+    def on_end() -> None:
+        ended[0] = True
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         parts[-1].data += data[start:end]
@@ -77,7 +81,8 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
                                         "on_part_data": on_part_data,
                                         "on_header_field": on_header_field,
                                         "on_header_value": on_header_value,
-                                        "on_header_end": on_header_end})
+                                        "on_header_end": on_header_end,
+                                        "on_end": on_end})
     received = 0
     try:
         async for chunk in request.stream():
@@ -88,6 +93,9 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
         parser.finalize()
     except MultipartParseError as e:
         raise ImageRejected(422, f"malformed multipart body: {e}") from None
+    if not ended[0]:  # a cut-off body parses as far as it goes: its last part is partial
+        raise ImageRejected(422, "the multipart body ends before its closing boundary "
+                                 "(the upload was cut off)")
     fields: dict[str, str] = {}
     file: bytes | None = None
     for part in parts:
