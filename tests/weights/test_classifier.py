@@ -129,7 +129,7 @@ def test_metadata_class_list_must_match_the_head(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file(resnets.create_model("resnet20", num_classes=3).state_dict(), str(path),
               metadata={"model": '"resnet20"', "classes": '["a", "b"]'})
-    with pytest.raises(ValueError, match="name 2 classes in their metadata but their head "
+    with pytest.raises(ValueError, match="its metadata lists 2 class names but its head "
                                          "has 3 outputs"):
         load_classifier(path)
 

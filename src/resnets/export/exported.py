@@ -109,17 +109,13 @@ def load_exported(path: str | Path, threads: int | None = None) -> ExportedClass
 
 def _class_names(path: Path, text: str, count: int) -> list[str]:
     """The ``classes`` metadata: a JSON list of names, one per output of the graph."""
+    from ..weights.classifier import metadata_classes
+
     try:
         names = json.loads(text)
     except json.JSONDecodeError:
-        names = None
-    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
-        raise ValueError(f"{path.name}: invalid classes metadata (expected a JSON list of "
-                         f"class names, got {text[:60]!r})")
-    if len(names) != count:
-        raise ValueError(f"{path.name}: its metadata lists {len(names)} class names but the "
-                         f"graph has {count} outputs")
-    return names
+        names = text  # shown as it is in the error
+    return metadata_classes(names, count, path.name)
 
 
 def _probe(pre: Preprocessing, dtype: torch.dtype) -> torch.Tensor:

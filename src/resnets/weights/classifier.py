@@ -133,20 +133,26 @@ def _architecture(model: str | None, meta: dict[str, Any], record: WeightRecord 
     return guess
 
 
+def metadata_classes(names: Any, outputs: int, where: str) -> list[str]:
+    """The class names a file's metadata gives (weights, or an exported graph): a JSON list
+    of names, one per output of the head; anything else is one error naming ``where``."""
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        shown = repr(names[:60]) if isinstance(names, str) else type(names).__name__
+        raise ValueError(f"{where}: invalid classes metadata (expected a JSON list of class "
+                         f"names, got {shown})")
+    if len(names) != outputs:
+        raise ValueError(f"{where}: its metadata lists {len(names)} class names but its head "
+                         f"has {outputs} outputs")
+    return list(names)
+
+
 def _classes(meta: dict[str, Any], record: WeightRecord | None, hint: list[str] | None,
              n: int, name: str, path: Path, notes: list[str]) -> list[str]:
     if n < 1 or n > MAX_CLASSES:
         raise ValueError(f"weights {path.name} have a head of {n} outputs: expected 1 to "
                          f"{MAX_CLASSES}")
     if "classes" in meta:
-        classes = meta["classes"]
-        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise ValueError(f"weights {path.name}: the classes in the metadata must be a JSON "
-                             f"list of names, got {type(classes).__name__}")
-        if len(classes) != n:
-            raise ValueError(f"weights {path.name} name {len(classes)} classes in their metadata "
-                             f"but their head has {n} outputs")
-        return list(classes)
+        return metadata_classes(meta["classes"], n, f"weights {path.name}")
     if record is not None and record.num_classes == n:
         return list(record.classes)
     if hint is not None and len(hint) == n:
