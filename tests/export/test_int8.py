@@ -274,3 +274,9 @@ def test_int8_calibrates_on_images_preprocessed_as_the_weights_say(resnet20, tmp
         assert torch.allclose(seen[-1], expected, atol=1e-6)
     assert not torch.allclose(seen[0], seen[1], atol=1e-3)  # the resize matters here
     assert len(keys) == 2 and keys[0] != keys[1]  # and is part of the cache key
+    # the graph's maker is in the key too: another torch (or onnxscript) exports another graph
+    from resnets.export.model_cache import package_versions
+
+    assert all(k["torch"] == package_versions("torch")["torch"] is not None for k in keys)
+    if kind == "onnxruntime-int8":
+        assert all("onnxscript" in k for k in keys)

@@ -141,8 +141,8 @@ def machine_info(threads: int) -> dict[str, Any]:
     import torchvision
 
     return {"cpu": cpu, "cores": os.cpu_count(), "cpu_flags": flags, "threads": threads,
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "onnxruntime": ort_version, **versions(), "python": platform.python_version(),
+            **versions(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "onnxruntime": ort_version, "python": platform.python_version(),
             "platform": platform.platform()}
 
 

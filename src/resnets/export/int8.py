@@ -301,7 +301,8 @@ def int8_session(model: nn.Module, input_size: tuple[int, int, int],
                      "input_size": list(input_size),
                      "normalization": [list(n) for n in normalization],
                      "calibration": identity, "reduce_range": not cpu_has_vnni(),
-                     **package_versions("onnxruntime", "onnx")})
+                     # the graph comes from torch's exporter (onnxscript) before quantizing
+                     **package_versions("torch", "onnxscript", "onnx", "onnxruntime")})
     path = cache_dir("onnxruntime") / f"{type(model).__name__.lower()}-int8-{key[:32]}.onnx"
     if use_cache and path.is_file():
         try:

@@ -110,8 +110,9 @@ def _quiet_logs() -> Iterator[None]:
 
 
 def versions() -> dict[str, str | None]:
-    """The installed OpenVINO and NNCF versions (None where missing)."""
-    return package_versions("openvino", "nncf")
+    """The installed OpenVINO and NNCF versions, and torch's, whose tracing feeds OpenVINO's
+    converter (None where missing)."""
+    return package_versions("openvino", "nncf", "torch")
 
 
 def convert(model: nn.Module, input_size: tuple[int, int, int]):  # -> openvino.Model
