@@ -196,3 +196,14 @@ def test_ctrl_c_ends_parent_and_child(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends to the foreground group
     assert proc.wait(timeout=10) != 0 and "KeyboardInterrupt" in proc.stderr.read()
     assert _process_state(child) is None  # ended and reaped by its parent
+
+
+def test_no_child_once_a_library_with_thread_pools_is_loaded():
+    """The CLI forks before it imports torch; a call in a process that has loaded torch,
+    onnxruntime or OpenVINO (whose pool threads may hold a lock at the fork, locked in the
+    child for ever: a hang) reads without a child."""
+    code = ("import sys\nfrom resnets.data.prefetch import can_fork\nprint(can_fork())\n"
+            "import torch\nprint(can_fork())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "False"]

@@ -17,8 +17,9 @@ errors are therefore the same with or without a child.
 The child ends by itself when it is through the list. It stops early, within one image,
 at :meth:`Prefetch.close` (the end of the ``with`` block, errors included), when this
 process has gone, and at once on Ctrl-C. Without ``fork`` (Windows), off Linux (macOS's
-system libraries are not fork-safe), with Python threads running, or for a few files, no
-child is started and every file is read by the pipeline.
+system libraries are not fork-safe), with Python threads running, once PyTorch,
+onnxruntime or OpenVINO is loaded (their thread pools' locks), or for a few files, no child is
+started and every file is read by the pipeline.
 """
 
 from __future__ import annotations
@@ -51,9 +52,17 @@ _COUNT = struct.Struct("=q")  # a message from the child: how many files it is t
 _REPORT_EVERY = 64
 
 
+# Libraries that run thread pools of their own (invisible to ``threading``): a process that
+# loaded one is not forked, since a lock one of their threads held at the fork stays locked
+# in the child for ever. The CLI forks before it imports any of them.
+THREADED_LIBRARIES = ("torch", "onnxruntime", "openvino")
+
+
 def can_fork() -> bool:
-    """Whether a child may be forked here: Linux, and no other Python thread running."""
-    return sys.platform == "linux" and hasattr(os, "fork") and threading.active_count() == 1
+    """Whether a child may be forked here: Linux, no other Python thread running, and none of
+    :data:`THREADED_LIBRARIES` loaded (an in-process call after them reads without a child)."""
+    return (sys.platform == "linux" and hasattr(os, "fork") and threading.active_count() == 1
+            and not any(name in sys.modules for name in THREADED_LIBRARIES))
 
 
 class Prefetch:
