@@ -4,8 +4,10 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,18 +66,45 @@ def env(tmp_path):
     return {**os.environ, "RESNETS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
 
 
-def test_two_process_ddp_matches_single_process(tmp_path, env):
-    data = make_folder(tmp_path / "data", per_class=(32, 4))
+def free_port() -> int:
+    """A TCP port free now on 127.0.0.1: tests running at once never share a rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(tmp_path: Path, env: dict[str, str], source: str, *args: str,
+              per_class: tuple[int, int] = (32, 4), timeout: float = 120) -> Path:
+    """``source`` as a driver script on two gloo ranks under torchrun, given a synthetic
+    image folder, an output folder and ``args``; returns the output folder."""
+    data = make_folder(tmp_path / "data", per_class=per_class)
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
-    ddp_out.mkdir()
-    single_out.mkdir()
+    driver.write_text(source)
+    out = tmp_path / "ddp"
+    out.mkdir()
     run_group([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", "29517", str(driver), str(data), str(ddp_out), "8"],
-              env, timeout=300)
-    run_group([sys.executable, str(driver), str(data), str(single_out), "16"], env,
-              timeout=300)
+               "--master_port", str(free_port()), str(driver), str(data), str(out), *args],
+              env, timeout=timeout)
+    return out
+
+
+def equal_rank_weights(out: Path) -> dict[str, torch.Tensor]:
+    """Rank 0's learned tensors, after checking rank 1 holds the same (BN statistics are
+    per rank)."""
+    w0 = torch.load(out / "rank0.pt", weights_only=True)
+    w1 = torch.load(out / "rank1.pt", weights_only=True)
+    params = {k: v for k, v in w0.items() if "running" not in k and "num_batches" not in k}
+    assert all(torch.equal(v, w1[k]) for k, v in params.items()), \
+        "DDP ranks must hold equal weights"
+    return params
+
+
+def test_two_process_ddp_matches_single_process(tmp_path, env):
+    ddp_out = run_ranks(tmp_path, env, DRIVER, "8", timeout=300)
+    single_out = tmp_path / "single"
+    single_out.mkdir()
+    run_group([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "data"),
+               str(single_out), "16"], env, timeout=300)
 
     r0 = json.loads((ddp_out / "rank0.json").read_text())
     r1 = json.loads((ddp_out / "rank1.json").read_text())
@@ -84,10 +113,7 @@ def test_two_process_ddp_matches_single_process(tmp_path, env):
         assert not set(r0["orders"][e]) & set(r1["orders"][e]), "ranks must see disjoint data"
         assert len(r0["orders"][e]) == len(r1["orders"][e]) > 0
 
-    w0 = torch.load(ddp_out / "rank0.pt", weights_only=True)
-    w1 = torch.load(ddp_out / "rank1.pt", weights_only=True)
-    params = [k for k in w0 if "running" not in k and "num_batches" not in k]
-    assert all(torch.equal(w0[k], w1[k]) for k in params), "DDP ranks must hold equal weights"
+    equal_rank_weights(ddp_out)
 
     # Only rank 0 logs; the loss tolerance covers per-rank BN statistics on CPU.
     ddp_rows = [json.loads(x) for x in (ddp_out / "metrics.jsonl").read_text().splitlines()]
@@ -120,18 +146,8 @@ torch.save(t.model.state_dict(), f"{out}/rank{rank}.pt")
 def test_ddp_ranks_skip_a_non_finite_step_together_and_stay_equal(tmp_path, env):
     """One rank's NaN loss must make every rank skip that step: a rank that skipped alone
     would leave the others' gradient all-reduce waiting (a hang) or the weights apart."""
-    data = make_folder(tmp_path / "data", per_class=(32, 4))
-    driver = tmp_path / "nan_driver.py"
-    driver.write_text(NAN_DRIVER)
-    out = tmp_path / "ddp"
-    out.mkdir()
-    run_group([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", "29518", str(driver), str(data), str(out)], env, timeout=120)
-    w0 = torch.load(out / "rank0.pt", weights_only=True)
-    w1 = torch.load(out / "rank1.pt", weights_only=True)
-    params = [k for k in w0 if "running" not in k and "num_batches" not in k]
-    assert all(torch.equal(w0[k], w1[k]) for k in params), "DDP ranks must hold equal weights"
-    assert all(torch.isfinite(w0[k]).all() for k in params)
+    params = equal_rank_weights(run_ranks(tmp_path, env, NAN_DRIVER))
+    assert all(torch.isfinite(v).all() for v in params.values())
 
 
 EMPTY_DRIVER = """
@@ -159,17 +175,8 @@ json.dump({"steps": t.scheduler.last_epoch, "batches": len(t.train_data)},
 def test_ddp_ranks_skip_a_streamed_batch_of_unreadable_files_together(tmp_path, env):
     """A streamed batch whose files are all unreadable comes empty on one rank: every rank
     must skip that step (one rank skipping alone left the others waiting in the all-reduce)."""
-    data = make_folder(tmp_path / "data", per_class=(32, 4))
-    driver = tmp_path / "empty_driver.py"
-    driver.write_text(EMPTY_DRIVER)
-    out = tmp_path / "ddp"
-    out.mkdir()
-    run_group([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", "29519", str(driver), str(data), str(out)], env, timeout=120)
-    w0 = torch.load(out / "rank0.pt", weights_only=True)
-    w1 = torch.load(out / "rank1.pt", weights_only=True)
-    params = [k for k in w0 if "running" not in k and "num_batches" not in k]
-    assert all(torch.equal(w0[k], w1[k]) for k in params), "DDP ranks must hold equal weights"
+    out = run_ranks(tmp_path, env, EMPTY_DRIVER)
+    equal_rank_weights(out)
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["steps"] == r1["steps"] == r0["batches"] - 1, "one step skipped by both ranks"
 
@@ -198,17 +205,8 @@ json.dump({"synced": synced[0], "steps": t.scheduler.last_epoch, "batches": len(
 def test_ddp_accumulation_all_reduces_once_per_optimizer_step(tmp_path, env):
     """With accum_steps=2 the first backward of each window keeps its gradients local (DDP's
     no_sync) and the second all-reduces their sum: half the all-reduces, equal weights."""
-    data = make_folder(tmp_path / "data", per_class=(32, 4))
-    driver = tmp_path / "accum_driver.py"
-    driver.write_text(ACCUM_DRIVER)
-    out = tmp_path / "ddp"
-    out.mkdir()
-    run_group([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", "29520", str(driver), str(data), str(out)], env, timeout=120)
-    w0 = torch.load(out / "rank0.pt", weights_only=True)
-    w1 = torch.load(out / "rank1.pt", weights_only=True)
-    params = [k for k in w0 if "running" not in k and "num_batches" not in k]
-    assert all(torch.equal(w0[k], w1[k]) for k in params), "DDP ranks must hold equal weights"
+    out = run_ranks(tmp_path, env, ACCUM_DRIVER)
+    equal_rank_weights(out)
     for r in (0, 1):
         rec = json.loads((out / f"rank{r}.json").read_text())
         assert rec["steps"] == rec["batches"] // 2 > 0

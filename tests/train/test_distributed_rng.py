@@ -4,7 +4,6 @@ gives every rank its own streams back."""
 
 import json
 import random
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -14,8 +13,7 @@ import resnets.train.loop as loop
 from resnets.train.data import epoch_seed
 from resnets.train.distributed import DistInfo
 from resnets.train.run_folder import rng_states, set_rng_states
-from tests.synthetic import make_folder
-from tests.train.test_distributed import env, run_group  # noqa: F401 (a fixture)
+from tests.train.test_distributed import env, run_ranks  # noqa: F401 (a fixture)
 
 
 def test_rank_0_keeps_the_single_process_augmentation_seed_and_other_ranks_differ():
@@ -161,13 +159,7 @@ def test_ddp_ranks_draw_their_own_augmentations_and_resume_them_exactly(tmp_path
     differ batch by batch (they were the same: every rank seeded alike); a run killed
     mid-epoch and resumed draws what the run left alone drew, on every rank, and ends with
     the same weights, bit for bit."""
-    data = make_folder(tmp_path / "data", per_class=(16, 2))
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    out = tmp_path / "out"
-    out.mkdir()
-    run_group([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", "29519", str(driver), str(data), str(out)], env, timeout=300)
+    out = run_ranks(tmp_path, env, DRIVER, per_class=(16, 2), timeout=300)
     r0, r1 = (json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1))
     assert r0["world"] == 2
     ref0, ref1 = r0["runs"]["ref"], r1["runs"]["ref"]
