@@ -35,7 +35,7 @@ from ..data.sr import (
     images_mismatch,
     load_sr_images,
 )
-from ..devices import amp_setting, autocast, resolve_amp, resolve_device
+from ..devices import autocast, resolve_amp, resolve_device
 from ..metrics.sr import psnr, rgb_to_y, shave, sr_psnr_ssim
 from ..models.imresize import downscale, modcrop, to_float
 from ..models.sr import SUPPORTED_SCALES, create_sr_model
@@ -286,9 +286,8 @@ class SRTrainer:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
-        self.amp = resolve_amp(cfg.amp, self.device)
-        # stored as what it is here: resumed where auto means otherwise, the run keeps it
-        self.cfg = cfg = cfg.replace(amp=amp_setting(cfg.amp, self.device))
+        self.amp = resolve_amp(cfg.amp, self.device)  # none or bf16 (no auto here)
+        self.cfg = cfg
         self._build_model()  # before the data: a wrong model name fails at once
         self.cfg = self._build_data(cfg)
         self.log = MetricsLog(self.run_dir, columns=metric_columns(self.cfg.scales,
