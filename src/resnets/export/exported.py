@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..weights.classifier import metadata_classes
 from ..weights.preprocessing import Preprocessing
 from .onnx import OrtRunner, ort_session
 
@@ -109,8 +110,6 @@ def load_exported(path: str | Path, threads: int | None = None) -> ExportedClass
 
 def _class_names(path: Path, text: str, count: int) -> list[str]:
     """The ``classes`` metadata: a JSON list of names, one per output of the graph."""
-    from ..weights.classifier import metadata_classes
-
     try:
         names = json.loads(text)
     except json.JSONDecodeError:
