@@ -173,3 +173,16 @@ def test_amp_auto_is_stored_as_what_it_was_and_kept_on_resume(tiny_data, tmp_pat
         assert resumed.amp == (torch.bfloat16 if native_at_start else None)
     finally:
         resumed.run.close()
+
+
+def test_an_epoch_trains_only_the_batches_of_whole_accumulation_windows(tiny_data, tmp_path):
+    """6 batches an epoch, 4 per optimizer step: one step, from batches 1-4; batches 5 and
+    6 would only be computed for their gradient to be dropped at the next epoch's start."""
+    trainer = Trainer(tiny_cfg(tiny_data, tmp_path / "run", epochs=2, accum_steps=4),
+                      quiet=True)
+    assert len(trainer.train_data) == 6 and trainer.steps_per_epoch == 1
+    calls = []
+    trainer.model.register_forward_pre_hook(
+        lambda module, args: calls.append(len(args[0])) if module.training else None)
+    trainer.fit()
+    assert len(calls) == 2 * 4 and trainer.scheduler.last_epoch == 2

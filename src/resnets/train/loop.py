@@ -397,7 +397,9 @@ class Trainer:
         cfg = self.cfg
         model = self.train_model
         model.train()
-        total = len(self.train_data)
+        # the batches that make whole accumulation windows: a remainder would only be
+        # computed for its gradient to be dropped at the next epoch's start
+        total = self.steps_per_epoch * cfg.accum_steps
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
@@ -418,6 +420,8 @@ class Trainer:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=total,
                                 completed=first_step)
             for b, (x, y, _) in enumerate(stream, first_step):
+                if b >= total:
+                    break
                 if not self._every_rank_has_images(len(y)):  # unreadable files only, here
                     continue                        # or on another rank: counted, skipped
                 if cfg.channels_last:
