@@ -477,7 +477,7 @@ HOSTILE = {
                     "4096"),
     "preprocess not JSON": ({"preprocess": "not json {"}, None, "preprocess"),
     "classes not JSON": ({"classes": "not a list"}, None, "classes"),
-    "class count != head": ({"classes": ["a", "b"]}, None, "2 classes"),
+    "class count != head": ({"classes": ["a", "b"]}, None, "2 class names"),
     "std 0": ({"preprocess": {"size": 16, "resize": 16, "mean": [0.5, 0.5, 0.5],
                               "std": [0.0, 0.2, 0.2]}}, None, "std must be positive"),
     "wrong-shape tensor": ({}, "wrong", "differ in shape"),

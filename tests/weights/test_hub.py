@@ -170,7 +170,8 @@ def test_two_urls_ending_in_one_unhashed_name_keep_their_own_files(server, cache
     b = checkpoint_bytes({"w": torch.ones(3)})
     url_a, url_b = server.add("a/model.pth", a), server.add("b/model.pth", b)
     path_a, path_b = fetch(url_a, progress=False), fetch(url_b, progress=False)
-    assert path_a != path_b and path_a.name == path_b.name == "model.pth"
+    assert path_a != path_b and path_a.parent == path_b.parent == cache
+    assert path_a.name.startswith("model.") and path_a.suffix == ".pth"
     assert path_a.read_bytes() == a and path_b.read_bytes() == b
     assert fetch(url_a, progress=False) == path_a  # cached: no third request
     assert server.requests == ["a/model.pth", "b/model.pth"]

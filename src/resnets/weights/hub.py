@@ -3,8 +3,8 @@
 Files live in torch hub's cache, ``torch.hub.get_dir()/checkpoints`` (that is
 ``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``), under the
 URL's file name, so a file torchvision already downloaded is used as it is (a URL whose file
-name carries no hash goes under ``by-url/<key of the URL>/``: nothing else could tell two
-such files apart). A download is
+name carries no hash gets a key of the whole URL in its name, ``model.<key>.pth``: nothing
+else could tell two such files apart). A download is
 streamed to a temporary file beside its destination, checked against its sha256 and only
 then moved into place (``os.replace``), so the cache never holds a partial file and a
 failed download leaves nothing behind. ``RESNETS_OFFLINE=1`` never touches the network.
@@ -103,12 +103,13 @@ def hash_prefix_from_name(name: str) -> str | None:
 
 
 def url_keyed_path(url: str) -> Path:
-    """Where the file of a URL without a hash to check lives in the cache: under a folder
-    named from the whole URL, so that two URLs ending in one file name (``.../a/model.pth``,
-    ``.../b/model.pth``) never share a file. Hashed files keep torch hub's flat layout,
-    where their hash tells the files apart."""
+    """Where the file of a URL without a hash to check lives in the cache: its name with a
+    key of the whole URL before the suffix (``model.<key>.pth``), so that two URLs ending
+    in one file name (``.../a/model.pth``, ``.../b/model.pth``) never share a file. Hashed
+    files keep their names, torch hub's, where the hash tells the files apart."""
+    name = Path(url_filename(url))
     key = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return cache_dir() / "by-url" / key / url_filename(url)
+    return cache_dir() / f"{name.stem}.{key}{name.suffix}"
 
 
 def sha256_of(path: Path) -> str:
@@ -168,25 +169,11 @@ def fetch(url: str, *, sha256: str | None = None, filename: str | None = None,
             f"(`resnets weights download` does it) and place the file at {dest}")
     try:
         _download(url, dest, expected or "", file_size, timeout, progress, from_name)
-    except BaseException as e:
-        _drop_empty_folders(dest.parent)  # a failed download leaves no folder behind either
-        if isinstance(e, DownloadError) and not isinstance(e, _NameHashMismatch):
-            # e.g. no network: say how to install the file by hand (a name-hash mismatch
-            # would fail the same way when placed by hand)
-            raise DownloadError(f"{e} (without network: place the file at {dest})") from None
-        raise
+    except _NameHashMismatch:
+        raise  # placing the file by hand would fail the same check
+    except DownloadError as e:  # e.g. no network: say how to install the file by hand
+        raise DownloadError(f"{e} (without network: place the file at {dest})") from None
     return dest
-
-
-def _drop_empty_folders(folder: Path) -> None:
-    """Remove ``folder`` and its empty parents up to the cache folder (kept)."""
-    top = cache_dir()
-    while folder != top and top in folder.parents:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (another file lives there), or already gone
-            return
-        folder = folder.parent
 
 
 def _not_a_checkpoint(path: Path) -> str:
