@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from ..models.imresize import downscale
-from .io import is_image_file, read_rgb
+from .io import image_tensor, is_image_file, open_image
 
 TRAIN_SETS = ("T91", "BSD200")  # VDSR's "291" (Kim et al. 2016, Sec. 4.1)
 # Patch augmentations: the 8 flips/rotations (Lim et al. 2017, Sec. 4.2: "random rotations by
@@ -95,20 +94,20 @@ def list_sr_images(root: str | Path, sets: Sequence[str] = TRAIN_SETS) -> list[P
 
 
 def load_sr_images(root: str | Path, sets: Sequence[str] = TRAIN_SETS) -> SRImages:
-    """Decode every training image once, as RGB uint8 (grayscale files become 3 equal planes)."""
+    """Decode every training image once, as RGB uint8 (grayscale files become 3 equal planes,
+    marked gray by the mode they were decoded from)."""
     root = Path(root)
     files = list_sr_images(root, sets)
-    return SRImages([p.relative_to(root).as_posix() for p in files],
-                    [read_rgb(p) for p in files], [_is_gray_file(p) for p in files])
+    images, gray = [], []
+    for path in files:
+        img = open_image(path)
+        gray.append(img.mode in GRAY_MODES)
+        images.append(image_tensor(img))
+    return SRImages([p.relative_to(root).as_posix() for p in files], images, gray)
 
 
 # Pillow modes of one gray channel, as resnets.tasks.upscale reads them (LA: its alpha dropped)
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
-
-
-def _is_gray_file(path: Path) -> bool:
-    with Image.open(path) as img:  # the header only: the pixels were decoded already
-        return img.mode in GRAY_MODES
 
 
 def holdout(names: Sequence[str], count: int, seed: int) -> list[str]:
