@@ -873,7 +873,8 @@ def train_sr(
     epochs: Annotated[int | None, typer.Option(help="Epochs of --steps-per-epoch steps.")] = None,
     steps_per_epoch: Annotated[int | None, typer.Option(help="Steps per epoch (1000).")] = None,
     lr: Annotated[float | None, typer.Option()] = None,
-    amp: Annotated[str | None, typer.Option(help="none or bf16.")] = None,
+    amp: Annotated[str | None, typer.Option(
+        help="none, bf16 or auto (bf16 where the device computes it natively).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda ...")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     val_count: Annotated[int | None, typer.Option(help="Training images held out for "

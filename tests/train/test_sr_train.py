@@ -221,6 +221,29 @@ def test_bf16_autocast_trains(mini_sr, tmp_path):
     assert np.isfinite(result["best_val_psnr"])
 
 
+@pytest.mark.parametrize("native_at_start", [True, False])
+def test_amp_auto_is_stored_resolved_and_kept_on_resume(mini_sr, tmp_path, monkeypatch,
+                                                        native_at_start):
+    """As in classifier training: ``auto`` is stored as what it meant where the run began,
+    so a resume on a CPU where it means otherwise keeps the run's numerics."""
+    from resnets import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native_at_start)
+    run = tmp_path / "run"
+    SRTrainer(tiny_cfg(mini_sr, run, amp="auto", epochs=1, scales=(2,)), quiet=True).fit()
+    stored = "bf16" if native_at_start else "none"
+    assert json.loads((run / "config.json").read_text())["amp"] == stored
+    assert load_checkpoint(run / "last.pt")["config"]["amp"] == stored
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: not native_at_start)
+    resumed = SRTrainer(SRTrainConfig(data=str(mini_sr), out=str(run)), resume=True,
+                        quiet=True, changes={"epochs": 2})
+    try:
+        assert resumed.cfg.amp == stored
+        assert resumed.amp == (torch.bfloat16 if native_at_start else None)
+    finally:
+        resumed.run.close()
+
+
 def test_channels_last_trains_the_same_network_as_nchw(mini_sr, tmp_path):
     """NHWC is a layout, not a recipe: the same seed gives the same losses to float noise,
     and a run checkpointed in NCHW (a config saved before the option) resumes in NHWC."""

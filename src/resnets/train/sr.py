@@ -35,7 +35,7 @@ from ..data.sr import (
     images_mismatch,
     load_sr_images,
 )
-from ..devices import autocast, resolve_amp, resolve_device
+from ..devices import amp_setting, autocast, resolve_amp, resolve_device
 from ..metrics.sr import psnr, rgb_to_y, shave, sr_psnr_ssim
 from ..models.imresize import downscale, modcrop, to_float
 from ..models.sr import SUPPORTED_SCALES, create_sr_model
@@ -85,7 +85,7 @@ class SRTrainConfig:
     epoch_report: tuple[str, ...] = ()  # report sets also scored every epoch (a curve only)
     # machine
     device: str = "auto"
-    amp: str = "none"                  # "none" | "bf16" (autocast)
+    amp: str = "none"                  # "none" | "bf16" (autocast) | "auto" (stored resolved)
     # NHWC weights and batches: edsr_baseline x2/3/4 with bf16 took 1.00 vs 0.89 steps/s on
     # one CPU thread (batch 16, 96-px patches); the same arithmetic either way
     channels_last: bool = True
@@ -156,7 +156,8 @@ class SRTrainConfig:
             (self.patch_size >= 2 * max(self.scales or (1,)),
              f"patch size must be at least twice the largest scale, got {self.patch_size}"),
             (self.loss in ("l1", "l2"), f"loss must be l1 or l2, got {self.loss!r}"),
-            (self.amp in ("none", "bf16"), f"amp must be none or bf16, got {self.amp!r}"),
+            (self.amp in ("none", "bf16", "auto"),
+             f"amp must be none, bf16 or auto, got {self.amp!r}"),
             (self.compile_mode in COMPILE_MODES,
              f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got "
              f"{self.compile_mode!r}"),
@@ -286,7 +287,9 @@ class SRTrainer:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
-        self.amp = resolve_amp(cfg.amp, self.device)  # none or bf16 (no auto here)
+        # "auto" is stored as what it means on this machine, so a resume elsewhere keeps it
+        cfg = cfg.replace(amp=amp_setting(cfg.amp, self.device))
+        self.amp = resolve_amp(cfg.amp, self.device)
         self.cfg = cfg
         self._build_model()  # before the data: a wrong model name fails at once
         self.cfg = self._build_data(cfg)
