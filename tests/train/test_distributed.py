@@ -185,16 +185,17 @@ ACCUM_DRIVER = """
 import json, sys, torch
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from resnets.train import Trainer, paper_recipe
-data, out = sys.argv[1], sys.argv[2]
+data, out, compile = sys.argv[1], sys.argv[2], sys.argv[3] == "compile"
 rank = int(__import__("os").environ["RANK"])
 cfg = paper_recipe(model="resnet20", data=data, out=out, epochs=1, batch_size=4, lr=0.05,
-                   amp="none", val_fraction=0.25, channels_last=False, seed=0, accum_steps=2)
+                   amp="none", val_fraction=0.25, channels_last=False, seed=0, accum_steps=2,
+                   compile=compile)
 t = Trainer(cfg, quiet=True)
 synced = [0]
 def count(state, bucket):  # the default all-reduce, counting backwards that synchronise
     synced[0] += bucket.index() == 0
     return allreduce_hook(state, bucket)
-t.train_model.register_comm_hook(None, count)  # the DDP module (no compile here)
+t.ddp.register_comm_hook(None, count)  # the DDP module (under the compiled wrapper if any)
 t.fit()
 torch.save(t.model.state_dict(), f"{out}/rank{rank}.pt")
 json.dump({"synced": synced[0], "steps": t.scheduler.last_epoch, "batches": len(t.train_data)},
@@ -202,10 +203,14 @@ json.dump({"synced": synced[0], "steps": t.scheduler.last_epoch, "batches": len(
 """
 
 
-def test_ddp_accumulation_all_reduces_once_per_optimizer_step(tmp_path, env):
+@pytest.mark.parametrize("compile", [
+    "eager", pytest.param("compile", marks=pytest.mark.slow)])  # compiling: tens of seconds
+def test_ddp_accumulation_all_reduces_once_per_optimizer_step(tmp_path, env, compile):
     """With accum_steps=2 the first backward of each window keeps its gradients local (DDP's
-    no_sync) and the second all-reduces their sum: half the all-reduces, equal weights."""
-    out = run_ranks(tmp_path, env, ACCUM_DRIVER)
+    no_sync) and the second all-reduces their sum: half the all-reduces, equal weights. Under
+    torch.compile too, where the DDP module runs inside the compiled wrapper."""
+    out = run_ranks(tmp_path, env, ACCUM_DRIVER, compile,
+                    timeout=600 if compile == "compile" else 120)
     equal_rank_weights(out)
     for r in (0, 1):
         rec = json.loads((out / f"rank{r}.json").read_text())
