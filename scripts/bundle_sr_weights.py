@@ -8,6 +8,8 @@ Copies ``RUN/model.safetensors`` (absolute paths in its metadata cut to run name
 .safetensors``, scores it with ``sr-eval``'s code on the matlab_ref Set5/Set14 images at
 every scale it serves, and writes the provenance JSON beside it (the tests recompute it).
 Other bundled models stay; the record's Set5/Set14 PSNR decides which one is the default.
+``--store-dtype float16`` rounds the weights to half precision in the file (half the size;
+loading casts them back to float32); the record's scores are those of the stored weights.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import argparse
 import hashlib
 import json
 from pathlib import Path
+
+import torch
 
 from resnets.files import atomic_write
 from resnets.tasks.sr_eval import evaluate_sr
@@ -34,6 +38,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
     ap.add_argument("--command", required=True)
+    ap.add_argument("--store-dtype", choices=("float32", "float16"), default="float32",
+                    help="the weights' dtype in the bundled file")
     args = ap.parse_args()
     run = Path(args.run)
     cfg = json.loads((run / "config.json").read_text())
@@ -42,7 +48,8 @@ def main() -> None:
     dest = BUNDLED_SR_DIR / f"{cfg['model']}_x{''.join(map(str, scales))}.safetensors"
     for old in (dest, dest.with_suffix(".json")):  # other bundled models stay: the records
         old.unlink(missing_ok=True)                # rank them (weights.sr.bundled_sr_files)
-    copy_without_machine_paths(run / "model.safetensors", dest)  # runs, not paths
+    copy_without_machine_paths(run / "model.safetensors", dest,  # runs, not paths
+                               getattr(torch, args.store_dtype))
     model = load_sr_weights(dest)
     scores = {}
     for bench in ("Set5", "Set14"):
@@ -59,6 +66,7 @@ def main() -> None:
     record = {"model": cfg["model"], "file": dest.name, "scales": scales,
               "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
               "parameters": sum(p.numel() for p in model.parameters()),
+              "stored_dtype": args.store_dtype,
               "trained_on": "T91 + BSD200 less the held-out validation images",
               "config": cfg, "validation": {k: v for k, v in result.items() if "val" in k},
               "benchmarks": scores, "command": args.command}

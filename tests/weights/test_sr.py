@@ -73,3 +73,28 @@ def test_records_are_compared_on_the_benchmarks_they_share(tmp_path):
     assert rank_by_quality(files) == files[::-1]
     (tmp_path / "b_x2.json").write_text("{not json")  # a damaged record ranks last
     assert rank_by_quality(files) == files
+
+
+def test_weights_stored_in_float16_load_as_float32_rounded_and_keep_their_metadata(tmp_path):
+    """What ``scripts/bundle_sr_weights.py --store-dtype float16`` ships: half the bytes, a
+    float32 model on loading whose weights are the float16-rounded originals, the
+    architecture record intact and machine paths cut from the metadata."""
+    import torch
+
+    from resnets.weights.provenance import copy_without_machine_paths
+    from resnets.weights.sr import load_sr_weights
+
+    torch.manual_seed(0)
+    model = create_sr_model("edsr_tiny", scales=(2, 3, 4))
+    full = save_sr_weights(model, tmp_path / "full.safetensors",
+                           {"run": "/root/resnets-runs/sr-tiny"})
+    half = copy_without_machine_paths(full, tmp_path / "half.safetensors", torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_sr_weights(half)
+    assert type(loaded) is type(model)
+    for name, value in loaded.state_dict().items():
+        assert value.dtype == torch.float32, name
+        assert torch.equal(value, model.state_dict()[name].half().float()), name
+    from safetensors import safe_open
+    with safe_open(str(half), "pt") as f:
+        assert f.metadata()["run"] == "sr-tiny"

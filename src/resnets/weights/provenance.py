@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
+
 # An absolute POSIX path (or ~/...), not preceded by anything that makes it part of a URL
 # or of a relative path; the last component is kept.
 _ABSOLUTE = re.compile(r"(?<![\w.:/~-])~?/(?:[\w.+@-]+/)*([\w.+@-]+)/?")
@@ -53,9 +55,11 @@ def machine_paths(metadata: dict[str, str]) -> list[str]:
     return [m.group(0) for text in metadata.values() for m in _ABSOLUTE.finditer(text)]
 
 
-def copy_without_machine_paths(source: str | Path, dest: str | Path) -> Path:
+def copy_without_machine_paths(source: str | Path, dest: str | Path,
+                               dtype: torch.dtype | None = None) -> Path:
     """Copy a safetensors file with :func:`strip_metadata` applied; the tensors are
-    written unchanged (checked). The copy is atomic."""
+    written unchanged (checked), or with their floating-point ones rounded to ``dtype``
+    (float16 halves a file; loading casts back to the model's dtype). The copy is atomic."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -64,10 +68,13 @@ def copy_without_machine_paths(source: str | Path, dest: str | Path) -> Path:
     with safe_open(str(source), "pt") as f:
         metadata = f.metadata() or {}
     tensors = load_file(str(source))
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     dest = Path(dest)
     with atomic_output(dest, make_parents=True) as tmp:
         save_file(tensors, str(tmp), metadata=strip_metadata(metadata))
         back = load_file(str(tmp))
-        if back.keys() != tensors.keys() or any(not v.equal(back[k]) for k, v in tensors.items()):
+        if back.keys() != tensors.keys() or any(
+                v.dtype != back[k].dtype or not v.equal(back[k]) for k, v in tensors.items()):
             raise ValueError(f"copying {source} changed its tensors")
     return dest
