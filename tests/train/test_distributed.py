@@ -216,3 +216,39 @@ def test_ddp_accumulation_all_reduces_once_per_optimizer_step(tmp_path, env, com
         rec = json.loads((out / f"rank{r}.json").read_text())
         assert rec["steps"] == rec["batches"] // 2 > 0
         assert rec["synced"] == rec["steps"], "one all-reduce per optimizer step"
+
+
+AUTO_MEMORY_DRIVER = """
+import json, os, sys, torch
+import resnets.train.data as train_data
+from resnets.train import Trainer, paper_recipe
+data, out = sys.argv[1], sys.argv[2]
+rank = int(os.environ["RANK"])
+train_data.available_memory = lambda: 10**12 if rank == 0 else 1  # rank 1: nothing free
+cfg = paper_recipe(model="resnet20", data=data, out=out, epochs=1, batch_size=8, lr=0.05,
+                   amp="none", val_fraction=0.25, channels_last=False, seed=0,
+                   in_memory="auto", workers=0)
+t = Trainer(cfg, quiet=True)
+broken = 0
+if rank == 1 and not t.in_memory:  # three files of rank 1's own first batch
+    _, _, idx = next(iter(t.train_data.batches(cfg.seed, 0, 0, torch.Generator())))
+    for i in idx.tolist()[:3]:
+        t.train_data.dataset.paths[i].write_bytes(b"not an image")
+        broken += 1
+result = t.fit()
+torch.save(t.model.state_dict(), f"{out}/rank{rank}.pt")
+json.dump({"in_memory": t.in_memory, "reason": t.data_reason, "broken": broken,
+           "skipped": result["skipped_images"]}, open(f"{out}/rank{rank}.json", "w"))
+"""
+
+
+def test_ddp_ranks_agree_on_memory_and_count_every_ranks_unreadable_files(tmp_path, env):
+    """in_memory=auto is decided by each rank from its own free memory: ranks that disagreed
+    ran different pipelines (a collective on one side only). All stream when any would; and
+    the unreadable files rank 1 found are in the result rank 0 writes."""
+    out = run_ranks(tmp_path, env, AUTO_MEMORY_DRIVER)
+    equal_rank_weights(out)
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["in_memory"] is r1["in_memory"] is False, r0["reason"]
+    assert "another process has less free memory" in r0["reason"]
+    assert r1["broken"] == 3 and r0["skipped"] == r1["skipped"] == 3

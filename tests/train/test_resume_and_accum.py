@@ -21,8 +21,8 @@ def _crash_after_first_save(monkeypatch):
     """The next run dies right after its first checkpoint is written (a kill mid-epoch)."""
     real = loop.Trainer._save
 
-    def save(self, names, state, epoch):
-        real(self, names, state, epoch)
+    def save(self, *args):
+        real(self, *args)
         monkeypatch.setattr(loop.Trainer, "_save", real)
         raise _Crash
 
@@ -186,3 +186,95 @@ def test_an_epoch_trains_only_the_batches_of_whole_accumulation_windows(tiny_dat
         lambda module, args: calls.append(len(args[0])) if module.training else None)
     trainer.fit()
     assert len(calls) == 2 * 4 and trainer.scheduler.last_epoch == 2
+
+
+def test_a_stop_right_after_an_epochs_checkpoint_keeps_its_metrics_row(tiny_data, tmp_path,
+                                                                       monkeypatch):
+    """The epoch's row is logged before its checkpoint: stopped between the two before,
+    the resumed run started past an epoch whose row was never written."""
+    run = tmp_path / "run"
+    _crash_after_first_save(monkeypatch)  # the first checkpoint: epoch 1's end
+    with pytest.raises(_Crash):
+        Trainer(tiny_cfg(tiny_data, run), quiet=True).fit()
+    assert load_training_state(run / "last.pt")["epoch"] == 1
+    Trainer(tiny_cfg(tiny_data, run), resume=True, quiet=True).fit()
+    assert [r["epoch"] for r in _rows(run)] == [1, 2]
+
+
+@pytest.mark.parametrize("saved", ["world", "ranks"])
+def test_resume_with_another_number_of_processes_is_refused(tiny_data, tmp_path, saved):
+    """Steps per epoch, the schedule and the data sharding depend on the process count: a
+    2-process checkpoint does not resume in one process (``ranks``: a checkpoint from before
+    the count was saved, told by its per-rank states)."""
+    run = tmp_path / "run"
+    Trainer(tiny_cfg(tiny_data, run, epochs=1), quiet=True).fit()
+    state = load_training_state(run / "last.pt")
+    assert state["world"] == 1
+    if saved == "world":
+        state["world"] = 2
+    else:
+        del state["world"]
+        state["ranks"] = [{"generator": state["generator"], "rng": state["rng"]}] * 2
+    torch.save(state, run / "last.pt")
+    with pytest.raises(ValueError, match=r"trained by 2 process\(es\), this is 1; resume it "
+                                         r"with 2 processes"):
+        Trainer(tiny_cfg(tiny_data, run), resume=True, quiet=True, changes={"epochs": 2})
+
+
+def test_resume_keeps_the_normalization_of_pretrained_weights_that_are_gone(tiny_data,
+                                                                           tmp_path):
+    """Fine-tuned from weights with their own mean/std, a run resumed after that file was
+    moved keeps those statistics (it fell back to the model family's, silently)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    Trainer(tiny_cfg(tiny_data, tmp_path / "src", epochs=1), quiet=True).fit()
+    src = tmp_path / "src" / "model.safetensors"
+    with safe_open(str(src), "pt") as f:
+        meta = f.metadata()
+    pre = json.loads(meta["preprocess"])
+    pre["mean"], pre["std"] = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+    source = tmp_path / "own-stats.safetensors"
+    save_file(load_file(str(src)), str(source), {**meta, "preprocess": json.dumps(pre)})
+    run = tmp_path / "run"
+    first = Trainer(tiny_cfg(tiny_data, run, epochs=1, pretrained=str(source)), quiet=True)
+    assert first.preprocessing.mean == (0.5, 0.5, 0.5)
+    first.fit()
+    source.unlink()
+    resumed = Trainer(tiny_cfg(tiny_data, run), resume=True, quiet=True, changes={"epochs": 2})
+    try:
+        assert resumed.preprocessing.mean == (0.5, 0.5, 0.5)
+        assert resumed.preprocessing.std == (0.25, 0.25, 0.25)
+    finally:
+        resumed.run.close()
+
+
+def test_an_unreadable_batch_that_ends_an_accumulation_window_drops_the_window(tmp_path,
+                                                                              monkeypatch):
+    """Streamed with accum_steps=2, batch 2 of the epoch (the first window's end) is all
+    unreadable files: the window takes no step, and its gradients must not leak into the
+    next window (they did: the next step summed up to three batches' gradients)."""
+    from resnets.train.data import build_data
+    from tests.synthetic import make_folder
+
+    data = make_folder(tmp_path / "data", per_class=(24, 6))
+    cfg = tiny_cfg(data, tmp_path / "run", epochs=1, in_memory="no", workers=0, accum_steps=2)
+    train = build_data(cfg, torch.device("cpu")).train
+    batches = iter(train.batches(cfg.seed, 0, 0, torch.Generator()))
+    next(batches)
+    _, _, idx = next(batches)
+    for i in idx.tolist():
+        train.dataset.paths[i].write_bytes(b"not an image")
+    starts = []  # at each window's first backward: were the gradients empty?
+    real = loop.Trainer._grad_sync
+
+    def spy(self, window_ends):
+        if not window_ends:
+            starts.append(all(p.grad is None for p in self.model.parameters()))
+        return real(self, window_ends)
+
+    monkeypatch.setattr(loop.Trainer, "_grad_sync", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Trainer(cfg, quiet=True).fit()
+    assert len(starts) >= 3 and all(starts), starts

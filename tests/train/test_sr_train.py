@@ -244,6 +244,32 @@ def test_amp_auto_is_stored_resolved_and_kept_on_resume(mini_sr, tmp_path, monke
         resumed.run.close()
 
 
+def test_a_stop_right_after_an_epochs_checkpoint_keeps_its_metrics_row(mini_sr, tmp_path,
+                                                                       monkeypatch):
+    """The epoch's row is logged before its checkpoint: a stop right after ``last.pt`` was
+    written left a run that resumed past a row it never logged."""
+    from resnets.train import run_folder
+
+    class Stop(Exception):
+        pass
+
+    real = run_folder.RunFolder.save
+
+    def save(self, name, state):
+        real(self, name, state)
+        if name == "last.pt":
+            monkeypatch.setattr(run_folder.RunFolder, "save", real)
+            raise Stop
+
+    monkeypatch.setattr(run_folder.RunFolder, "save", save)
+    run = tmp_path / "run"
+    with pytest.raises(Stop):
+        SRTrainer(tiny_cfg(mini_sr, run, scales=(2,)), quiet=True).fit()
+    SRTrainer(SRTrainConfig(data=str(mini_sr), out=str(run)), resume=True, quiet=True).fit()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
 def test_channels_last_trains_the_same_network_as_nchw(mini_sr, tmp_path):
     """NHWC is a layout, not a recipe: the same seed gives the same losses to float noise,
     and a run checkpointed in NCHW (a config saved before the option) resumes in NHWC."""

@@ -92,9 +92,17 @@ class ImagePlan:
                              std=self.std)
 
 
-def normalization(cfg: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std)
+
+
+def normalization(cfg: TrainConfig, saved: Stats | None = None
+                  ) -> tuple[tuple[float, ...], tuple[float, ...], str]:
     """Statistics that follow the model: the pretrained weights' own, else ImageNet's for an
-    ImageNet architecture and CIFAR-10's for a CIFAR one (never the image size)."""
+    ImageNet architecture and CIFAR-10's for a CIFAR one (never the image size). ``saved``
+    (a resumed run): those the run started with, whatever the pretrained source says now
+    (moved, deleted or offline, it would fall back to the family's)."""
+    if saved is not None:
+        return tuple(saved[0]), tuple(saved[1]), "the run's statistics, as it started"
     if cfg.pretrained:
         from ..weights.classifier import load_classifier
 
@@ -125,13 +133,14 @@ def common_size(paths: list[Path]) -> int | None:
     return w if w == h else None
 
 
-def plan_images(cfg: TrainConfig, native: int | None) -> ImagePlan:
+def plan_images(cfg: TrainConfig, native: int | None,
+                saved_stats: Stats | None = None) -> ImagePlan:
     """Input side: ``image_size`` when given, else the images' common side, else the
     model's; stored larger (``side / 0.875``, for random resized crops) unless the images
     are kept at their own size or the model is a CIFAR net (pad-and-crop at the input
     side)."""
     spec = get_spec(cfg.model)
-    mean, std, stats = normalization(cfg)
+    mean, std, stats = normalization(cfg, saved_stats)
     if cfg.image_size is not None:
         side, why = cfg.image_size, f"image_size {cfg.image_size}"
     elif native is not None:
@@ -176,9 +185,25 @@ def choose_memory(cfg: TrainConfig, n_images: int, plan: ImagePlan,
     free = available_memory()
     if free is None:
         return True, f"{what}, available memory unknown"
+    copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this node
+    if copies > 1:  # each holds its own copy
+        decoded *= copies
+        what += f" in each of {copies} processes"
     fits = decoded <= MEMORY_SHARE * free
     relation = "within" if fits else "more than"
     return fits, f"{what}, {relation} {MEMORY_SHARE:.0%} of {_bytes(free)} available"
+
+
+def _agree_on_memory(in_memory: bool, reason: str, device: torch.device) -> tuple[bool, str]:
+    """Under DDP every rank decides ``auto`` from its own view of free memory (ranks on one
+    node read it at different moments, nodes differ): they must share one pipeline (the
+    streamed one skips unreadable batches with a collective the in-memory one has not), so
+    all stream when any rank would."""
+    flag = torch.tensor([int(in_memory)], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    if bool(flag) == in_memory:
+        return in_memory, reason
+    return False, f"{reason}, but another process has less free memory: every process streams"
 
 
 def _bytes(n: float) -> str:
@@ -401,13 +426,19 @@ class TrainData:
     def train_images(self) -> int:
         return len(self.train.labels)
 
-    def skipped_images(self) -> int:
+    def skipped_images(self, world: int = 1) -> int:
         """Unreadable training images left out so far: found when decoding into memory or,
-        streamed, when read (each file once, however many epochs read it)."""
+        streamed, when read (each file once, however many epochs read it). Under DDP
+        (``world`` > 1; every rank calls it) each rank streams its own shard: the count is
+        of the files any of them found."""
         streamed: set[str] = set()
         for part in (self.train, self.val):
             if isinstance(part, StreamBatches):
                 streamed |= part.unreadable
+        if world > 1:
+            found: list = [None] * world
+            torch.distributed.all_gather_object(found, streamed)
+            streamed = set().union(*found)
         return self.skipped + len(streamed)
 
 
@@ -427,7 +458,8 @@ def load_small(root: str | Path, train: bool, classes: list[str] | None, strict:
 
 
 def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1,
-               saved_in_memory: bool | None = None) -> TrainData:
+               saved_in_memory: bool | None = None, saved_stats: Stats | None = None
+               ) -> TrainData:
     """The train/val(/clean-train/test) batches of ``cfg.data`` for this rank.
 
     Datasets whose decoded images fit in memory are decoded there (validation held out,
@@ -438,16 +470,20 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
     cifar = is_cifar_python(cfg.data)  # pickled CIFAR files: both splits come from cfg.data
     if cifar:
         index, test_index = None, None
-        plan = plan_images(cfg, 32)
+        plan = plan_images(cfg, 32, saved_stats)
         in_memory, reason = True, "CIFAR python files"
     else:
         index = scan_folder(train_dir)
         test_index = scan_folder(test_dir, index.classes) if test_dir is not None else None
-        plan = plan_images(cfg, None if cfg.image_size else common_size(index.paths))
+        plan = plan_images(cfg, None if cfg.image_size else common_size(index.paths),
+                           saved_stats)
         n = len(index.paths) + (len(test_index.paths) if test_index else 0)
         in_memory, reason = choose_memory(cfg, n, plan, saved_in_memory)
+        if world > 1 and cfg.in_memory == "auto" and saved_in_memory is None:
+            in_memory, reason = _agree_on_memory(in_memory, reason, device)
     if in_memory:
-        data, plan = _memory_data(cfg, plan, train_dir, test_dir, cifar, device, rank, world)
+        data, plan = _memory_data(cfg, plan, train_dir, test_dir, cifar, device, rank, world,
+                                  saved_stats)
     else:
         data = _stream_data(cfg, plan, index, test_index, device, rank, world)
     if index is not None:
@@ -462,12 +498,12 @@ def build_data(cfg: TrainConfig, device: torch.device, rank: int = 0, world: int
 
 
 def _memory_data(cfg: TrainConfig, plan: ImagePlan, train_dir: Path, test_dir: Path | None,
-                 cifar: bool, device: torch.device, rank: int, world: int
-                 ) -> tuple[TrainData, ImagePlan]:
+                 cifar: bool, device: torch.device, rank: int, world: int,
+                 saved_stats: Stats | None = None) -> tuple[TrainData, ImagePlan]:
     try:
         full = load_small(cfg.data if cifar else train_dir, True, None, cfg.strict, plan.store)
     except MixedSizesError:  # the sampled headers agreed, the whole folder does not
-        plan = plan_images(cfg, None)
+        plan = plan_images(cfg, None, saved_stats)
         full = load_small(train_dir, True, None, cfg.strict, plan.store)
     classes = full.classes
     train_idx, val_idx = stratified_split(full.labels, cfg.val_fraction, cfg.seed)

@@ -146,6 +146,8 @@ class Trainer:
         self.quiet = quiet
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device if self.dist.world > 1 else resolve_device(cfg.device)
+        if self.resume_state is not None:
+            self._check_world()
         self.amp = resolve_amp(cfg.amp, self.device)
         # stored as what it is here: resumed where auto means otherwise, the run keeps it
         self.cfg = cfg = cfg.replace(amp=amp_setting(cfg.amp, self.device))
@@ -170,11 +172,13 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------
     def _build_data(self) -> None:
-        # in_memory=auto is decided when the run starts: a resume keeps that pipeline
-        # (checkpoints from before it was saved choose again)
-        saved = self.resume_state.get("in_memory") if self.resume_state is not None else None
+        # in_memory=auto and the input statistics are decided when the run starts: a resume
+        # keeps them (checkpoints from before the choice was saved choose again)
+        s = self.resume_state or {}
+        pre = s.get("preprocess")  # the normalization it trained with, kept
+        stats = (pre["mean"], pre["std"]) if pre else None
         data = self.data = build_data(self.cfg, self.device, self.dist.rank, self.dist.world,
-                                      saved)
+                                      s.get("in_memory"), stats)
         self.classes, self.preprocessing = data.classes, data.preprocessing
         self.in_memory, self.skipped = data.in_memory, data.skipped
         self.data_reason = data.reason
@@ -182,6 +186,21 @@ class Trainer:
         self.train_data, self.val_data = data.train, data.val
         self.train_clean_data, self.test_data = data.train_clean, data.test
         self.fingerprint = data.fingerprint()
+
+    def _check_world(self) -> None:
+        """A resumed run keeps its number of processes: the steps per epoch (and with them
+        the learning-rate schedule), the data each process reads from the checkpoint's step
+        on and the global batch all depend on it. Checkpoints from before the count was
+        saved tell it by their per-rank states (a single process saved none)."""
+        s = self.resume_state
+        saved = s.get("world")
+        if saved is None and "ranks" in s:
+            saved = len(s["ranks"]) if s["ranks"] else 1
+        if saved is not None and saved != self.dist.world:
+            how = (f"{saved} processes (torchrun: nodes x --nproc_per_node = {saved})"
+                   if saved > 1 else "one process, without torchrun")
+            raise ValueError(f"cannot resume {self.run_dir}: it was trained by {saved} "
+                             f"process(es), this is {self.dist.world}; resume it with {how}")
 
     def _check_dataset(self) -> None:
         """A resumed run must see the dataset it started on (runs from before the
@@ -264,6 +283,7 @@ class Trainer:
             "step_in_epoch": step_in_epoch,
             "generator": generator.get_state(),  # rank 0's (a single process: its own)
             "rng": rng_states(),
+            "world": self.dist.world,
             "ranks": self._rank_states(generator),
             "best_val": best,
             "classes": self.classes,
@@ -306,9 +326,15 @@ class Trainer:
         # SGD: a learning rate of 10 or more diverges on any ResNet we train
         return likely_cause(self.cfg.lr, self.amp, self.cfg.grad_clip, high_lr=10.0)
 
-    def _save(self, names: tuple[str, ...], state: dict, epoch: int) -> None:
-        """Checkpoints of finite weights only: a diverged run keeps its last good one."""
+    def _save(self, names: tuple[str, ...], state: dict, epoch: int,
+              row: dict | None = None) -> None:
+        """Checkpoints of finite weights only: a diverged run keeps its last good one.
+        ``row`` (an epoch's end): its metrics, logged before its checkpoint, so that a stop
+        between the two leaves a run that replays the epoch and logs it again, rather than
+        one that resumes past a row it never wrote."""
         check_weights(self.model, self.run_dir, epoch, self._cause())
+        if row is not None:
+            self.log.append(row)
         for name in names:
             self.run.save(name, state)
 
@@ -370,8 +396,7 @@ class Trainer:
             improved = score > best
             best = max(best, score)
             state = self._state(epoch + 1, 0, generator, best)
-            self._save(("best.pt", "last.pt") if improved else ("last.pt",), state, epoch)
-            self.log.append(row)
+            self._save(("best.pt", "last.pt") if improved else ("last.pt",), state, epoch, row)
         return self._finish()
 
     def _grad_sync(self, window_ends: bool):
@@ -423,7 +448,11 @@ class Trainer:
                 if b >= total:
                     break
                 if not self._every_rank_has_images(len(y)):  # unreadable files only, here
-                    continue                        # or on another rank: counted, skipped
+                    if (b + 1) % cfg.accum_steps == 0:  # or on another rank: counted, skipped
+                        # the window ends without its step (nor, under DDP, its all-reduce):
+                        # its gradients are dropped, as a non-finite loss's are
+                        self.optimizer.zero_grad(set_to_none=True)
+                    continue
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 target = y
@@ -493,7 +522,7 @@ class Trainer:
 
     def _finish(self) -> dict:
         """Select the best checkpoint's weights, test them, write model + result files."""
-        self.skipped = self.data.skipped_images()  # streamed: found while reading
+        self.skipped = self.data.skipped_images(self.dist.world)  # streamed: found reading
         result = {"run": str(self.run_dir), "classes": self.classes,
                   "skipped_images": self.skipped}
         best_path = self.run_dir / "best.pt"

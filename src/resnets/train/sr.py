@@ -426,6 +426,9 @@ class SRTrainer:
                 for scale, v in validation_scores(self.model, pairs).items():
                     row[f"{name}_psnr_x{scale}"] = v["psnr"]
             check_weights(self.model, self.run_dir, epoch, self._cause())
+            # the row before its checkpoint: a stop between the two replays the epoch on
+            # resume (which truncates the log to the checkpoint) instead of losing the row
+            self.log.append(row)
             if row["val_psnr"] > best:
                 best, best_epoch = row["val_psnr"], epoch + 1
                 state = self._state(epoch + 1, 0, generator, best, best_epoch)
@@ -433,7 +436,6 @@ class SRTrainer:
             else:
                 state = self._state(epoch + 1, 0, generator, best, best_epoch)
             self.run.save("last.pt", state)
-            self.log.append(row)
             if not self.quiet:
                 self._print_epoch(row)
         return self._finish()
