@@ -75,6 +75,16 @@ def test_lr_schedules():
     assert lr_factor(one, 25, 100) == pytest.approx(1.0) and lr_factor(one, 99, 100) < 0.02
 
 
+def test_a_whole_number_of_warmup_steps_is_not_rounded_a_step_short():
+    """1 warm-up epoch of 49 at 2 steps each is 2 steps (1/49*98 is 1.999...: it was 1)."""
+    cfg = paper_recipe(schedule="cosine", warmup_epochs=1.0, epochs=49)
+    assert [lr_factor(cfg, s, 98) for s in (0, 1)] == [0.5, 1.0]
+    assert lr_factor(cfg, 2, 98) == 1.0 > lr_factor(cfg, 3, 98)  # then the decay
+    three = paper_recipe(schedule="cosine", warmup_epochs=3.0, epochs=11)
+    assert lr_factor(three, 14, 55) == pytest.approx(1.0)  # the 15th step ends the warm-up
+    assert lr_factor(three, 13, 55) == pytest.approx(14 / 15)
+
+
 def test_onecycle_with_a_warmup_rises_once_then_anneals():
     """A warm-up sets the length of one-cycle's rise: one climb to the peak at its end,
     then the anneal (it once ramped to 1.0, fell back to ~0.5 and climbed again)."""

@@ -37,7 +37,9 @@ CHECKPOINT_VERSION = 1
 
 def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
     """Learning-rate multiplier at optimizer step ``step`` of ``total``."""
-    warm = int(cfg.warmup_epochs / cfg.epochs * total)
+    # the product first: warmup_epochs / epochs * total rounds below whole numbers (1/49*98
+    # is 1.999...), a step short; the epsilon covers fractional warm-ups likewise
+    warm = int(cfg.warmup_epochs * total / cfg.epochs + 1e-9)
     if step < warm:
         return (step + 1) / warm
     t = step / max(total, 1)
