@@ -1,8 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from resnets.cli import app
 from resnets.export import export_named
 from resnets.export.exported import is_exported_file, load_exported
 from resnets.weights import load_classifier
@@ -75,3 +78,23 @@ def test_exported_files_are_told_by_suffix(tmp_path):
     assert not is_exported_file("m.safetensors")
     with pytest.raises(FileNotFoundError, match="exported model not found"):
         load_exported(tmp_path / "none.onnx")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("m.onnx", b"not onnx", "onnxruntime cannot load it as an ONNX model (InvalidProtobuf: "),
+    ("m.xml", b"<net", "OpenVINO cannot read it as an IR with its .bin (Unable to read the "),
+])
+def test_cli_predict_with_a_damaged_exported_file_is_one_error_naming_it(
+        tmp_path, monkeypatch, name, content, message):
+    pytest.importorskip("onnxruntime" if name.endswith(".onnx") else "openvino")
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    Path(name).write_bytes(content)
+    Path("m.bin").write_bytes(b"")  # an IR's weights, empty
+    Image.new("RGB", (32, 32), (200, 40, 40)).save("red.png")
+    result = CliRunner().invoke(app, ["predict", "--model", name, "red.png"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exc_info
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {name}: {message}"), errors
+    assert "Traceback" not in result.output and not result.stdout

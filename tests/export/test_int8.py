@@ -159,6 +159,38 @@ def test_damaged_int8_cache_entry_is_replaced(resnet20, int8_runner, monkeypatch
     assert again(torch.randn(1, *CIFAR_SIZE)).shape == (1, 10)
 
 
+def _write_ppm_files(folder: Path, seed: int) -> list[Path]:
+    """Eight random 32x32 PPM files: the same names and byte sizes whatever the seed."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    folder.mkdir(exist_ok=True)
+    paths = [folder / f"{i}.ppm" for i in range(8)]
+    for path in paths:
+        pixels = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=g)
+        Image.fromarray(pixels.numpy()).save(path)
+    return paths
+
+
+@pytest.mark.parametrize("given", ["folder", "files"])
+def test_calibration_images_replaced_by_others_of_the_same_size_calibrate_again(
+        resnet20, int8_runner, monkeypatch, tmp_path, given):
+    """The cache key holds what the calibration files contain, not only their names and
+    sizes: PPM files of one shape all have one size."""
+    calls = count_quantize_calls(monkeypatch, copy_of=int8_runner[0])
+    folder = tmp_path / "calib"
+    files = _write_ppm_files(folder, seed=0)
+    sizes = [p.stat().st_size for p in files]
+    first = load_int8(resnet20, folder if given == "folder" else files)
+    _write_ppm_files(folder, seed=1)
+    assert [p.stat().st_size for p in files] == sizes
+    second = load_int8(resnet20, folder if given == "folder" else files)
+    assert calls == [8, 8] and second.details["cached"] is False
+    assert second.details["cache_file"] != first.details["cache_file"]
+    third = load_int8(resnet20, folder if given == "folder" else files)
+    assert calls == [8, 8] and third.details["cached"] is True
+
+
 def test_unwritable_int8_cache_still_gives_a_backend(resnet20, int8_runner, monkeypatch,
                                                      tmp_path):
     calls = count_quantize_calls(monkeypatch, copy_of=int8_runner[0])

@@ -417,6 +417,34 @@ def test_fp32_cache_entry_that_no_longer_matches_pytorch_is_rebuilt(resnet20, tm
     assert third.details["cached"] is True and third.details["max_abs_diff"] <= 1e-4
 
 
+def test_fresh_fp32_conversion_that_fails_its_check_is_refused_and_not_cached(
+        resnet20, tmp_path, monkeypatch):
+    """A conversion that does not reproduce PyTorch is an error, not a backend, and is not
+    left in the cache for the next run to read."""
+    monkeypatch.setattr(ovx, "compare_outputs", lambda *args: (1.0, 1e-4))
+    with pytest.raises(ovx.OpenVinoFailure, match=r"differs from PyTorch by 1.00e\+00"):
+        load_backend("openvino", resnet20, input_size=CIFAR_SIZE, threads=1)
+    cache = tmp_path / "cache" / "openvino"
+    assert not list(cache.glob("*.xml")) and not list(cache.glob("*.bin"))
+
+
+def test_auto_runs_pytorch_when_openvino_fails_its_check(monkeypatch):
+    """``auto`` resolves to openvino here; a conversion that fails its check falls back to
+    PyTorch with a warning saying why (:func:`resnets.tasks.classify.classifier_backend`)."""
+    from resnets.export.backends import resolve_backend
+    from resnets.tasks.classify import classifier_backend
+    from resnets.weights import load_classifier
+
+    assert resolve_backend("auto") == "openvino"
+    monkeypatch.setattr(ovx, "compare_outputs", lambda *args: (1.0, 1e-4))
+    clf = load_classifier("resnet20")
+    with pytest.warns(UserWarning, match=r"^openvino cannot run resnet20 \(OpenVINO output "
+                                         r"differs from PyTorch.*running it in PyTorch$"):
+        backend = classifier_backend(clf, "auto", throughput=False)
+    assert backend.kind == "optimized"
+    assert backend(torch.zeros(2, *CIFAR_SIZE, dtype=torch.uint8)).shape == (2, 10)
+
+
 SIGNAL_AFTER_FREED_MODELS = r"""
 import gc, os, signal, sys
 import torch

@@ -58,13 +58,13 @@ def _metadata(path: Path, threads: int | None
         shape = session.get_outputs()[0].shape
         outputs = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
         return meta, OrtRunner(session, in_chans), "onnxruntime", in_chans, outputs
-    from .openvino import OvRunner, compile_model, core, require_openvino
+    from .openvino import OvRunner, compile_model, read_ir, require_openvino
 
     require_openvino()  # a one-line error naming the extra, before any file check
     if not path.with_suffix(".bin").is_file():
         raise FileNotFoundError(f"{path.with_suffix('.bin')} not found: an OpenVINO IR needs "
                                 f"its .bin beside the .xml")
-    model = core().read_model(str(path))
+    model = read_ir(path)
     meta = {}
     if model.has_rt_info(["resnets"]):
         for key in model.get_rt_info(["resnets"]).astype(dict):

@@ -134,10 +134,11 @@ def preprocess_files(files: list[Path], size: tuple[int, int],
 def calibration_identity(calibration: str | Path | list[Path] | torch.Tensor, count: int,
                          seed: int = 0, preprocessing: Preprocessing | None = None
                          ) -> tuple[dict[str, Any], list[Path]]:
-    """What the calibration set is, for a cache key: the picked files (path and size) and
-    count from a folder or a list of files, and the resize and crop of ``preprocessing``
-    when given (:func:`preprocess_files`); or a tensor's sha256. Also the picked files
-    (none for a tensor)."""
+    """What the calibration set is, for a cache key: the picked files (path and the sha256
+    of the content, so that images replaced by others of the same byte size calibrate
+    again) and count from a folder or a list of files, and the resize and crop of
+    ``preprocessing`` when given (:func:`preprocess_files`); or a tensor's sha256. Also the
+    picked files (none for a tensor)."""
     if isinstance(calibration, torch.Tensor):
         t = calibration.detach().to(torch.float32).cpu().contiguous()
         return {"tensor_sha256": hashlib.sha256(t.numpy().tobytes()).hexdigest(),
@@ -147,19 +148,21 @@ def calibration_identity(calibration: str | Path | list[Path] | torch.Tensor, co
     if isinstance(calibration, (str, Path)):
         folder = Path(calibration).resolve()
         picked = pick_calibration_files(folder, count, seed)
-        files = [[str(p.relative_to(folder)), _file_size(p)] for p in picked]
+        files = [[str(p.relative_to(folder)), _file_sha256(p)] for p in picked]
         return {"folder": str(folder), "count": count, "seed": seed, "files": files,
                 **geometry}, picked
     picked = pick_calibration_files([Path(p) for p in calibration], count, seed)
-    files = [[str(p.resolve()), _file_size(p)] for p in picked]
+    files = [[str(p.resolve()), _file_sha256(p)] for p in picked]
     return {"count": count, "seed": seed, "files": files, **geometry}, picked
 
 
-def _file_size(path: Path) -> int | None:
-    """The size of a calibration file for the cache key; None for one that is not there
+def _file_sha256(path: Path) -> str | None:
+    """The sha256 of a calibration file for the cache key (a few hundred small images read
+    cost little next to calibrating); None for one that cannot be read
     (:func:`preprocess_files` leaves it out)."""
     try:
-        return path.stat().st_size
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return None
 

@@ -82,13 +82,18 @@ def session_options(threads: int | None = None):  # -> onnxruntime.SessionOption
 
 
 def ort_session(path: str | Path, threads: int | None = None):  # -> InferenceSession
-    """An onnxruntime CPU session for ``path`` with pinned thread counts."""
+    """An onnxruntime CPU session for ``path`` with pinned thread counts; a file onnxruntime
+    cannot load (damaged, not ONNX) is a ValueError naming it."""
     ort = require_onnxruntime()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file not found: {path}")
-    return ort.InferenceSession(str(path), session_options(threads),
-                                providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), session_options(threads),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's errors derive from Exception alone
+        raise ValueError(f"{path}: onnxruntime cannot load it as an ONNX model "
+                         f"({_first_line(e)})") from None
 
 
 class OrtRunner:

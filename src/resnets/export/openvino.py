@@ -56,9 +56,11 @@ class OpenVinoFailure(ValueError):
 
 
 def _first_line(e: BaseException) -> str:
-    """The first line of a runtime's (often many-line) message, or the exception's type."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    """The first line of a runtime's (often many-line) message, past OpenVINO's
+    ``Exception from src/...cpp:N:`` source locations, or the exception's type."""
+    lines = [line.strip() for line in str(e).splitlines()
+             if line.strip() and not line.startswith("Exception from ")]
+    return lines[0] if lines else type(e).__name__
 
 
 def _require(module: str) -> ModuleType:
@@ -90,6 +92,16 @@ def core() -> Any:  # -> openvino.Core
         if not _CORE:
             _CORE.append(require_openvino().Core())
         return _CORE[0]
+
+
+def read_ir(path: str | Path):  # -> openvino.Model
+    """The OpenVINO IR at ``path`` (``.xml``, its ``.bin`` beside it). A file OpenVINO cannot
+    read (damaged, not an IR) is a ValueError naming it, not OpenVINO's RuntimeError."""
+    try:
+        return core().read_model(str(path))
+    except RuntimeError as e:  # what OpenVINO raises for every failure of its own
+        raise ValueError(f"{path}: OpenVINO cannot read it as an IR with its .bin "
+                         f"({_first_line(e)})") from None
 
 
 def require_nncf() -> ModuleType:
@@ -314,8 +326,8 @@ def _read_cached(ov: ModuleType, path: Path, use_cache: bool) -> Any | None:
     """The cached model at ``path``, or None (no entry, or a damaged one to replace)."""
     if use_cache and path.is_file() and path.with_suffix(".bin").is_file():
         try:
-            return core().read_model(str(path))
-        except RuntimeError:
+            return read_ir(path)
+        except ValueError:
             return None
     return None
 
@@ -384,6 +396,13 @@ def openvino_runner(kind: str, model: nn.Module, input_size: tuple[int, int, int
             diff, tolerance = compare_outputs(reference, runner, inputs, 1e-4, 1e-6, "OpenVINO")
             if diff <= tolerance or not details.get("cached"):
                 break
+        if not diff <= tolerance:  # a fresh conversion that is not the model (or NaN)
+            if details.get("cache_file"):  # not kept for the next run
+                entry = Path(details["cache_file"])
+                entry.unlink(missing_ok=True)
+                entry.with_suffix(".bin").unlink(missing_ok=True)
+            raise OpenVinoFailure(f"OpenVINO output differs from PyTorch by {diff:.2e} > "
+                                  f"{tolerance:.1e}")
         return runner, {"max_abs_diff": diff, **details}
     if kind != "openvino-int8":
         raise ValueError(f"unknown OpenVINO backend {kind!r}: expected openvino or "
