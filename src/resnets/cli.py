@@ -844,6 +844,9 @@ def serve(
                           ] = 40_000_000,
     max_output_pixels: Annotated[int, typer.Option(help="Largest upscaled output, in pixels.")
                                  ] = 16_777_216,
+    shutdown_timeout_s: Annotated[float, typer.Option(
+        help="On SIGTERM, how long requests in flight may still take before they are "
+             "cancelled.")] = 30.0,
 ) -> None:
     """Serve classify, Grad-CAM and upscale over HTTP, with a web page at /."""
     from .serve.config import ServeConfig
@@ -855,7 +858,8 @@ def serve(
                            workers=workers, queue_size=queue_size, max_batch=max_batch,
                            batch_wait_ms=batch_wait_ms, batch_wait_mode=batch_wait_mode,
                            max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-                           max_output_pixels=max_output_pixels))
+                           max_output_pixels=max_output_pixels,
+                           shutdown_timeout_s=shutdown_timeout_s))
 
 
 @app.command("train-sr")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import struct
 import tempfile
 import time
@@ -437,9 +438,11 @@ def test_cam_names_a_class_outside_latin_1_in_its_header(torch_models):
     assert r.headers["x-class"].isascii() and unquote(r.headers["x-class"]) == names[3]
 
 
-def _asgi_post(app, path: str, files: dict, leave_after_s: float):
+def _asgi_post(app, path: str, files: dict, leave_after_s: float,
+               cut_after: int | None = None):
     """POST through the ASGI interface as a client that closes its connection
-    ``leave_after_s`` after sending the body (a timed-out load balancer, a closed tab)."""
+    ``leave_after_s`` after sending the body (a timed-out load balancer, a closed tab), or
+    after sending its first ``cut_after`` bytes (a client gone during the upload)."""
     import httpx
 
     request = httpx.Request("POST", f"http://t{path}", files=files)
@@ -455,6 +458,8 @@ def _asgi_post(app, path: str, files: dict, leave_after_s: float):
     async def receive() -> dict:
         nonlocal received
         received += 1
+        if received == 1 and cut_after is not None:
+            return {"type": "http.request", "body": body[:cut_after], "more_body": True}
         if received == 1:
             return {"type": "http.request", "body": body, "more_body": False}
         await asyncio.sleep(leave_after_s)
@@ -531,3 +536,189 @@ def test_a_body_cut_off_before_its_closing_boundary_is_422(client):
     for body in (head + image, head + image + b"\r\n--xyz", head + image[: len(image) // 2]):
         r = client.post("/v1/classify", content=body, headers=headers)
         assert r.status_code == 422 and "closing boundary" in r.json()["error"], r.text
+
+
+# --- memory and overload: what a waiting or refused request costs ---
+
+
+def _gate_lane(lane, gate, running) -> None:
+    """Hold every batch of ``lane`` at ``gate`` (``running`` is set once one is held)."""
+    fn = lane.fn
+
+    def held(items):
+        running.set()
+        gate.wait(30)
+        return fn(items)
+
+    lane.fn = held
+
+
+@pytest.mark.parametrize("path", ["/v1/classify", "/v1/cam", "/v1/upscale?scale=2"])
+def test_a_queued_request_holds_neither_its_upload_nor_its_decoded_picture(
+        torch_models, monkeypatch, path):
+    """While a request waits in its lane it keeps only the model's input: the upload (up to
+    max_upload_mb) and the full-size decoded picture are dropped before the wait."""
+    import gc
+    import threading
+    import weakref
+
+    import httpx
+
+    from resnets.serve import app as app_module
+
+    uploads, pictures = [], []
+    read, decode = app_module.read_upload, app_module._decode_rgb
+
+    async def read_upload(request, max_bytes):
+        upload = await read(request, max_bytes)
+        uploads.append(weakref.ref(upload))
+        return upload
+
+    def decode_rgb(data, max_pixels):
+        image = decode(data, max_pixels)
+        pictures.append(weakref.ref(image))
+        return image
+
+    monkeypatch.setattr(app_module, "read_upload", read_upload)
+    monkeypatch.setattr(app_module, "_decode_rgb", decode_rgb)
+    app = app_module.create_app(ServeConfig(max_batch=1), models=torch_models)
+    files = {"file": ("p.png", png(64, 48), "image/png")}  # resized: not the model's input
+    gate, running = threading.Event(), threading.Event()
+
+    async def scenario() -> tuple[list[str], list[int]]:
+        async with app.router.lifespan_context(app):
+            lane = getattr(app.state.lanes, path.split("/")[2].split("?")[0])
+            _gate_lane(lane, gate, running)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                         timeout=60) as c:
+                try:
+                    first = asyncio.ensure_future(c.post(path, files=files))
+                    while not running.is_set():
+                        await asyncio.sleep(0.01)
+                    second = asyncio.ensure_future(c.post(path, files=files))
+                    while lane._queue.qsize() < 1:  # the second waits behind the first
+                        await asyncio.sleep(0.01)
+                    gc.collect()
+                    kept = (["upload"] if uploads[1]() is not None else []) + (
+                        ["picture"] if pictures[1:] and pictures[1]() is not None else [])
+                finally:
+                    gate.set()
+                return kept, [(await f).status_code for f in (first, second)]
+
+    kept, codes = asyncio.run(scenario())
+    assert codes == [200, 200]
+    assert kept == [], f"a queued {path} request keeps its {' and '.join(kept)} alive"
+
+
+def test_an_overloaded_lane_refuses_at_once_without_reading_or_decoding(
+        torch_models, monkeypatch):
+    """With every slot of a lane taken (queue_size waiting + max_batch running), a request
+    is answered 503 with Retry-After before its body is read: overload costs no decoding."""
+    import threading
+
+    import httpx
+
+    from resnets.serve import app as app_module
+
+    decodes, decode = [], app_module._decode_rgb
+
+    def decode_rgb(data, max_pixels):
+        decodes.append(len(data))
+        return decode(data, max_pixels)
+
+    monkeypatch.setattr(app_module, "_decode_rgb", decode_rgb)
+    app = app_module.create_app(ServeConfig(max_batch=1, queue_size=1), models=torch_models)
+    files = {"file": ("c.jpg", example(), "image/jpeg")}
+    gate, running = threading.Event(), threading.Event()
+
+    async def scenario() -> list:
+        async with app.router.lifespan_context(app):
+            _gate_lane(app.state.lanes.classify, gate, running)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                         timeout=60) as c:
+                try:
+                    posts = [asyncio.ensure_future(c.post("/v1/classify", files=files))]
+                    while not running.is_set():  # the first runs: one slot left, to queue
+                        await asyncio.sleep(0.01)
+                    posts += [asyncio.ensure_future(c.post("/v1/classify", files=files))
+                              for _ in range(9)]
+                    deadline = time.monotonic() + 20
+                    while sum(p.done() for p in posts) < 8 and time.monotonic() < deadline:
+                        await asyncio.sleep(0.01)
+                finally:
+                    gate.set()
+                return await asyncio.gather(*posts)
+
+    answers = asyncio.run(scenario())
+    assert len(decodes) == 2, f"{len(decodes)} uploads decoded for 2 free slots"
+    assert sorted(r.status_code for r in answers) == [200] * 2 + [503] * 8
+    assert all(r.headers["retry-after"] == "1" and "queue is full" in r.json()["error"]
+               for r in answers if r.status_code == 503)
+
+
+def test_a_client_that_leaves_during_the_upload_is_499_not_an_internal_error(
+        torch_models, caplog):
+    """Half a body, then the connection closes (starlette's ClientDisconnect): counted as
+    a client that left, not as a 500 with a traceback in the log."""
+    import httpx
+
+    from resnets.serve.app import create_app
+
+    app = create_app(ServeConfig(), models=torch_models)
+    files = {"file": ("c.jpg", example(), "image/jpeg")}
+    body = httpx.Request("POST", "http://t/v1/classify", files=files).read()
+
+    async def scenario() -> str:
+        async with app.router.lifespan_context(app):
+            await _asgi_post(app, "/v1/classify", files, 0.0, cut_after=len(body) // 2)
+            return app.state.metrics.render()
+
+    with caplog.at_level(logging.INFO):
+        samples = parse_samples(asyncio.run(scenario()))
+    assert samples.get('resnets_requests_total{route="/v1/classify",status="499"}') == 1
+    assert samples.get('resnets_errors_total{route="/v1/classify",reason="client_gone"}') == 1
+    assert not [k for k in samples if 'status="500"' in k or 'reason="internal"' in k]
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+def test_a_cancelled_request_ends_in_cancelled_error_and_is_counted(torch_models):
+    """The server cancels a request (its graceful-shutdown timeout ran out): the metrics
+    middleware lets the CancelledError through and counts the request as unanswered."""
+    import threading
+
+    from resnets.serve.app import create_app
+
+    gate, calls = threading.Event(), []
+
+    def held(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        gate.wait(30)
+        return torch_models.run(x)
+
+    app = create_app(ServeConfig(), models=_with_run(torch_models, held))
+    files = {"file": ("c.jpg", example(), "image/jpeg")}
+
+    async def scenario() -> tuple[str, str]:
+        async with app.router.lifespan_context(app):
+            request = asyncio.ensure_future(_asgi_post(app, "/v1/classify", files, 60))
+            try:
+                while not calls:
+                    await asyncio.sleep(0.01)
+                request.cancel()
+                try:
+                    await request
+                    outcome = "answered"
+                except asyncio.CancelledError:
+                    outcome = "cancelled"
+                except Exception as e:  # noqa: BLE001 (what replaced the cancellation)
+                    outcome = type(e).__name__
+            finally:
+                gate.set()
+            return outcome, app.state.metrics.render()
+
+    outcome, text = asyncio.run(scenario())
+    assert outcome == "cancelled"
+    assert parse_samples(text).get(
+        'resnets_requests_total{route="/v1/classify",status="499"}') == 1

@@ -139,3 +139,13 @@ def test_a_wait_no_thread_can_make_is_refused_at_construction(wait_s):
     # second item, and every future after it waited forever
     with pytest.raises(ValueError, match="wait_s"):
         MicroBatcher(lambda items: items, "t", max_batch=4, wait_s=wait_s)
+
+
+def test_a_lane_reserves_queue_size_plus_max_batch_slots_and_frees_them():
+    batcher = MicroBatcher(lambda items: items, "t", max_batch=2, wait_s=0, queue_size=1)
+    with batcher.reserve(), batcher.reserve(), batcher.reserve():
+        with pytest.raises(QueueFull, match="the t queue is full"), batcher.reserve():
+            pass
+    with batcher.reserve():  # all three slots came back
+        assert batcher.submit("x").result(5) == "x"
+    batcher.close()

@@ -105,3 +105,33 @@ def test_sigterm_answers_the_requests_in_flight_then_exits(server_factory):
     assert server.proc.wait(60) in (0, -signal.SIGTERM)
     log = server.log.read_text()
     assert "Shutting down" in log and "Finished server process" in log
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_graceful_shutdown_waits_a_finite_configured_time(monkeypatch, workers):
+    """SIGTERM waits for the requests in flight at most ``shutdown_timeout_s`` (a client
+    that sends half a body and stalls would otherwise hold the shutdown for ever)."""
+    import math
+
+    import uvicorn
+
+    from resnets.serve import models, server
+    from resnets.serve.config import ServeConfig
+
+    options: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: options.update(kw))
+    monkeypatch.setattr(models, "load_models", lambda config: None)
+    monkeypatch.setattr(server, "warm_model_cache", lambda config: None)
+    server.serve(ServeConfig(workers=workers))
+    assert options["timeout_graceful_shutdown"] == ServeConfig().shutdown_timeout_s == 30
+    server.serve(ServeConfig(workers=workers, shutdown_timeout_s=2.5))
+    assert options["timeout_graceful_shutdown"] == 2.5
+    with pytest.raises(ValueError, match="shutdown_timeout_s must be > 0 and finite"):
+        ServeConfig(shutdown_timeout_s=math.inf)
+    from typer.testing import CliRunner
+
+    from resnets.cli import app
+    cli = CliRunner().invoke(app, ["serve", "--workers", str(workers),
+                                   "--shutdown-timeout-s", "4"])
+    assert cli.exit_code == 0, cli.output
+    assert options["timeout_graceful_shutdown"] == 4

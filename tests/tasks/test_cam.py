@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
+import numpy as np
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -9,7 +12,7 @@ from typer.testing import CliRunner
 from resnets import create_model
 from resnets.cli import app
 from resnets.data.io import read_rgb
-from resnets.tasks.cam import crop_box, grad_cam, heatmap_rgba, write_cam_files
+from resnets.tasks.cam import COLORMAP, colorize, crop_box, grad_cam, heatmap_rgba, write_cam_files
 from resnets.weights.preprocessing import Preprocessing
 from tests.serve.conftest import EXAMPLES
 
@@ -62,3 +65,24 @@ def test_write_cam_files_reports_unreadable_images(tmp_path):
     assert [p.name for p in written] == ["cat_0007_cam.png"] and len(errors) == 1
     img = read_rgb(EXAMPLES / "cat_0007.jpg")
     assert CIFAR(img).shape == (3, 32, 32)
+
+
+def test_colorize_gives_the_colormap_colours_in_a_few_bytes_per_pixel():
+    """The map is coloured through a uint8 table: the colours of the float RGBA path (within
+    one level), without its float64 RGBA copies of the picture (about 62 bytes a pixel)."""
+    from matplotlib import colormaps
+
+    edges = torch.arange(257) / 256  # every step of the 256-colour table, both ends
+    cam = torch.cat([edges, torch.rand(20_000, generator=torch.Generator().manual_seed(0))])
+    cam = cam.reshape(1, -1)
+    expected = (colormaps[COLORMAP](cam.numpy())[..., :3] * 255 + 0.5).astype(np.int16)
+    assert np.abs(colorize(cam).astype(np.int16) - expected).max() <= 1
+    big = torch.rand(2000, 2000)  # a 4 MP picture's map
+    tracemalloc.start()
+    try:
+        out = colorize(big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (2000, 2000, 3) and out.dtype == np.uint8
+    assert peak / big.numel() < 7, f"{peak / big.numel():.1f} bytes a pixel"

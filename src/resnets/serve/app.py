@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..data.io import image_tensor
 from .batcher import LaneStopped, MicroBatcher, QueueFull
@@ -88,6 +89,7 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
     @app.middleware("http")
     async def measure(request: Request, call_next):  # noqa: ANN001, ANN202
         start = time.perf_counter()
+        status = 499  # unless answered: cancelled (a graceful shutdown ran out of time)
         try:
             response = await call_next(request)
         except Exception:  # answered 500 by the handler below, outside this middleware
@@ -119,10 +121,12 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
         metrics.observe_error(route_of(request), "queue_full")
         return _error(503, f"{exc}; retry shortly", {"Retry-After": "1"})
 
-    @app.exception_handler(ClientGone)
-    async def client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+    @app.exception_handler(ClientGone)  # while queued
+    @app.exception_handler(ClientDisconnect)  # during the upload (starlette's)
+    async def client_gone(request: Request, exc: Exception) -> JSONResponse:
         metrics.observe_error(route_of(request), "client_gone")
-        return _error(499, str(exc))  # nobody reads it; the status is for the metrics
+        # nobody reads it; the status is for the metrics
+        return _error(499, str(exc) or "the client closed the connection during the upload")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -155,12 +159,16 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
 
     @app.post("/v1/classify")
     async def classify(request: Request, top_k: int | None = Query(None, ge=1)) -> dict:
-        upload = await read_upload(request, config.max_upload_bytes)
-        k = top_k if top_k is not None else _form_int(upload.fields, "top_k", 5)
         served: ServedModels = request.app.state.models
-        image = await run_in_threadpool(_decode_rgb, upload.file, config.max_pixels)
-        x = await run_in_threadpool(served.prepare, image)
-        probs = await _run_while_connected(request, request.app.state.lanes.classify, x)
+        lane: MicroBatcher = request.app.state.lanes.classify
+        with lane.reserve():  # before the upload is read: a full lane costs nothing
+            upload = await read_upload(request, config.max_upload_bytes)
+            k = top_k if top_k is not None else _form_int(upload.fields, "top_k", 5)
+            image = await run_in_threadpool(_decode_rgb, upload.file, config.max_pixels)
+            del upload  # a queued request holds the small input only
+            x = await run_in_threadpool(served.prepare, image)
+            del image
+            probs = await _run_while_connected(request, lane, x)
         values, idx = probs.topk(min(k, len(served.classifier.classes)))
         top = [{"class": served.classifier.classes[i], "probability": v}
                for i, v in zip(idx.tolist(), values.tolist(), strict=True)]
@@ -168,13 +176,16 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
 
     @app.post("/v1/cam")
     async def cam(request: Request) -> Response:
-        upload = await read_upload(request, config.max_upload_bytes)
         served: ServedModels = request.app.state.models
-        image = await run_in_threadpool(_decode_rgb, upload.file, config.max_pixels)
-        x, (height, width) = await run_in_threadpool(served.prepare, image), image.shape[-2:]
-        del image  # the queue holds the small input only
-        png, target = await _run_while_connected(
-            request, request.app.state.lanes.cam, lambda: served.cam_png(x, height, width))
+        lane: MicroBatcher = request.app.state.lanes.cam
+        with lane.reserve():
+            upload = await read_upload(request, config.max_upload_bytes)
+            image = await run_in_threadpool(_decode_rgb, upload.file, config.max_pixels)
+            del upload  # a queued request holds the small input only
+            x, (height, width) = await run_in_threadpool(served.prepare, image), image.shape[-2:]
+            del image
+            png, target = await _run_while_connected(
+                request, lane, lambda: served.cam_png(x, height, width))
         return Response(png, media_type="image/png",
                         headers={"X-Class": _header_text(served.classifier.classes[target])})
 
@@ -183,15 +194,17 @@ def create_app(config: ServeConfig | None = None, models: ServedModels | None = 
         served: ServedModels = request.app.state.models
         if scale not in served.scales:
             raise ImageRejected(422, f"scale must be one of {served.scales}, got {scale}")
-        upload = await read_upload(request, config.max_upload_bytes)
 
         def check(img: Image.Image) -> None:
             check_upscale_size(img, scale, config.max_output_pixels)
 
-        img = await run_in_threadpool(decode_image, upload.file, config.max_pixels, check)
-        png = await _run_while_connected(
-            request, request.app.state.lanes.upscale,
-            lambda: served.upscale_png(img, scale, config.tile))
+        lane: MicroBatcher = request.app.state.lanes.upscale
+        with lane.reserve():
+            upload = await read_upload(request, config.max_upload_bytes)
+            img = await run_in_threadpool(decode_image, upload.file, config.max_pixels, check)
+            del upload  # a queued request holds the picture only (the model's input)
+            png = await _run_while_connected(
+                request, lane, lambda: served.upscale_png(img, scale, config.tile))
         return Response(png, media_type="image/png")
 
     @app.get("/metrics")

@@ -7,8 +7,10 @@ wait also ends once the batch holds as many items as were in flight at once (que
 running) since the last batch began: a lone client never waits, and clients just answered,
 which come back within a millisecond or two, are waited for only up to their number.
 Whatever else is queued still joins.
-The event loop never runs the model, and a full queue refuses new work at once
-(:class:`QueueFull`, answered 503) instead of piling up.
+The event loop never runs the model, and a full lane refuses new work at once
+(:class:`QueueFull`, answered 503) instead of piling up. A request takes a slot of its lane
+(:meth:`MicroBatcher.reserve`) before it reads its upload: a refused one is neither read nor
+decoded.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 from .metrics import Metrics
@@ -54,6 +57,9 @@ class MicroBatcher:
         self._count_lock = threading.Lock()
         self.metrics = metrics
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        # requests admitted (reading, decoding, queued or running): as many as fit the queue
+        # and a running batch
+        self._free = threading.Semaphore(queue_size + max_batch)
         self._thread = threading.Thread(target=self._work, name=f"resnets-{name}", daemon=True)
         self._thread.start()
 
@@ -75,6 +81,18 @@ class MicroBatcher:
                             ) from None
         self._report_depth()
         return fut
+
+    @contextmanager
+    def reserve(self) -> Iterator[None]:
+        """Hold one of the lane's slots for a request, from before its upload is read until
+        it is answered; :class:`QueueFull` at once when none is free."""
+        if not self._free.acquire(blocking=False):
+            raise QueueFull(f"the {self.name} queue is full (room for {self._queue.maxsize} "
+                            f"waiting and {self.max_batch} running)")
+        try:
+            yield
+        finally:
+            self._free.release()
 
     async def run(self, item: Any) -> Any:
         """Queue ``item`` and await its result without blocking the event loop."""

@@ -45,6 +45,9 @@ class ServeConfig:
     max_pixels: int = 40_000_000  # decoded input pixels (width x height)
     max_output_pixels: int = 16_777_216  # upscaled output pixels (4096 x 4096)
     tile: int = 256  # low-resolution tile side for upscaling
+    # on SIGTERM, how long the requests in flight may take before they are cancelled: a
+    # client that sends half a body and stalls would otherwise hold the shutdown for ever
+    shutdown_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         checks = [("port", 0 <= self.port <= 65535, "0..65535"),
@@ -58,7 +61,9 @@ class ServeConfig:
                   ("max_upload_mb", 0 < self.max_upload_mb < math.inf, "> 0 and finite"),
                   ("max_pixels", self.max_pixels >= 1, ">= 1"),
                   ("max_output_pixels", self.max_output_pixels >= 1, ">= 1"),
-                  ("tile", self.tile >= 32, ">= 32")]
+                  ("tile", self.tile >= 32, ">= 32"),
+                  ("shutdown_timeout_s", 0 < self.shutdown_timeout_s < math.inf,
+                   "> 0 and finite")]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name} must be {expected}, got {getattr(self, name)}")

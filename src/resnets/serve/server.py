@@ -3,7 +3,8 @@
 The models are loaded once before uvicorn starts (errors are one line; converted graphs go to
 the model cache). Each worker then loads its own and keeps no state between requests, so
 more processes, or more machines behind any load balancer, scale it out. uvicorn handles
-SIGTERM gracefully: it stops accepting connections and answers the requests in flight first.
+SIGTERM gracefully: it stops accepting connections and answers the requests in flight first,
+for at most ``shutdown_timeout_s`` (then it cancels the ones left).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def serve(config: ServeConfig) -> None:
     from .models import load_models
 
     options = {"host": config.host, "port": config.port, "log_level": "info",
-               "timeout_graceful_shutdown": None}
+               "timeout_graceful_shutdown": config.shutdown_timeout_s}
     if config.workers == 1:
         # loaded here, before uvicorn starts, so a wrong --model is one line from the CLI
         uvicorn.run(create_app(config, models=load_models(config)), **options)
