@@ -317,3 +317,43 @@ def test_sigterm_while_the_temporary_file_registry_is_locked_still_ends_the_proc
     except subprocess.TimeoutExpired:  # killed with SIGKILL by subprocess.run
         pytest.fail("the process hung in its SIGTERM handler")
     assert proc.returncode == -15
+
+
+def test_names_in_brackets_print_as_text_not_rich_markup(tmp_path, monkeypatch):
+    """Rich read "[raw]" in a path as a style tag and dropped it from the table; a folder
+    "x[" holding "]y.png" made "[/]" and a MarkupError traceback."""
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("photos [raw]/cat.png", "x[/]y.png", "hr [b]/img [i].png"):
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (200, 40, 40)).save(name)
+    result = runner.invoke(app, ["predict", "photos [raw]/cat.png", "x[/]y.png", "--top-k", "1"])
+    assert result.exit_code == 0, result.output
+    assert "photos [raw]/cat.png" in result.stdout and "x[/]y.png" in result.stdout
+    result = runner.invoke(app, ["sr-eval", "--data", "hr [b]", "--model", "bicubic",
+                                 "--scale", "2"])
+    assert result.exit_code == 0, result.output
+    assert "hr [b]" in result.stdout and "img [i].png" in result.stdout
+
+
+def test_eval_refuses_a_batch_size_below_one_before_loading(tmp_path):
+    result = runner.invoke(app, ["eval", "--model", "resnet20", "--data", str(tmp_path),
+                                 "--batch-size", "0"])
+    assert result.exit_code == 2 and "--batch-size" in result.output
+    from resnets.tasks.classify import evaluate_folder
+
+    with pytest.raises(ValueError, match="batch size must be at least 1, got -1"):
+        evaluate_folder(None, tmp_path, batch_size=-1)  # the library call too
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--calibration", "calib"], "--calibration is for the int8 backends"),
+    (["--model", "m.onnx", "--device", "cuda"], "an exported --model runs as it is"),
+    (["--model", "m.onnx", "--allow-nonfinite"], "an exported --model runs as it is"),
+])
+def test_predict_refuses_options_it_would_ignore(hostile, args, message):
+    result = runner.invoke(app, ["predict", str(hostile["rgba"]), *args])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines

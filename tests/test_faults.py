@@ -262,8 +262,13 @@ def test_1_nan_weights_are_refused_by_predict_eval_export_and_convert(data, imag
     converted = tmp_path / "c.safetensors"
     assert_one_line_error(cli("weights", "convert", bad, converted), "NaN or infinite")
     assert not onnx.exists() and not converted.exists() and hidden_files(tmp_path) == []
-    # --allow-nonfinite is there to inspect such a file
+    # --allow-nonfinite is there to inspect such a file; its NaN probabilities are JSON null
     assert cli("predict", image, "--weights", bad, "--allow-nonfinite").exit_code == 0
+    shown = cli("predict", image, "--weights", bad, "--allow-nonfinite", "--json")
+    assert shown.exit_code == 0
+    record = json.loads(shown.stdout.splitlines()[-1],
+                        parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert record["top"][0]["probability"] is None
     assert cli("weights", "convert", bad, converted, "--allow-nonfinite").exit_code == 0
 
 

@@ -289,7 +289,7 @@ def eval_(
              "default: the model's own (bundled) weights.")] = None,
     data: Annotated[str, typer.Option(help="ImageFolder root (or its parent with test/).")] = "",
     tta: Annotated[bool, typer.Option("--tta", help="Average with the flipped image.")] = False,
-    batch_size: Annotated[int, typer.Option()] = 256,
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
     device: Annotated[str, typer.Option()] = "cpu",
     out: Annotated[str | None, typer.Option(help="Folder for confusion.csv/png.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -317,19 +317,22 @@ def eval_(
         if report.skipped:
             raise typer.Exit(1)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     from .terminal import result_console
 
-    table = Table(title=f"{clf.name} on {data} ({report.n} images{', flip TTA' if tta else ''})")
+    # names and paths are the user's: escaped, or rich reads "[raw]" in them as markup
+    table = Table(title=escape(f"{clf.name} on {data} ({report.n} images"
+                               f"{', flip TTA' if tta else ''})"))
     table.add_column("class")
     table.add_column("accuracy %", justify="right")
     for c, acc in report.per_class.items():
-        table.add_row(c, f"{acc:.2f}")
+        table.add_row(escape(c), f"{acc:.2f}")
     console = result_console()
     console.print(table)
-    console.print(f"top-1 {report.top1:.2f}%  top-5 {report.top5:.2f}%  "
-                  f"confusion matrix: {csv_path}, {png_path}")
+    console.print(escape(f"top-1 {report.top1:.2f}%  top-5 {report.top5:.2f}%  "
+                         f"confusion matrix: {csv_path}, {png_path}"))
     if report.skipped:
         raise typer.Exit(1)
 
@@ -372,7 +375,6 @@ def predict(
     """Classify images; unreadable files are reported and the rest still classified.
     --model also takes an exported .onnx or .xml file, run with its own classes and
     preprocessing."""
-    import json
 
     from .data.image_file import collect_images
     from .data.prefetch import Prefetch
@@ -383,6 +385,9 @@ def predict(
         raise ValueError(f"--backend must be one of {', '.join(backends)}, got {backend!r}")
     if top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {top_k}")
+    if calibration is not None and "int8" not in backend:
+        raise ValueError(f"--calibration is for the int8 backends (int8, openvino-int8, "
+                         f"onnxruntime-int8), not --backend {backend}")
     paths = collect_images(inputs)
     if not paths:
         raise ValueError("no images given (expected image files or folders of images)")
@@ -395,9 +400,11 @@ def predict(
         from .weights.classifier import load_classifier
 
         if model is not None and is_exported_file(model):
-            if weights or cam or backend != "auto":
-                raise ValueError("an exported --model runs as it is: no --weights, --backend "
-                                 "or --cam with it")
+            if weights or cam or backend != "auto" or calibration or device != "cpu" \
+                    or allow_nonfinite:
+                raise ValueError("an exported --model runs as it is, on the CPU: no --weights, "
+                                 "--backend, --calibration, --device, --allow-nonfinite or "
+                                 "--cam with it")
             exported = load_exported(model)
             _notes(exported.notes)
             preds, errors = predict_exported(exported, paths, top_k=top_k,
@@ -418,17 +425,23 @@ def predict(
     if cam and clf is not None:
         from .tasks.cam import write_cam_files
 
-        written, _ = write_cam_files(clf.model, clf.preprocessing, paths, cam)
+        # the images classified (the unreadable ones are reported above)
+        written, cam_errors = write_cam_files(clf.model, clf.preprocessing,
+                                              [p.path for p in preds], cam)
+        for err in cam_errors:  # two inputs whose maps would share a name
+            typer.echo(f"error: {err}", err=True)
+        errors = [*errors, *cam_errors]
         typer.echo(f"{len(written)} heat map(s) in {cam}", err=True)
     if csv_:
         from .tasks.classify import write_predictions_csv
 
         write_predictions_csv(preds, csv_)
     if json_:
-        for p in preds:
-            typer.echo(json.dumps({"path": p.path, "top": [{"class": c, "probability": v}
-                                                           for c, v in p.top]}))
+        for p in preds:  # NaN probabilities (weights loaded with --allow-nonfinite): null
+            typer.echo(_strict_json({"path": p.path, "top": [{"class": c, "probability": v}
+                                                             for c, v in p.top]}))
     else:
+        from rich.markup import escape
         from rich.table import Table
 
         from .terminal import result_console
@@ -436,8 +449,8 @@ def predict(
         table = Table()
         table.add_column("image")
         table.add_column("prediction")
-        for p in preds:
-            table.add_row(p.path, ", ".join(f"{c} {v:.1%}" for c, v in p.top))
+        for p in preds:  # paths and class names escaped: "[raw]" in them is text
+            table.add_row(escape(p.path), escape(", ".join(f"{c} {v:.1%}" for c, v in p.top)))
         result_console().print(table)
     if errors:
         raise typer.Exit(1)

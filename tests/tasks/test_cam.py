@@ -86,3 +86,18 @@ def test_colorize_gives_the_colormap_colours_in_a_few_bytes_per_pixel():
         tracemalloc.stop()
     assert out.shape == (2000, 2000, 3) and out.dtype == np.uint8
     assert peak / big.numel() < 7, f"{peak / big.numel():.1f} bytes a pixel"
+
+
+def test_predict_cam_reports_two_images_whose_maps_would_share_a_name(tmp_path):
+    """a/cat.jpg and b/cat.jpg both map to cat_cam.png: the second is an error (exit 1), not
+    a map silently left out."""
+    source = sorted(EXAMPLES.glob("*.jpg"))[0]
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "cat.jpg").write_bytes(source.read_bytes())
+    out = tmp_path / "cams"
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "a"), str(tmp_path / "b"),
+                                      "--cam", str(out)])
+    assert result.exit_code == 1
+    assert "would overwrite" in result.stderr and "cat_cam.png" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["cat_cam.png"]

@@ -257,3 +257,17 @@ def test_predict_int8_calibrating_on_the_inputs_skips_the_unreadable_ones(tmp_pa
                                 backend="onnxruntime-int8")
     assert len(preds) == 4 and len(errors) == 2
     assert "bad.png" in errors[0] and "missing.jpg" in errors[1]
+
+
+def test_the_confusion_png_of_1000_classes_stays_a_few_thousand_pixels(tmp_path):
+    """0.6 inch a class made a 54,000 px square (about 12 GB to draw) at 1,000 classes."""
+    import torch
+    from PIL import Image
+
+    from resnets.tasks.classify import EvalReport, write_confusion
+
+    classes = [f"c{i}" for i in range(1000)]
+    report = EvalReport(50.0, 80.0, 1000, dict.fromkeys(classes, 50.0),
+                        torch.eye(1000, dtype=torch.long), classes, [])
+    _, png = write_confusion(report, tmp_path)
+    assert max(Image.open(png).size) <= 2500

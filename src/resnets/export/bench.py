@@ -425,11 +425,13 @@ def report_table(report: dict[str, Any]):  # -> rich.table.Table
 
 def print_report(report: dict[str, Any]) -> None:
     """The table, then the notes and skipped backends, on the terminal."""
+    from rich.markup import escape
+
     from ..terminal import result_console
 
     console = result_console()
     console.print(report_table(report))
-    for note in report["notes"]:
-        console.print(f"note: {note}")
+    for note in report["notes"]:  # messages may hold paths: text, not markup
+        console.print(escape(f"note: {note}"))
     for skip in report["skipped"]:
-        console.print(f"skipped {skip['backend']}: {skip['reason']}")
+        console.print(escape(f"skipped {skip['backend']}: {skip['reason']}"))

@@ -71,6 +71,8 @@ def evaluate_folder(clf: Classifier, data: str | Path, batch_size: int = 256,
                     tta: bool = False, limit_per_class: int | None = None,
                     strict: bool = False) -> EvalReport:
     """Top-1/top-5, per-class accuracy and the confusion matrix on an ImageFolder tree."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
     root = test_root(data)
     index = scan_folder(root)
     if index.classes != clf.classes:
@@ -125,6 +127,10 @@ def evaluate_folder(clf: Classifier, data: str | Path, batch_size: int = 256,
                       len(y), per_class, confusion, clf.classes, skipped)
 
 
+MAX_CONFUSION_INCHES = 25.0
+MAX_NAMED_CLASSES = 100
+
+
 def write_confusion(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path]:
     """The confusion matrix as CSV and PNG (rows: true class, columns: predicted)."""
     out = Path(out_dir)
@@ -144,10 +150,14 @@ def write_confusion(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path
     import matplotlib.pyplot as plt
 
     n = len(report.classes)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.6 * n))
+    # 0.6 inch a class up to 40 classes; more share 25 inches (2,250 px at 90 dpi: 1,000
+    # classes made a 54,000 px square, about 12 GB), without their names past 100
+    side = min(1 + 0.6 * n, MAX_CONFUSION_INCHES)
+    fig, ax = plt.subplots(figsize=(side, side))
     ax.imshow(report.confusion.numpy(), cmap="Blues")
-    ax.set_xticks(range(n), report.classes, rotation=90)
-    ax.set_yticks(range(n), report.classes)
+    if n <= MAX_NAMED_CLASSES:
+        ax.set_xticks(range(n), report.classes, rotation=90, fontsize=min(10, 400 / n))
+        ax.set_yticks(range(n), report.classes, fontsize=min(10, 400 / n))
     ax.set(xlabel="predicted", ylabel="true", title=f"top-1 {report.top1:.2f}% (n={report.n})")
     if n <= 20:
         for i in range(n):

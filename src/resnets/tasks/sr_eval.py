@@ -252,19 +252,21 @@ def evaluate_sr(model: nn.Module, data: str | Path, scale: int, label: str = "mo
 
 def print_evaluation(result: SREvaluation) -> None:
     """The per-image table with the mean, then the published numbers when known."""
+    from rich.markup import escape
     from rich.table import Table
 
     from ..terminal import result_console
 
     console = result_console()
-    table = Table(title=f"{result.model} x{result.scale} on {result.data} "
-                        f"({result.backend}, {result.inference})",
+    # the model label, folder and file names are the user's: escaped, not read as markup
+    table = Table(title=escape(f"{result.model} x{result.scale} on {result.data} "
+                               f"({result.backend}, {result.inference})"),
                   caption=f"Y channel (BT.601), {result.scale} px shaved, SSIM 11x11 "
                           f"Gaussian sigma 1.5")
     for col in ("image", "PSNR", "SSIM", "bicubic PSNR", "bicubic SSIM"):
         table.add_column(col, justify="left" if col == "image" else "right")
     for i in result.images:
-        table.add_row(i.name, f"{i.psnr:.2f}", f"{i.ssim:.4f}", f"{i.bicubic_psnr:.2f}",
+        table.add_row(escape(i.name), f"{i.psnr:.2f}", f"{i.ssim:.4f}", f"{i.bicubic_psnr:.2f}",
                       f"{i.bicubic_ssim:.4f}")
     (p, s), (bp, bs) = result.mean(), result.bicubic_mean()
     table.add_row("[bold]mean[/bold]", f"{p:.2f}", f"{s:.4f}", f"{bp:.2f}", f"{bs:.4f}",
@@ -279,5 +281,5 @@ def print_evaluation(result: SREvaluation) -> None:
         ref.add_column(col, justify="left" if col == "method" else "right")
     for method, (mp, ms) in published.items():
         ref.add_row(method, f"{mp:.2f}", f"{ms:.4f}")
-    ref.add_row(f"[bold]{result.model} (this run)[/bold]", f"{p:.2f}", f"{s:.4f}")
+    ref.add_row(f"[bold]{escape(result.model)} (this run)[/bold]", f"{p:.2f}", f"{s:.4f}")
     console.print(ref)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -349,7 +350,7 @@ class TileProgress:
                 # sample, and so no estimate, once a tile takes longer than that
                 speed_estimate_period=math.inf)
             self.progress.start()
-            self.task = self.progress.add_task(f"upscaling {self.label}", total=total)
+            self.task = self.progress.add_task(escape(f"upscaling {self.label}"), total=total)
             if self.started is not None:  # the bar appears after the first tile: count it
                 self.progress.tasks[-1].start_time = self.started
         self.progress.update(self.task, completed=done)

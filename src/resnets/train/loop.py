@@ -588,14 +588,17 @@ def _batch_mixer(cfg: TrainConfig, num_classes: int):
 
 def _print_config(cfg: TrainConfig, trainer: Trainer) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     Console(stderr=True).print(
-        f"[bold]resnets train[/bold] {cfg.model} on {cfg.data}: {len(trainer.classes)} classes, "
-        f"device {trainer.device}, amp {trainer.amp}, world {trainer.dist.world}, "
-        f"{trainer.data_reason}; run folder {trainer.run_dir}", markup=True, highlight=False,
-        soft_wrap=True)
+        "[bold]resnets train[/bold] " + escape(
+            f"{cfg.model} on {cfg.data}: {len(trainer.classes)} classes, device "
+            f"{trainer.device}, amp {trainer.amp}, world {trainer.dist.world}, "
+            f"{trainer.data_reason}; run folder {trainer.run_dir}"),
+        markup=True, highlight=False, soft_wrap=True)
     if trainer.changes_applied:
-        Console(stderr=True).print(f"resumed with changes: {'; '.join(trainer.changes_applied)}")
+        Console(stderr=True).print(
+            escape(f"resumed with changes: {'; '.join(trainer.changes_applied)}"))
 
 
 def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False,

@@ -530,19 +530,21 @@ class SRTrainer:
     # -- console -----------------------------------------------------------------------
     def _print_start(self) -> None:
         from rich.console import Console
+        from rich.markup import escape
 
         cfg = self.cfg
         bic = ", ".join(f"x{s} {v['psnr']:.2f}" for s, v in self.bicubic.items())
-        Console(stderr=True).print(
-            f"[bold]resnets train-sr[/bold] {cfg.model} ({self.params:,} parameters) at "
+        Console(stderr=True).print("[bold]resnets train-sr[/bold] " + escape(
+            f"{cfg.model} ({self.params:,} parameters) at "
             f"x{'/x'.join(map(str, cfg.scales))} on {len(self.sampler.names)} images of "
             f"{cfg.data} ({'+'.join(cfg.train_sets)}), {len(self.val)} held out "
             f"(bicubic val PSNR {bic} dB); {cfg.epochs} epochs of {cfg.steps_per_epoch} steps, "
             f"{cfg.loss} loss, lr {cfg.lr:g} {cfg.schedule}, augment {cfg.augment}, "
             f"device {self.device}, amp {cfg.amp}{', compiled' if cfg.compile else ''}; run "
-            f"folder {self.run_dir}")
+            f"folder {self.run_dir}"))
         if self.changes_applied:
-            Console(stderr=True).print(f"resumed with changes: {'; '.join(self.changes_applied)}")
+            Console(stderr=True).print(
+                escape(f"resumed with changes: {'; '.join(self.changes_applied)}"))
 
     def _print_epoch(self, row: dict) -> None:
         from rich.console import Console

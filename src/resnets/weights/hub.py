@@ -266,6 +266,7 @@ def _progress_bar(label: str, total: int | None, enabled: bool
         yield lambda n: None
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -278,5 +279,5 @@ def _progress_bar(label: str, total: int | None, enabled: bool
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True)) as bar:
-        task = bar.add_task(label, total=total)
+        task = bar.add_task(escape(label), total=total)  # a file name: text, not markup
         yield lambda n: bar.advance(task, n)
