@@ -608,14 +608,22 @@ def test_9_sigterm_during_export_leaves_no_temporary_file(tmp_path):
 
 
 def test_9_stale_temporary_files_of_dead_processes_are_swept(tmp_path):
+    """Swept: a dead pid's file unwritten for over an hour. Kept: a live pid's, and a dead
+    pid's written recently (another container sharing the cache sees our pids as dead: its
+    download in progress was deleted)."""
+    from resnets.files import STALE_AFTER_S
+
     stale = tmp_path / f".m.safetensors.{dead_pid()}.k2j3h4.tmp.safetensors"
+    recent = tmp_path / f".n.safetensors.{dead_pid()}.q9w8e7.tmp.safetensors"
     live = tmp_path / ".m.safetensors.1.a1b2c3.tmp.safetensors"  # pid 1 is alive
     other = tmp_path / ".keep.me"
-    for path in (stale, live, other):
+    for path in (stale, recent, live, other):
         path.write_bytes(b"x" * 100)
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(stale, (old, old))
     result = cli("export", "--model", "resnet20", "-o", tmp_path / "m.safetensors")
     assert result.exit_code == 0, result.output
-    assert not stale.exists() and live.exists() and other.exists()
+    assert not stale.exists() and recent.exists() and live.exists() and other.exists()
 
 
 # -- 10. messages that name the file and the reason --------------------------------------------

@@ -6,9 +6,11 @@ over the destination. A crash or an error leaves the old file (or nothing) in pl
 
 Temporary files are named ``.NAME.PID.XXXX.tmpSUFFIX``. The ones this process has open are
 removed on SIGTERM and SIGINT as well as on errors; a process killed outright (SIGKILL,
-power loss) leaves its files behind, and the next write into the same folder removes the
-temporary files of processes that are gone (``PID`` is checked on this host: a folder
-shared by two machines over the network is not swept safely, and is not supported).
+power loss) leaves its files behind, and a later write into the same folder removes the
+temporary files of processes that are gone and that nothing has written for an hour
+(``PID`` is checked on this host; containers sharing a cache folder each see the others'
+pids as gone, and the hour keeps their writes in progress safe. A folder shared by two
+machines over the network is not supported).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +33,7 @@ _LIVE: dict[Path, int] = {}  # temporary path -> the pid that created it
 _LIVE_LOCK = threading.RLock()
 _HANDLED: dict[int, object] = {}  # signal -> the handler that was there before ours
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp[^/]*$")
+STALE_AFTER_S = 3600.0  # unwritten this long, with its pid gone here: abandoned
 
 
 def _default_mode() -> int:
@@ -50,9 +54,12 @@ def pid_alive(pid: int) -> bool:
 
 
 def sweep_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Remove the temporary files in ``folder`` whose writing process is gone; returns
-    them. Files of live processes (this one included) are left alone."""
+    """Remove the temporary files in ``folder`` whose writing process is gone and that
+    were last written over :data:`STALE_AFTER_S` ago; returns them. Files of live processes
+    (this one included), and recent ones of a pid unknown here (another container's), are
+    left alone."""
     removed = []
+    now = time.time()
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
@@ -64,6 +71,9 @@ def sweep_stale_temporaries(folder: str | Path) -> list[Path]:
         pid = int(match.group(1))
         if pid == os.getpid() or pid_alive(pid):
             continue
+        with contextlib.suppress(OSError):
+            if now - entry.stat().st_mtime < STALE_AFTER_S:
+                continue
         with contextlib.suppress(OSError):
             entry.unlink()
             removed.append(entry)

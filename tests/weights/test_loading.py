@@ -287,6 +287,31 @@ def test_failed_load_leaves_model_untouched(tmp_path, resnet20_state):
     assert same_weights(model, before)
 
 
+def test_a_refused_load_with_an_unfit_head_leaves_the_head_as_it_was(resnet20_state):
+    """The unfit head was re-initialised before the rest of the load was checked: a load
+    then refused had already replaced the model's head."""
+    from resnets.weights import load_state_dict_into
+
+    model = resnets.create_model("resnet20", num_classes=4)
+    head = model.fc
+    nn.init.constant_(head.weight, 7.0)
+    broken = {k: v for k, v in resnet20_state.items() if not k.startswith("layer3")}
+    with pytest.raises(ValueError):
+        load_state_dict_into(model, broken)  # 10 classes vs 4, and no layer3
+    assert model.fc is head and bool((model.fc.weight == 7.0).all())
+
+
+def test_a_fresh_head_keeps_the_models_dtype(resnet20_state):
+    """The replaced head was a float32 CPU Linear whatever the model was: a float64 model
+    then failed in its forward pass."""
+    from resnets.weights import load_state_dict_into
+
+    model = resnets.create_model("resnet20", num_classes=5).to(torch.float64)
+    load_state_dict_into(model, resnet20_state)  # 10 classes: the head is re-initialised
+    assert model.fc.weight.dtype == torch.float64 and model.fc.out_features == 5
+    assert model(torch.rand(2, 3, 32, 32, dtype=torch.float64)).shape == (2, 5)
+
+
 def test_wrong_model_tag_and_unknown_sources_are_clear(tmp_path):
     with pytest.raises(ValueError, match="are for resnet50, not resnet18; resnet18 has: "
                                          "resnet18.tv_in1k"):

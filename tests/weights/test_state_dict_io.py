@@ -157,3 +157,22 @@ def test_save_safetensors_is_atomic_and_needs_the_suffix(tmp_path):
     assert torch.equal(ckpt.state_dict["b"], shared[0]) and ckpt.metadata == {"tag": "x", "n": 3}
     with pytest.raises(ValueError, match="ending in .safetensors, got 'out.pth'"):
         save_safetensors({"a": shared}, tmp_path / "out.pth")
+
+
+def test_a_training_checkpoint_says_its_model_classes_and_preprocessing(tmp_path):
+    """best.pt/last.pt hold the model name in their config, and the classes and
+    preprocessing beside it: dropped, a plain20 checkpoint loaded as resnet20 (same keys
+    and shapes), with classes 0..9 and CIFAR's statistics."""
+    import resnets
+    from resnets.weights import load_classifier
+
+    classes = [f"kind{i}" for i in range(10)]
+    pre = {"mean": [0.5] * 3, "std": [0.25] * 3, "size": 32, "resize": 32}
+    state = {"version": 1, "config": {"model": "plain20", "epochs": 3},
+             "model": resnets.create_model("plain20").state_dict(), "ema": None,
+             "classes": classes, "preprocess": pre, "epoch": 3}
+    torch.save(state, tmp_path / "best.pt")
+    clf = load_classifier(str(tmp_path / "best.pt"))
+    assert clf.name == "plain20" and clf.classes == classes
+    assert clf.preprocessing.mean == (0.5, 0.5, 0.5)
+    assert clf.preprocessing.std == (0.25, 0.25, 0.25)

@@ -49,6 +49,25 @@ def test_info_shows_the_record(cache):
     assert str(cache / "resnet50-0676ba61.pth") in out and "not downloaded" in out
 
 
+def test_info_and_list_name_the_cache_file_loading_reads_for_unhashed_records(cache):
+    """akamaster's records check no hash, so their file is cached under a key of its URL;
+    list and info looked for it under the plain file name, where loading never reads."""
+    from resnets.weights import hub
+    from resnets.weights.display import _cached, _location
+    from resnets.weights.records import get_weights
+
+    rec = get_weights("resnet20.akamaster_cifar10")
+    assert rec.sha256 == ""
+    where = hub.cache_path(rec.url, rec.sha256)
+    assert where == hub.url_keyed_path(rec.url) != cache / rec.filename
+    assert _location(rec) == where and not _cached(rec)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    where.write_bytes(b"x")
+    assert _cached(rec)
+    result = runner.invoke(app, ["weights", "info", "resnet20.akamaster_cifar10"], env=WIDE)
+    assert result.exit_code == 0 and str(where) in result.output, result.output
+
+
 def test_info_unknown_tag_is_one_line():
     assert "unknown weights 'resnet50.nope'" in one_line_error(
         runner.invoke(app, ["weights", "info", "resnet50.nope"]))

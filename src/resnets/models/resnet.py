@@ -237,10 +237,12 @@ class ResNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a freshly initialised one for ``num_classes`` (0: none)."""
+        """Replace the head with a freshly initialised one for ``num_classes`` (0: none), on
+        the model's device and in its dtype."""
+        like = next(self.parameters())
         self.num_classes = num_classes
-        self.fc = (nn.Linear(self.num_features, num_classes) if num_classes > 0
-                   else nn.Identity())
+        self.fc = (nn.Linear(self.num_features, num_classes, device=like.device,
+                             dtype=like.dtype) if num_classes > 0 else nn.Identity())
 
 
 class ResNetFeatures(ResNet):

@@ -10,12 +10,16 @@ from .records import WeightRecord, all_records, bundled_path, default_record, li
 
 
 def _location(record: WeightRecord) -> Path:
-    """Where the record's file is, or will be once downloaded."""
-    from .hub import cache_dir
+    """Where the record's file is, or will be once downloaded (where loading reads it)."""
+    import urllib.parse
+
+    from .hub import cache_path
 
     if record.url.startswith("bundled:"):
         return bundled_path(record.filename)
-    return cache_dir() / record.filename
+    if record.url.startswith("file:"):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(record.url).path))
+    return cache_path(record.url, record.sha256)
 
 
 def _cached(record: WeightRecord) -> bool:

@@ -112,6 +112,16 @@ def url_keyed_path(url: str) -> Path:
     return cache_dir() / f"{name.stem}.{key}{name.suffix}"
 
 
+def cache_path(url: str, sha256: str | None = None, filename: str | None = None) -> Path:
+    """Where :func:`fetch` keeps ``url``'s file (same arguments): its own name when a hash
+    tells files apart or a name is given, else :func:`url_keyed_path`."""
+    name = filename or url_filename(url)
+    expected = hash_prefix_from_name(name) if sha256 is None else sha256
+    if not expected and filename is None:
+        return url_keyed_path(url)
+    return cache_dir() / name
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -145,9 +155,7 @@ def fetch(url: str, *, sha256: str | None = None, filename: str | None = None,
     """
     name = filename or url_filename(url)
     expected = hash_prefix_from_name(name) if sha256 is None else sha256
-    dest = cache_dir() / name
-    if not expected and filename is None:
-        dest = url_keyed_path(url)
+    dest = cache_path(url, sha256, filename)
     # digits in a name need not be a hash (model-20240101.pth): say where the expectation
     # came from and how to load such a file without the check
     from_name = (f" ({expected} is the hex in the file name {name}, read as a sha256 prefix "

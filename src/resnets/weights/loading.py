@@ -236,9 +236,12 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor],
     own = model.state_dict()
     state_dict = dict(state_dict)
     _adapt_first_conv(model, own, state_dict, label)
-    fresh = frozenset() if keep_head else _drop_unfit_head(model, own, state_dict, label, what)
+    fresh = frozenset() if keep_head else _drop_unfit_head(own, state_dict, label, what)
     _check_keys(own, state_dict, label, what, fresh)
     _check_shapes(own, state_dict, label, what)
+    reset = getattr(model, "reset_classifier", None)
+    if fresh and callable(reset) and hasattr(model, "num_classes"):
+        reset(model.num_classes)  # after the checks: a refused load leaves the model as it was
     model.load_state_dict(state_dict, strict=False)
 
 
@@ -346,11 +349,11 @@ def _adapt_first_conv(model: nn.Module, own: dict[str, torch.Tensor],
                  want)
 
 
-def _drop_unfit_head(model: nn.Module, own: dict[str, torch.Tensor],
-                     state_dict: dict[str, torch.Tensor], label: str, what: str
-                     ) -> frozenset[str]:
+def _drop_unfit_head(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor],
+                     label: str, what: str) -> frozenset[str]:
     """Remove the weights' head when the model has none or one of another size; returns
-    the model's head keys that keep their fresh initialisation."""
+    the model's head keys that keep a fresh initialisation (the caller re-initialises that
+    head once the rest of the load is checked)."""
     prefix = HEAD + "."
     theirs = [k for k in state_dict if k.startswith(prefix)]
     if not theirs:
@@ -366,10 +369,6 @@ def _drop_unfit_head(model: nn.Module, own: dict[str, torch.Tensor],
     n_theirs = state_dict[f"{prefix}weight"].shape[0] if f"{prefix}weight" in state_dict else "?"
     for key in theirs:
         del state_dict[key]
-    reset = getattr(model, "reset_classifier", None)
-    if callable(reset) and hasattr(model, "num_classes"):
-        reset(model.num_classes)
-        own.update({k: v for k, v in model.state_dict().items() if k.startswith(prefix)})
     _log.warning("%s: the weights' classifier has %s classes, %s has %s: loaded the backbone, "
                  "re-initialised %s", label, n_theirs, what, own[f"{prefix}weight"].shape[0],
                  HEAD)

@@ -121,7 +121,10 @@ def extract_state_dict(obj: Any, ema: bool = False) -> tuple[dict[str, Any], dic
     """The state dict inside a checkpoint, and the plain entries of its container.
 
     Containers are unwrapped (nested ones too): ``state_dict``, ``model``, ``model_ema``,
-    ``state_dict_ema``; ``ema=True`` prefers the EMA weights when both are there.
+    ``state_dict_ema``; ``ema=True`` prefers the EMA weights when both are there. A
+    container's ``classes`` and ``preprocess`` come along, and its ``config``'s ``model``
+    name as ``model``: a ``resnets train`` checkpoint (``best.pt``, ``last.pt``) says what
+    its weights are, as its ``model.safetensors`` does.
     """
     order = EMA_FIRST if ema else CONTAINER_KEYS
     extras: dict[str, Any] = {}
@@ -132,8 +135,11 @@ def extract_state_dict(obj: Any, ema: bool = False) -> tuple[dict[str, Any], dic
         key = next((k for k in order if isinstance(obj.get(k), Mapping)), None)
         if key is None:
             break
-        extras.update({k: v for k, v in obj.items()
-                       if isinstance(v, (str, int, float, bool)) and k not in extras})
+        extras.update({k: v for k, v in obj.items() if k not in extras and (
+            isinstance(v, (str, int, float, bool)) or k in ("classes", "preprocess"))})
+        config = obj.get("config")
+        if isinstance(config, Mapping) and isinstance(config.get("model"), str):
+            extras.setdefault("model", config["model"])
         obj = obj[key]
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected a state dict (names -> tensors), got a {type(obj).__name__}")
