@@ -199,7 +199,7 @@ class Trainer:
         if saved is None and "ranks" in s:
             saved = len(s["ranks"]) if s["ranks"] else 1
         if saved is not None and saved != self.dist.world:
-            how = (f"{saved} processes (torchrun: nodes x --nproc_per_node = {saved})"
+            how = (f"{saved} processes (under torchrun: nodes times processes per node)"
                    if saved > 1 else "one process, without torchrun")
             raise ValueError(f"cannot resume {self.run_dir}: it was trained by {saved} "
                              f"process(es), this is {self.dist.world}; resume it with {how}")
