@@ -16,10 +16,8 @@ import json
 from pathlib import Path
 
 from resnets.export.sr import SR_BACKENDS
-from resnets.models.sr import create_sr_model
 from resnets.tasks.sr_eval import evaluate_sr
-from resnets.train.run_folder import load_training_state
-from resnets.weights.loading import load_state_dict_into
+from resnets.train.sr import checkpoint_model
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sr" / "matlab_ref"
 
@@ -31,14 +29,8 @@ def main() -> None:
     ap.add_argument("--ref", type=Path, default=REF, help="the matlab_ref folder")
     ap.add_argument("--backends", default=",".join(SR_BACKENDS))
     args = ap.parse_args()
-    state = load_training_state(args.run / "best.pt")
-    cfg = state["config"]
-    model = create_sr_model(cfg["model"], scales=tuple(cfg["scales"]),
-                            **cfg.get("model_kwargs", {}))
-    load_state_dict_into(model, state["model"], label=str(args.run / "best.pt"),
-                         model_name=cfg["model"], keep_head=True)
-    model.eval()
-    record = {"run": args.run.name, "step": state["epoch"] * cfg["steps_per_epoch"],
+    model, cfg, step = checkpoint_model(args.run / "best.pt")
+    record = {"run": args.run.name, "step": step,
               "bench": args.bench, "psnr": {}, "vs_eager_db": {}}
     for scale in cfg["scales"]:
         for kind in args.backends.split(","):

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import torch
 
-from resnets.models.sr import create_sr_model
 from resnets.tasks.sr_eval import evaluate_sr
-from resnets.train.run_folder import load_training_state
-from resnets.weights.loading import load_state_dict_into
+from resnets.train.sr import checkpoint_model
 
 
 def main() -> None:
@@ -36,14 +34,8 @@ def main() -> None:
     ap.add_argument("--log", type=Path, help="JSONL file to append the record to")
     args = ap.parse_args()
 
-    state = load_training_state(args.run / args.checkpoint)
-    cfg = state["config"]
+    model, cfg, step = checkpoint_model(args.run / args.checkpoint)
     scales = tuple(cfg["scales"])
-    model = create_sr_model(cfg["model"], scales=scales, **cfg.get("model_kwargs", {}))
-    load_state_dict_into(model, state["model"], label=str(args.run / args.checkpoint),
-                         model_name=cfg["model"], keep_head=True)
-    model.eval()
-    step = state["epoch"] * cfg["steps_per_epoch"] + state["step_in_epoch"]
     record: dict = {"run": args.run.name, "checkpoint": args.checkpoint, "step": step,
                     "model": cfg["model"]}
     rows = list(csv.DictReader((args.run / "metrics.csv").open()))

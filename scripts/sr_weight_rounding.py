@@ -13,10 +13,8 @@ from pathlib import Path
 
 import torch
 
-from resnets.models.sr import create_sr_model
 from resnets.tasks.sr_eval import evaluate_sr
-from resnets.train.run_folder import load_training_state
-from resnets.weights.loading import load_state_dict_into
+from resnets.train.sr import checkpoint_model
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sr" / "matlab_ref"
 
@@ -28,14 +26,8 @@ def main() -> None:
     ap.add_argument("--sets", default="Set5")
     ap.add_argument("--ref", type=Path, default=REF, help="the matlab_ref folder")
     args = ap.parse_args()
-    state = load_training_state(args.run / args.checkpoint)
-    cfg = state["config"]
+    model, cfg, step = checkpoint_model(args.run / args.checkpoint)
     scales = tuple(cfg["scales"])
-    model = create_sr_model(cfg["model"], scales=scales, **cfg.get("model_kwargs", {}))
-    load_state_dict_into(model, state["model"], label=str(args.run / args.checkpoint),
-                         model_name=cfg["model"], keep_head=True)
-    model.eval()
-    step = state["epoch"] * cfg["steps_per_epoch"] + state["step_in_epoch"]
     print(f"{args.run.name}/{args.checkpoint}, step {step}: PSNR (dB) at "
           + ", ".join(f"{s} x{x}" for s in args.sets.split(",") for x in scales))
     for dtype in (None, torch.float16, torch.bfloat16):

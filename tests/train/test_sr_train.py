@@ -24,7 +24,13 @@ from resnets.models.imresize import downscale
 from resnets.models.sr import EDSR, create_sr_model
 from resnets.tasks.sr_eval import evaluate_sr
 from resnets.train.run_folder import load_training_state as load_checkpoint
-from resnets.train.sr import SRTrainConfig, SRTrainer, cosine_factor, lr_factor
+from resnets.train.sr import (
+    SRTrainConfig,
+    SRTrainer,
+    checkpoint_model,
+    cosine_factor,
+    lr_factor,
+)
 from resnets.weights.sr import load_sr_weights
 from tests.conftest import shared_path
 
@@ -268,6 +274,17 @@ def test_a_stop_right_after_an_epochs_checkpoint_keeps_its_metrics_row(mini_sr, 
     SRTrainer(SRTrainConfig(data=str(mini_sr), out=str(run)), resume=True, quiet=True).fit()
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_checkpoint_model_is_the_runs_network_at_its_step(mini_sr, tmp_path):
+    """What the curve, parity and rounding scripts read from a run still training."""
+    run = tmp_path / "run"
+    SRTrainer(tiny_cfg(mini_sr, run, epochs=1, scales=(2,)), quiet=True).fit()
+    model, cfg, step = checkpoint_model(run / "last.pt")
+    assert step == 6 and cfg["model"] == "edsr_tiny" and not model.training
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(model(x, 2), load_sr_weights(run / "model.safetensors")(x, 2))
 
 
 def test_channels_last_trains_the_same_network_as_nchw(mini_sr, tmp_path):

@@ -46,7 +46,7 @@ from .config import COMPILE_MODES
 from .divergence import NonFiniteGuard, check_weights, likely_cause
 from .fields import check_types, parse_fields, resumed_config
 from .metrics_log import MetricsLog, progress_bar
-from .run_folder import RunFolder, rng_states, set_rng_states
+from .run_folder import RunFolder, load_training_state, rng_states, set_rng_states
 
 CHECKPOINT_VERSION = 1
 TRAIN_METADATA_KEY = "resnets.sr.train"  # safetensors metadata: how the weights were trained
@@ -594,6 +594,20 @@ def sr_curves(rows: list[dict]):
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def checkpoint_model(path: str | Path) -> tuple[nn.Module, dict, int]:
+    """The network of a ``train-sr`` checkpoint (``best.pt``, ``last.pt``) in eval mode,
+    with the run's config and the optimizer step it was saved at: for curve points and
+    checks on a run still training, before it has a ``model.safetensors``."""
+    state = load_training_state(path)
+    cfg = state["config"]
+    model = create_sr_model(cfg["model"], scales=tuple(cfg["scales"]),
+                            **cfg.get("model_kwargs", {}))
+    load_state_dict_into(model, state["model"], label=str(path), model_name=cfg["model"],
+                         keep_head=True)
+    step = state["epoch"] * cfg["steps_per_epoch"] + state["step_in_epoch"]
+    return model.eval(), cfg, step
 
 
 def train_sr(cfg: SRTrainConfig, resume: bool = False, quiet: bool = False,
