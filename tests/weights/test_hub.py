@@ -79,6 +79,16 @@ def test_full_sha256_is_checked(server, cache, payload):
     with pytest.raises(DownloadError, match="sha256"):
         fetch(url, sha256="f" * 64, progress=False)
     assert fetch(url, sha256=hashlib.sha256(payload).hexdigest(), progress=False).is_file()
+    # as sha256sum or a web page prints it: upper case is the same digest
+    assert fetch(url, sha256=hashlib.sha256(payload).hexdigest().upper(),
+                 progress=False).is_file()
+
+
+@pytest.mark.parametrize("digest", ["abc", "xyz12345", "0123abcd" * 9])
+def test_a_sha256_too_short_or_not_hex_is_refused_before_downloading(digest):
+    """A 3-digit prefix matches one file in 4,096 by chance: no check at all."""
+    with pytest.raises(ValueError, match="expected a sha256 of 8 to 64 hex digits"):
+        fetch("http://127.0.0.1:9/never.pth", sha256=digest, progress=False)
 
 
 def test_file_size_is_checked(server, cache, payload):

@@ -153,6 +153,11 @@ def fetch(url: str, *, sha256: str | None = None, filename: str | None = None,
     check is reported and fetched again. Raises :class:`DownloadError` when the download
     fails and ``FileNotFoundError`` in offline mode when the file is not cached.
     """
+    if sha256:  # as sha256sum prints it, any case; a prefix short enough to match by chance
+        sha256 = sha256.lower()  # is no check
+        if not re.fullmatch(r"[0-9a-f]{8,64}", sha256):
+            raise ValueError(f"expected a sha256 of 8 to 64 hex digits (or its full 64), got "
+                             f"{sha256!r}")
     name = filename or url_filename(url)
     expected = hash_prefix_from_name(name) if sha256 is None else sha256
     dest = cache_path(url, sha256, filename)
