@@ -16,10 +16,13 @@
 #      run loses the epoch in progress (a few seconds here) and resumes from the one before.
 #      A run that fails before its first checkpoint (e.g. torch.compile fails on this image)
 #      is started again once in eager mode;
-#   4. copy the run folders (config, metrics.jsonl, signal_init.json, degradation.json,
-#      result.json, curves; model.safetensors when finished, else last.pt, 7 MB for a
-#      56-layer network, so the next lease can resume) and each run's log to
-#      $OUT/degradation-seed$SEED/, with summary.json and the figures when all four finished.
+#   4. copy back: the device returns at most 8 files of at most 16 MiB, so the run folders
+#      (config, metrics, signal_init.json, degradation.json, result.json, curves;
+#      model.safetensors when finished, else last.pt, 7 MB for a 56-layer network, so the next
+#      lease can resume), each run's log, and summary.json with the figures when all four
+#      finished, go into one tar, cut into pieces of 15 MiB with its sha256
+#      (scripts/gpu_sr_files.py split): $OUT/degradation-seed$SEED/ holds log.txt,
+#      runs.tar.sha256 and runs.tar.00, .01, ... Checked at the end ("what comes back").
 #
 # Epochs: 182 = 63,882 steps of 128 on 45,000 images (351 full batches an epoch), the
 # paper's 64k iterations (He et al. 2016, Sec. 4.2). The CLI's default of 164 epochs is 64k
@@ -33,27 +36,47 @@
 # The device tool, seed 0 (then the same with SEED=1):
 #   run command="SEED=0 bash scripts/gpu_degradation.sh" carry=[".pack", ".whl"]
 #       timeout_s=600
-# and, to resume runs that an earlier lease brought back (copy files_at/degradation-seed0
-# to .gpu-deg/degradation-seed0 first; a 56-layer last.pt is 7 MB, within the 64 MiB):
+# Here, after a lease: the pieces joined (checked) and unpacked into .gpu-deg, where the
+# next lease resumes them from, and where `resnets experiment degradation --out` can read
+# the finished records:
+#   PYTHON=.venv/bin/python SEED=0 bash scripts/gpu_degradation.sh prepare-resume \
+#       FILES_AT/degradation-seed0
+# then, to resume (a 56-layer last.pt is 7 MB: four runs fit the 64 MiB):
 #   run command="SEED=0 bash scripts/gpu_degradation.sh" carry=[".pack", ".whl", ".gpu-deg"]
 # Dry run here (CPU, 20 images per class, one epoch, no compile, a 100-image test split;
-# about 80 s on 2 cores; DRY_EPOCHS=30 DEADLINE_S=130 tries the stop, then the resume):
+# DRY_EPOCHS=2 took 5.4 minutes on 2 cores; DRY_EPOCHS=30 DEADLINE_S=130 tries the stop,
+# then prepare-resume and the resume; PACK can be a pack of a few images per class):
 #   DRY=1 OUT=/tmp/gpu-dry-deg PACK=.pack PYTHON=.venv/bin/python bash scripts/gpu_degradation.sh
 set -u
-OUT=${OUT:?set OUT}
-PACK=${PACK:-.pack}
 PY=${PYTHON:-python3}
 SEED=${SEED:-0}
-EPOCHS=${EPOCHS:-182}
 RESUME=${RESUME:-.gpu-deg}
+if [ "${1:-}" = prepare-resume ]; then  # here: what a lease brought back, ready to carry
+  from=${2:?usage: SEED=N bash scripts/gpu_degradation.sh prepare-resume FILES_AT/degradation-seedN}
+  [ -f "$from/runs.tar.00" ] || { echo "no runs.tar.00 in $from: nothing came back"; exit 1; }
+  tmp=$(mktemp -d)
+  PYTHONPATH=$PWD/src $PY scripts/gpu_sr_files.py join "$from/runs.tar.00" "$tmp/runs.tar" &&
+    rm -rf "$RESUME/degradation-seed$SEED" && mkdir -p "$RESUME" &&
+    tar xf "$tmp/runs.tar" -C "$RESUME" || { rm -rf "$tmp"; exit 1; }
+  rm -rf "$tmp"
+  for run in "$RESUME/degradation-seed$SEED"/*-seed"$SEED"; do
+    echo "$(basename "$run"): $(wc -l < "$run/metrics.jsonl" 2>/dev/null || echo 0) epochs" \
+         "$([ -f "$run/degradation.json" ] && echo finished || echo 'to resume')"
+  done
+  exit 0
+fi
+OUT=${OUT:?set OUT}
+PACK=${PACK:-.pack}
+EPOCHS=${EPOCHS:-182}
 DEADLINE=$(( $(date +%s) + ${DEADLINE_S:-570} ))
 DATA=${DATA_DIR:-/tmp/resnets-data}
 RUNS=/tmp/resnets-degradation
 NETS=(plain20 resnet20 plain56 resnet56)
 DEST=$OUT/degradation-seed$SEED
+BACK=/tmp/resnets-degradation-back/degradation-seed$SEED  # what goes into runs.tar
 export PYTHONPATH=$PWD/src:$PWD PYTHONUNBUFFERED=1 RESNETS_CACHE=/tmp/resnets-cache
 export CUDA_VISIBLE_DEVICES=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # 16 cores, 4 runs
-mkdir -p "$DEST/logs"
+mkdir -p "$DEST" && rm -rf "$BACK" && mkdir -p "$BACK/logs"
 exec > >(tee -a "$DEST/log.txt") 2>&1
 
 source scripts/gpu_common.sh
@@ -111,7 +134,7 @@ launch() {  # launch NET [compile flags...]: one background run, bounded by the 
   local net=$1; shift
   timeout -s TERM -k 20 $(( $(left) - 40 )) $PY -m resnets experiment degradation \
     --data "$TREE" --out "$RUNS" --depths 20,56 --seeds "$SEED" --only "$net" \
-    --epochs "$EPOCHS" --amp bf16 "${SIZE[@]}" "$@" >> "$DEST/logs/$net.log" 2>&1 &
+    --epochs "$EPOCHS" --amp bf16 "${SIZE[@]}" "$@" >> "$BACK/logs/$net.log" 2>&1 &
   PID[$net]=$!
   echo "$net: pid ${PID[$net]}${*:+ ($*)}"
 }
@@ -132,7 +155,7 @@ while [ "$running" -gt 0 ]; do
     echo "$net: exit $rc after $epochs epochs ($(left) s left)"
     if [ "$rc" -ne 0 ] && [ ! -f "$RUNS/$net-seed$SEED/last.pt" ] && [ -z "${TRIED[$net]:-}" ] \
        && [ ${#COMPILE[@]} -gt 0 ] && [ "$(left)" -gt 120 ]; then
-      tail -5 "$DEST/logs/$net.log"
+      tail -5 "$BACK/logs/$net.log"
       echo "$net: failed before its first checkpoint under CUDA graphs: again in eager mode"
       TRIED[$net]=1
       launch "$net"
@@ -145,10 +168,10 @@ step "copy back"
 for net in "${NETS[@]}"; do
   run=$RUNS/$net-seed$SEED
   [ -d "$run" ] || { echo "$net: no run folder"; continue; }
-  mkdir -p "$DEST/$net-seed$SEED"
+  mkdir -p "$BACK/$net-seed$SEED"
   # last.pt only while unfinished (the next lease resumes it); best.pt never
-  find "$run" -maxdepth 1 -type f ! -name '*.pt' ! -name run.lock -exec cp {} "$DEST/$net-seed$SEED/" \;
-  [ -f "$run/degradation.json" ] || cp "$run/last.pt" "$DEST/$net-seed$SEED/" 2>/dev/null
+  find "$run" -maxdepth 1 -type f ! -name '*.pt' ! -name run.lock -exec cp {} "$BACK/$net-seed$SEED/" \;
+  [ -f "$run/degradation.json" ] || cp "$run/last.pt" "$BACK/$net-seed$SEED/" 2>/dev/null
   echo "$net: $(wc -l < "$run/metrics.jsonl" 2>/dev/null || echo 0) epochs" \
        "$([ -f "$run/degradation.json" ] && echo finished || echo 'to resume')"
   tail -1 "$run/metrics.jsonl" 2>/dev/null
@@ -158,6 +181,16 @@ if [ "$done" -eq ${#NETS[@]} ] && [ "$(left)" -gt 30 ]; then
   step "summary of the four"  # every run is finished, so this only reads and plots
   timeout $(( $(left) - 10 )) $PY -m resnets experiment degradation --data "$TREE" \
     --out "$RUNS" --depths 20,56 --seeds "$SEED" --epochs "$EPOCHS" --amp bf16 "${SIZE[@]}"
-  cp "$RUNS"/summary.json "$RUNS"/*.png "$DEST/" 2>/dev/null
+  cp "$RUNS"/summary.json "$RUNS"/*.png "$BACK/" 2>/dev/null
 fi
+tar cf "$DEST/runs.tar" -C "$(dirname "$BACK")" "$(basename "$BACK")" &&
+  $PY scripts/gpu_sr_files.py split "$DEST/runs.tar" 15 >/dev/null &&
+  echo "runs.tar: $(cat "$DEST/runs.tar.sha256")"
+
+step "what comes back"  # the device's limits: 8 files, 16 MiB each, 2 folders down, plain names
+(cd "$OUT" && find . -type f -printf '%s %d %p\n' | sort -k3) | awk '
+  { n++; total += $1; big = big || $1 > 16 * 2^20; deep = deep || $2 > 3
+    odd = odd || $3 !~ /^[A-Za-z0-9._\/-]+$/; printf "%10d %s\n", $1, $3 }
+  END { printf "%d files, %.1f MiB%s%s%s%s\n", n, total / 2^20, (n > 8 ? ": OVER 8 FILES" : ""),
+        (big ? ", ONE OVER 16 MiB" : ""), (deep ? ", TOO DEEP" : ""), (odd ? ", ODD NAMES" : "") }'
 step done
