@@ -175,7 +175,13 @@ run_train() {  # run_train EPOCHS [calibrate]: one train-sr (new or resumed) unt
     sleep 0.5
     n=$(rows)
     [ "$T1" = 0 ] && [ "$n" -gt "$N0" ] && T1=$(now)
-    if [ "$n" -ge $(( N0 + CAL_EPOCHS )) ]; then  # the row comes after the checkpoint
+    if [ "$n" -ge $(( N0 + CAL_EPOCHS )) ]; then
+      # the row is logged before its epoch's checkpoints (best.pt, then last.pt): stopped
+      # before last.pt, the resume would repeat the epoch's last stretch; 60 s at most
+      for _ in $(seq 300); do
+        [ "$RUN/last.pt" -nt "$RUN/metrics.jsonl" ] || ! kill -0 "$pid" 2>/dev/null && break
+        sleep 0.2
+      done
       T2=$(now)
       kill -TERM "$pid"
       FIT=$(awk -v n0="$N0" -v cal="$CAL_EPOCHS" -v t0="$T0" -v t1="$T1" -v t2="$T2" \

@@ -179,3 +179,36 @@ def test_a_run_folder_in_another_precision_is_another_setting(tmp_path, monkeypa
                 check_setting(run, tcfg)
         else:
             check_setting(run, tcfg)
+
+
+def test_any_recipe_field_makes_another_setting_but_where_it_runs_does_not(tmp_path):
+    """Only ten fields were compared: a folder trained with another weight decay or
+    milestones was summarised (or resumed) under this setting."""
+    from resnets.experiments.degradation import DegradationConfig, check_setting, train_config
+
+    cfg = DegradationConfig(data="x", out=str(tmp_path), depths=(20,), seeds=(0,), amp="none")
+    tcfg = train_config(cfg, "resnet20", 0)
+    run = Path(tcfg.out)
+    run.mkdir(parents=True)
+    saved = tcfg.to_dict()
+    for change, refused in [({"weight_decay": 5e-4}, "weight_decay 0.0005"),
+                            ({"milestones": [0.3, 0.6]}, "milestones"),
+                            ({"momentum": 0.0}, "momentum"),
+                            ({"device": "cuda", "compile": True, "workers": 8,
+                              "data": "/elsewhere/cifar10", "checkpoint_every": 50}, None)]:
+        (run / "config.json").write_text(json.dumps({**saved, **change}))
+        if refused:
+            with pytest.raises(ValueError, match=refused):
+                check_setting(run, tcfg)
+        else:
+            check_setting(run, tcfg)
+
+
+def test_an_extra_setting_of_a_field_the_experiment_sets_is_one_clear_error(tmp_path):
+    """--set lr=0.05 was a TypeError traceback (paper_recipe got lr twice)."""
+    from resnets.experiments.degradation import DegradationConfig, train_config
+
+    cfg = DegradationConfig(data="x", out=str(tmp_path), extra={"lr": 0.05, "epochs": 3})
+    with pytest.raises(ValueError, match="extra training settings set epochs, lr, which the "
+                                         "experiment sets itself"):
+        train_config(cfg, "plain20", 0)

@@ -287,6 +287,19 @@ def test_checkpoint_model_is_the_runs_network_at_its_step(mini_sr, tmp_path):
         assert torch.equal(model(x, 2), load_sr_weights(run / "model.safetensors")(x, 2))
 
 
+def test_a_finished_run_back_without_best_pt_finishes_with_its_last_weights(mini_sr, tmp_path):
+    """A GPU lease brings back last.pt alone; with every epoch done the resume had no
+    epoch left to choose a best from and failed on the missing best.pt."""
+    run = tmp_path / "run"
+    SRTrainer(tiny_cfg(mini_sr, run, epochs=1, scales=(2,)), quiet=True).fit()
+    for name in ("best.pt", "model.safetensors", "result.json"):
+        (run / name).unlink()
+    result = SRTrainer(SRTrainConfig(data=str(mini_sr), out=str(run)), resume=True,
+                       quiet=True).fit()
+    assert result["weights"] == "last.pt" and result["best_epoch"] == 1
+    assert np.isfinite(result["best_val_psnr"]) and (run / "model.safetensors").is_file()
+
+
 def test_channels_last_trains_the_same_network_as_nchw(mini_sr, tmp_path):
     """NHWC is a layout, not a recipe: the same seed gives the same losses to float noise,
     and a run checkpointed in NCHW (a config saved before the option) resumes in NHWC."""

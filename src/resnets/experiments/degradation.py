@@ -57,8 +57,18 @@ class DegradationConfig:
         return cls(**base)
 
 
+# TrainConfig fields the experiment sets itself: an extra setting may not set them again
+OWN_FIELDS = ("model", "data", "out", "epochs", "batch_size", "lr", "seed", "amp", "device",
+              "subset_per_class", "train_eval_size", "val_fraction", "test_limit",
+              "test_every_epoch")
+
+
 def train_config(cfg: DegradationConfig, net: str, seed: int) -> TrainConfig:
     """The shared recipe: the paper's SGD with lr/10 at 50% and 75%, same seed and order."""
+    own = sorted(set(cfg.extra) & set(OWN_FIELDS))
+    if own:
+        raise ValueError(f"the extra training settings set {', '.join(own)}, which the "
+                         "experiment sets itself: give them as the experiment's own options")
     return paper_recipe(
         model=net, data=cfg.data, out=str(Path(cfg.out) / f"{net}-seed{seed}"),
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, amp=cfg.amp,
@@ -108,10 +118,13 @@ def _probe_batch(trainer: Trainer, n: int = 256) -> tuple[torch.Tensor, torch.Te
     return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
-# What a (network, seed) run is trained and measured on: a run folder holding another value
-# of any of these is another setting (another budget), never summarised under this one.
-SETTING_FIELDS = ("model", "seed", "epochs", "batch_size", "lr", "subset_per_class",
-                  "val_fraction", "train_eval_size", "test_limit", "amp")
+# What a (network, seed) run is trained and measured on is every TrainConfig field but these,
+# which say where and how it runs: a run folder holding another value of any other field
+# (the recipe's weight decay or milestones as much as the epochs) is another setting,
+# never summarised under this one.
+RUN_ONLY_FIELDS = ("data", "out", "device", "workers", "in_memory", "channels_last",
+                   "compile", "compile_mode", "checkpoint_every", "log_every",
+                   "max_nonfinite_losses", "test_every_epoch", "strict")
 
 
 def check_setting(run_dir: Path, tcfg: TrainConfig, record: dict | None = None) -> None:
@@ -119,7 +132,7 @@ def check_setting(run_dir: Path, tcfg: TrainConfig, record: dict | None = None) 
     ``tcfg``: resuming it would continue in its own setting, and its record would be
     summarised under this one's. A record copied without its ``config.json`` is checked on
     its epochs."""
-    asked = tcfg.to_dict()
+    asked = json.loads(json.dumps(tcfg.to_dict()))  # as config.json holds it (lists)
     device = resolve_device(tcfg.device)
     asked["amp"] = amp_setting(tcfg.amp, device)  # auto: what it is on this machine
     diffs = []
@@ -129,8 +142,8 @@ def check_setting(run_dir: Path, tcfg: TrainConfig, record: dict | None = None) 
     if saved is not None:
         if saved.get("amp") == "auto":  # a run folder from before runs stored it resolved
             saved = {**saved, "amp": amp_setting("auto", device)}
-        diffs += [f"{k} {saved[k]!r}, asked {asked[k]!r}" for k in SETTING_FIELDS
-                  if k in saved and saved[k] != asked[k]]
+        diffs += [f"{k} {saved[k]!r}, asked {asked[k]!r}" for k in asked
+                  if k not in RUN_ONLY_FIELDS and k in saved and saved[k] != asked[k]]
     if diffs:
         raise ValueError(f"{run_dir} holds a run of another setting ({'; '.join(diffs)}): "
                          "budgets are never mixed in one summary; use another output folder "

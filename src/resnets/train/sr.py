@@ -492,19 +492,26 @@ class SRTrainer:
                 "epoch_time_s": elapsed}
 
     def _finish(self) -> dict:
-        """The best checkpoint's weights: scored on validation and the report sets, saved."""
+        """The best checkpoint's weights: scored on validation and the report sets, saved.
+        A run resumed with its epochs done but without ``best.pt`` (a GPU lease brings back
+        ``last.pt`` alone) ends with its last weights, and says so."""
         cfg = self.cfg
-        best = self.run.load("best.pt")
+        chosen = "best.pt" if (self.run_dir / "best.pt").exists() else "last.pt"
+        best = self.run.load(chosen)
         model = create_sr_model(cfg.model, scales=cfg.scales, **cfg.model_kwargs)
-        load_state_dict_into(model, best["model"], label=f"{self.run_dir}/best.pt",
+        load_state_dict_into(model, best["model"], label=f"{self.run_dir}/{chosen}",
                              model_name=cfg.model, keep_head=True)
         model = model.to(self.device).eval()
         val = validation_scores(model, self.val_pairs, with_ssim=True)
+        if chosen == "last.pt":  # its best_* name the best.pt that is not here
+            best = {"best_epoch": best["epoch"],
+                    "best_val": math.fsum(v["psnr"] for v in val.values()) / len(val)}
         bicubic = validation_scores(create_sr_model("bicubic"), self.val_pairs, with_ssim=True)
         result: dict = {
             "run": str(self.run_dir), "model": cfg.model, "params": self.params,
             "scales": list(cfg.scales), "steps": cfg.total_steps,
             "best_epoch": best["best_epoch"], "best_val_psnr": best["best_val"],
+            "weights": chosen,  # best.pt, or last.pt where a run came back without it
             "val_images": list(cfg.val_images),
             "excluded_small_images": self.sampler.excluded,
             "val": {f"x{s}": {"psnr": val[s]["psnr"], "ssim": val[s]["ssim"],
