@@ -300,6 +300,21 @@ def test_a_finished_run_back_without_best_pt_finishes_with_its_last_weights(mini
     assert np.isfinite(result["best_val_psnr"]) and (run / "model.safetensors").is_file()
 
 
+def test_a_resume_may_change_the_report_sets(mini_sr, tmp_path):
+    """`train-sr --resume RUN --report Set5` was refused: the report sets are scored at the
+    end only and choose nothing."""
+    run = tmp_path / "run"
+    SRTrainer(tiny_cfg(mini_sr, run, epochs=1, scales=(2,)), quiet=True).fit()
+    resumed = SRTrainer(SRTrainConfig(data=str(mini_sr), out=str(run)), resume=True,
+                        quiet=True, changes={"epochs": 2, "report_sets": ("Set5",),
+                                             "report_data": str(shared_path("sr",
+                                                                            "matlab_ref"))})
+    try:
+        assert resumed.cfg.report_sets == ("Set5",)
+    finally:
+        resumed.run.close()
+
+
 def test_channels_last_trains_the_same_network_as_nchw(mini_sr, tmp_path):
     """NHWC is a layout, not a recipe: the same seed gives the same losses to float noise,
     and a run checkpointed in NCHW (a config saved before the option) resumes in NHWC."""

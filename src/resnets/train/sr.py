@@ -189,8 +189,10 @@ class SRTrainConfig:
 
 
 # What a resumed run may change: where it runs and for how long, not what it computes.
-RESUME_CHANGEABLE = ("epochs", "data", "report_data", "device", "channels_last", "compile",
-                     "compile_mode", "checkpoint_every", "log_every", "max_nonfinite_losses")
+# (the report sets are scored once, at the end, and never choose anything)
+RESUME_CHANGEABLE = ("epochs", "data", "report_sets", "report_data", "device", "channels_last",
+                     "compile", "compile_mode", "checkpoint_every", "log_every",
+                     "max_nonfinite_losses")
 
 
 SCHEDULES = ("cosine", "step", "constant")
