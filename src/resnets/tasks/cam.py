@@ -87,7 +87,7 @@ def colorize(cam: torch.Tensor) -> np.ndarray:
     cmap = colormaps[COLORMAP]  # 256 colours: an index fits a uint8
     table = (cmap(np.linspace(0, 1, cmap.N))[:, :3] * 255 + 0.5).astype(np.uint8)
     scaled = cam.numpy() * cmap.N  # matplotlib's rule: floor(x * N), and 1.0 -> N - 1
-    np.minimum(scaled, cmap.N - 1, out=scaled)
+    np.clip(scaled, 0, cmap.N - 1, out=scaled)  # below 0: the first colour, as matplotlib
     index = scaled.astype(np.uint8)
     del scaled  # freed before the colours are made
     return table[index]
