@@ -30,3 +30,13 @@ unpack() {  # unpack NAME (a folder of ../shared/data) from $PACK/NAME.tar.xz an
   echo "$name digest here: $got"; echo "digest made from ../shared/data: $want"
   [ "$got" = "$want" ] || { echo "the unpacked $name differs from ../shared/data"; return 1; }
 }
+
+what_comes_back() {  # the files under $OUT against the device's limits: 8 files, 16 MiB
+  # each, 2 folders down, plain names
+  (cd "$OUT" && find . -type f -printf '%s %d %p\n' | sort -k3) | awk '
+    { n++; total += $1; big = big || $1 > 16 * 2^20; deep = deep || $2 > 3
+      odd = odd || $3 !~ /^[A-Za-z0-9._\/-]+$/; printf "%10d %s\n", $1, $3 }
+    END { printf "%d files, %.1f MiB%s%s%s%s\n", n, total / 2^20,
+          (n > 8 ? ": OVER 8 FILES" : ""), (big ? ", ONE OVER 16 MiB" : ""),
+          (deep ? ", TOO DEEP" : ""), (odd ? ", ODD NAMES" : "") }'
+}
