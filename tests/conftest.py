@@ -30,3 +30,17 @@ def _seed_and_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def one_image_sr_ref(root: Path, image: str = "img_002", bench: str = "Set5",
+                     scales: tuple[int, ...] = (2, 3, 4)) -> Path:
+    """A ``matlab_ref``-shaped folder under ``root`` holding one image of ``bench`` (by
+    default Set5's 288x288 bird, 1/7 of Set5's pixels) at each scale, for tests that
+    check what a command says rather than its full-set numbers."""
+    for scale in scales:
+        src = shared_path("sr", "matlab_ref", bench, f"x{scale}")
+        for part in ("HR", "LR"):
+            (root / bench / f"x{scale}" / part).mkdir(parents=True, exist_ok=True)
+            for f in (src / part).glob(f"{image}_*"):
+                (root / bench / f"x{scale}" / part / f.name).write_bytes(f.read_bytes())
+    return root

@@ -111,6 +111,7 @@ def test_torch_export_with_dynamic_batch():
     assert _same_outputs(model, prog.module(), x)
 
 
+@pytest.mark.slow  # 16 s; make test compiles in tests/train (compiled training learns)
 def test_torch_compile():
     model = resnets.create_model("resnet20").eval()
     compiled = torch.compile(model)

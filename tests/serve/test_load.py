@@ -1,6 +1,6 @@
-"""A bounded load test on 127.0.0.1: 16 clients for 20 s against one server process.
+"""A bounded load test on 127.0.0.1: 16 clients for 10 s against one server process.
 
-About 30 s in all, so it runs in ``make test`` (not marked slow). ``pytest -s`` prints the
+About 15 s in all, so it runs in ``make test`` (not marked slow). ``pytest -s`` prints the
 throughput and latency it measured.
 """
 
@@ -13,7 +13,7 @@ from resnets.serve.loadgen import run_load
 from .conftest import EXAMPLES
 
 CLIENTS = 16
-SECONDS = 20.0
+SECONDS = 10.0
 
 
 def test_sixteen_clients_get_no_errors_and_share_batches(server_factory, tmp_path):

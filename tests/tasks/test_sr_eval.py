@@ -9,7 +9,7 @@ from resnets.cli import app
 from resnets.models.sr import create_sr_model
 from resnets.tasks.sr_eval import PUBLISHED, benchmark_name, evaluate_sr, load_pairs
 from resnets.weights.sr import get_sr_model, save_sr_weights
-from tests.conftest import shared_path
+from tests.conftest import one_image_sr_ref, shared_path
 
 runner = CliRunner()
 
@@ -165,7 +165,7 @@ def test_self_ensemble_is_labelled_and_beats_the_single_pass_on_set5():
 
 
 def test_cli_names_the_backend_and_the_inference(tmp_path):
-    data = shared_path("sr", "matlab_ref", "Set5", "x4")
+    data = one_image_sr_ref(tmp_path, scales=(4,)) / "Set5" / "x4"
     result = runner.invoke(app, ["sr-eval", "--data", str(data), "--scale", "4", "--model",
                                  "edsr_small_x234", "--backend", "bf16", "--json"])
     assert result.exit_code == 0, result.output

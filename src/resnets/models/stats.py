@@ -54,9 +54,23 @@ def model_stats(name: str, input_size: tuple[int, int, int] | None = None,
     size = input_size or spec.input_size
     with torch.device("meta"):
         model = build_model(name, **kwargs)
-    return ModelStats(name, count_params(model), count_macs(model, size), size,
+    params = count_params(model)
+    _drop_batch_norms(model)
+    return ModelStats(name, params, count_macs(model, size), size,
                       count_depth(model), stride_placement(model),
                       model.shortcut if getattr(model, "residual", False) else "none")
+
+
+def _drop_batch_norms(model: nn.Module) -> None:
+    """Replace every batch norm of a throwaway model by an identity, in place.
+
+    Batch norm adds no MACs by the convention above and keeps shapes, but on the meta
+    device under ``FlopCounterMode`` it runs through Python decompositions: 8 of the 14 s
+    that the 23 registered models took (ResNet-1202 alone: 6.7 s)."""
+    for parent in list(model.modules()):
+        for key, child in parent.named_children():
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                setattr(parent, key, nn.Identity())
 
 
 def count_depth(model: nn.Module) -> int:
