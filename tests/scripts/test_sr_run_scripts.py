@@ -60,3 +60,65 @@ def test_curve_appends_one_record_per_call(tiny_run, tmp_path):
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["step"] == 6 and rows[0]["model"] == "edsr_tiny"
     assert rows[0]["Set5_x2"] == rows[1]["Set5_x2"] and 20 < rows[0]["Set5_x4"] < 45
+
+
+def _finish(tmp_path: Path, run: Path, **env: str) -> tuple[subprocess.CompletedProcess, list]:
+    """scripts/finish_sr_run.sh with python, make and the trainer pause replaced by a
+    recorder: which commands it runs, in which order, with which arguments."""
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "fake"
+    fake.write_text(f'#!/bin/bash\necho "$(basename "$0") $*" >> {calls}\n')
+    fake.chmod(0o755)
+    done = subprocess.run(["bash", str(SCRIPTS / "finish_sr_run.sh"), str(run),
+                           "resnets train-sr x", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PY": str(fake), "MAKE": str(fake), "QUIET": "env",
+                               **env})
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    calls.unlink(missing_ok=True)
+    return done, lines
+
+
+def test_finish_runs_each_step_once_in_order_and_resumes_where_it_stopped(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "edsr_baseline"}))
+    done, calls = _finish(tmp_path, run, BF16="0")
+    assert done.returncode == 2 and "no result.json" in done.stderr and calls == []
+    (run / "result.json").write_text("{}")
+    done, calls = _finish(tmp_path, run, BF16="0")
+    assert done.returncode == 0, done.stderr
+    steps = [c.split()[1] for c in calls]
+    assert steps == ["scripts/sr_checkpoint_curve.py", "scripts/bundle_sr_weights.py",
+                     "scripts/sr_backend_parity.py", "benchmarks/bench_sr.py", "demo",
+                     "benchmarks/bench_sr.py"]
+    assert "docs/sr/edsr_baseline_x234-16k-curve.jsonl" in calls[0]
+    assert "--store-dtype float16 --command resnets train-sr x" in calls[1]
+    assert "--backends torch,onnxruntime,openvino" in calls[2]  # no emulated bf16
+    assert calls[5].endswith("--backends torch onnxruntime openvino --json "
+                             f"{tmp_path}/out/speed.json")
+    assert "no native bf16" in done.stderr
+    (tmp_path / "out" / "4-quality.ok").unlink()  # as if cut off during step 4
+    (tmp_path / "out" / "5-demo.ok").unlink()
+    (tmp_path / "out" / "6-speed.ok").unlink()
+    done, calls = _finish(tmp_path, run, BF16="1")
+    assert done.returncode == 0, done.stderr
+    assert [c.split()[1] for c in calls] == ["benchmarks/bench_sr.py", "demo",
+                                             "benchmarks/bench_sr.py"]
+    assert "--backends torch bf16 onnxruntime openvino" in calls[2]
+    assert done.stderr.count("skipped") == 3
+
+
+def test_a_failed_finish_step_stops_the_script_and_is_not_marked_done(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "edsr_baseline"}))
+    (run / "result.json").write_text("{}")
+    failing = tmp_path / "failing"
+    failing.write_text("#!/bin/bash\n[[ $1 == *bundle* ]] && exit 3\nexit 0\n")
+    failing.chmod(0o755)
+    done = subprocess.run(["bash", str(SCRIPTS / "finish_sr_run.sh"), str(run), "cmd",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PY": str(failing), "QUIET": "env", "BF16": "0"})
+    assert done.returncode != 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.ok")) == ["1-curve.ok"]
