@@ -8,7 +8,7 @@
 # 4. quality of every bundled model beside the published methods, with self-ensemble apart
 # 5. make demo, timed
 # 6. speed of every bundled model at x2/x4 on a 12 MP output, 2 threads, fresh model cache
-#    (the longest step: about 25 minutes for edsr_baseline's three fp32 backends here)
+#    (the longest step: an estimated 25 minutes for edsr_baseline's three fp32 backends here)
 # Resumable: a step that finished leaves OUT/<step>.ok and is skipped on the next call, so a
 # finish cut off by the end of a session goes on where it stopped (delete the .ok to redo).
 # bf16 runs only on a CPU with native bf16 (resnets.devices.cpu_has_native_bf16) or with

@@ -280,3 +280,19 @@ def test_finetune_recipe_from_scratch_on_mixed_photos_does_not_diverge(tmp_path)
     losses = [r["train_loss"] for r in rows]
     assert losses[-1] < losses[0], rows
     assert all(r["val_loss"] < 100 for r in rows) and rows[-1]["val_loss"] < 1, rows
+
+
+def test_a_resume_with_more_epochs_says_what_the_stretched_schedule_does_to_the_lr(
+        tiny_data, tmp_path):
+    """A finished step-schedule run (lr/10 at 50% and 75%) extended from 2 to 4 epochs: its
+    last step now sits at 50% of the schedule, so the rate jumps back up tenfold."""
+    Trainer(tiny_cfg(tiny_data, tmp_path / "run"), quiet=True).fit()
+    resumed = Trainer(tiny_cfg(tiny_data, tmp_path / "run"), resume=True, quiet=True,
+                      changes={"epochs": 4})
+    try:
+        steps = 2 * (len(resumed.train_data) // resumed.cfg.accum_steps)
+        assert resumed.changes_applied == [
+            "epochs 2 -> 4", f"learning rate at step {steps}: 0.0005 -> 0.005 (the step "
+            "schedule now spans 4 epochs)"]
+    finally:
+        resumed.run.close()

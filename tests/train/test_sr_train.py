@@ -620,3 +620,26 @@ def test_a_gray_validation_image_is_scored_as_sr_eval_scores_it(mini_sr, tmp_pat
     psnr, ssim = evaluate_sr(model, hr, 2).mean()
     assert ours["psnr"] == pytest.approx(psnr, abs=1e-9)
     assert ours["ssim"] == pytest.approx(ssim, abs=1e-9)
+
+
+def test_a_resume_with_more_epochs_says_what_the_stretched_schedule_does_to_the_lr(
+        mini_sr, tmp_path):
+    """A finished cosine run extended from 1 to 2 epochs: the schedule spans 12 steps now,
+    so at step 6 the rate is back at half its peak (it had decayed to the floor)."""
+    run = tmp_path / "run"
+    cfg = tiny_cfg(mini_sr, run, epochs=1, scales=(2,), schedule="cosine", warmup_steps=0,
+                   min_lr_ratio=0.0)
+    SRTrainer(cfg, quiet=True).fit()
+    resumed = SRTrainer(SRTrainConfig(out=str(run)), resume=True, quiet=True,
+                        changes={"epochs": 2})
+    try:
+        assert resumed.changes_applied == [
+            "epochs 1 -> 2", "learning rate at step 6: 0 -> 0.0005 (the cosine schedule now "
+            "spans 12 steps)"]
+    finally:
+        resumed.run.close()
+    same = SRTrainer(SRTrainConfig(out=str(run)), resume=True, quiet=True)
+    try:
+        assert same.changes_applied == []
+    finally:
+        same.run.close()

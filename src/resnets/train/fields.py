@@ -195,3 +195,8 @@ def resumed_config(cfg: Any, state: dict, changes: dict[str, Any],
         raise ValueError(f"the run has done {done} epochs: epochs must be at least {done}, "
                          f"got {cfg.epochs}")
     return cfg, applied
+
+
+def lr_jump(step: int, before: float, after: float, why: str) -> str:
+    """How a resume's change moves the learning rate at the step it goes on from."""
+    return f"learning rate at step {step:,}: {before:.4g} -> {after:.4g} ({why})"

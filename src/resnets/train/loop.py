@@ -28,7 +28,7 @@ from .data import build_data, dataset_mismatch, epoch_seed
 from .distill import distillation_loss
 from .distributed import DistInfo, init_distributed
 from .divergence import NonFiniteGuard, check_weights, likely_cause
-from .fields import resumed_config
+from .fields import lr_jump, resumed_config
 from .metrics_log import MetricsLog, progress_bar
 from .run_folder import RunFolder, rng_states, set_rng_states
 
@@ -158,6 +158,7 @@ class Trainer:
         self._build_data()
         if self.resume_state is not None:
             self._check_dataset()
+            self.changes_applied += self._lr_change()
         if not quiet and self.dist.is_main:  # the first line: what runs, on what data, why
             _print_config(cfg, self)
         if self.train_images < cfg.batch_size:
@@ -188,6 +189,22 @@ class Trainer:
         self.train_data, self.val_data = data.train, data.val
         self.train_clean_data, self.test_data = data.train_clean, data.test
         self.fingerprint = data.fingerprint()
+
+    def _lr_change(self) -> list[str]:
+        """A resume with other ``epochs`` stretches the whole schedule over the new length:
+        what that does to the learning rate at the step the run goes on from (a finished
+        step-schedule run extended to twice its epochs jumps back up by 1/gamma)."""
+        s = self.resume_state
+        old = TrainConfig.from_dict(s["config"])
+        if old.epochs == self.cfg.epochs:
+            return []
+        per_epoch = len(self.train_data) // self.cfg.accum_steps
+        step = s["scheduler"]["last_epoch"]
+        before = self.cfg.lr * lr_factor(old, step, per_epoch * old.epochs)
+        after = self.cfg.lr * lr_factor(self.cfg, step, per_epoch * self.cfg.epochs)
+        return [] if math.isclose(before, after, rel_tol=1e-9) else [lr_jump(
+            step, before, after, f"the {self.cfg.schedule} schedule now spans "
+                                 f"{self.cfg.epochs} epochs")]
 
     def _check_world(self) -> None:
         """A resumed run keeps its number of processes: the steps per epoch (and with them

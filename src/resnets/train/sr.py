@@ -44,7 +44,7 @@ from ..weights.loading import load_state_dict_into
 from ..weights.sr import save_sr_weights
 from .config import COMPILE_MODES
 from .divergence import NonFiniteGuard, check_weights, likely_cause
-from .fields import check_types, parse_fields, resumed_config
+from .fields import check_types, lr_jump, parse_fields, resumed_config
 from .metrics_log import MetricsLog, progress_bar
 from .run_folder import RunFolder, load_training_state, rng_states, set_rng_states
 
@@ -295,11 +295,26 @@ class SRTrainer:
         self.cfg = cfg
         self._build_model()  # before the data: a wrong model name fails at once
         self.cfg = self._build_data(cfg)
+        if self.resume_state is not None:
+            self.changes_applied += self._lr_change()
         self.log = MetricsLog(self.run_dir, columns=metric_columns(self.cfg.scales,
                                                                    self.cfg.epoch_report),
                               figure=sr_curves)
 
     # -- setup -------------------------------------------------------------------------
+    def _lr_change(self) -> list[str]:
+        """A resume with other ``epochs`` stretches the schedule (its ``total_steps``):
+        what that does to the learning rate at the step the run goes on from."""
+        s = self.resume_state
+        old = SRTrainConfig.from_dict(s["config"])
+        if old.total_steps == self.cfg.total_steps:
+            return []
+        step = s["scheduler"]["last_epoch"]
+        before, after = (self.cfg.lr * lr_factor(c, step) for c in (old, self.cfg))
+        return [] if math.isclose(before, after, rel_tol=1e-9) else [lr_jump(
+            step, before, after, f"the {self.cfg.schedule} schedule now spans "
+                                 f"{self.cfg.total_steps:,} steps")]
+
     def _build_data(self, cfg: SRTrainConfig) -> SRTrainConfig:
         """Decode the images, hold out the validation images; returns the config with them
         listed (so config.json and every checkpoint name them)."""
