@@ -296,3 +296,24 @@ def test_a_resume_with_more_epochs_says_what_the_stretched_schedule_does_to_the_
             "schedule now spans 4 epochs)"]
     finally:
         resumed.run.close()
+
+
+def test_a_skipped_non_finite_step_keeps_its_place_in_the_schedule(tiny_data, tmp_path,
+                                                                    monkeypatch):
+    """The schedule follows the step index: with one step skipped for a NaN loss, a cosine
+    run still ends at 0 at its last step (it ended one step short, above 0)."""
+    import torch.nn.functional as F
+
+    real, calls = F.cross_entropy, [0]
+
+    def second_nan(*args, **kwargs):
+        calls[0] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls[0] == 2 else loss
+
+    monkeypatch.setattr(F, "cross_entropy", second_nan)
+    trainer = Trainer(tiny_cfg(tiny_data, tmp_path / "run", epochs=1, schedule="cosine",
+                               warmup_epochs=0), quiet=True)
+    trainer.fit()
+    assert calls[0] > 2 and trainer.scheduler.last_epoch == trainer.total_steps
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)

@@ -45,6 +45,33 @@ def test_train_loss_is_the_mean_of_the_finite_steps(sr_root, tmp_path, monkeypat
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     assert row["train_loss"] == pytest.approx(sum(seen) / len(seen), rel=1e-6)
     assert torch.isfinite(torch.tensor(row["train_loss"]))
+    # the cosine follows the step index, skipped steps included: it ends at 0 at step 6
+    assert row["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_skipped_first_step_still_moves_the_schedule_without_a_warning(sr_root, tmp_path,
+                                                                          monkeypatch):
+    import warnings
+
+    real = F.l1_loss
+    calls = [0]
+
+    def first_nan(*args, **kwargs):
+        calls[0] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls[0] == 1 else loss
+
+    monkeypatch.setattr(F, "l1_loss", first_nan)
+    cfg = SRTrainConfig(model="edsr_tiny", data=str(sr_root), out=str(tmp_path / "run"),
+                        scales=(2,), patch_size=16, batch_size=2, epochs=1,
+                        steps_per_epoch=3, lr=1e-3, val_count=2, report_sets=(), seed=0,
+                        schedule="step", step_every=1)
+    trainer = SRTrainer(cfg, quiet=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch's "scheduler before optimizer" warning
+        trainer.fit()
+    assert trainer.scheduler.last_epoch == 3
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 8)
 
 
 def test_a_run_stopped_after_a_skipped_step_resumes_with_the_same_train_loss(

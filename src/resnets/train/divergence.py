@@ -13,6 +13,7 @@ the last good state.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -66,6 +67,17 @@ class NonFiniteGuard:
                 f"in a row (epoch {epoch + 1}, step {step + 1} of {steps}); likely cause: "
                 f"{self.cause}; {kept_checkpoint(self.run_dir)}")
         return False
+
+
+def step_schedule_without_update(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Advance the learning-rate schedule past a skipped step, so that it follows the step
+    index and ends where the run ends (as with fp16's scaler skipping a step). PyTorch
+    warns when a schedule steps before the optimizer ever has (a skipped first step): that
+    order is meant here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`",
+                                category=UserWarning)
+        scheduler.step()
 
 
 def check_weights(model: nn.Module, run_dir: Path, epoch: int, cause: str) -> None:

@@ -27,7 +27,7 @@ from .config import RESUME_CHANGEABLE, TrainConfig
 from .data import build_data, dataset_mismatch, epoch_seed
 from .distill import distillation_loss
 from .distributed import DistInfo, init_distributed
-from .divergence import NonFiniteGuard, check_weights, likely_cause
+from .divergence import NonFiniteGuard, check_weights, likely_cause, step_schedule_without_update
 from .fields import lr_jump, resumed_config
 from .metrics_log import MetricsLog, progress_bar
 from .run_folder import RunFolder, rng_states, set_rng_states
@@ -471,6 +471,7 @@ class Trainer:
                         # the window ends without its step (nor, under DDP, its all-reduce):
                         # its gradients are dropped, as a non-finite loss's are
                         self.optimizer.zero_grad(set_to_none=True)
+                        step_schedule_without_update(self.scheduler)
                     continue
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -493,6 +494,8 @@ class Trainer:
                     # a non-finite step is skipped (as fp16's scaler does), by every rank at once
                     if not guard.finite(loss, epoch, b, total, all_ranks=self.dist.world > 1):
                         self.optimizer.zero_grad(set_to_none=True)
+                        if (b + 1) % cfg.accum_steps == 0:  # the window's step is lost, not
+                            step_schedule_without_update(self.scheduler)  # its place in the lr
                         continue
                     self.scaler.scale(loss / cfg.accum_steps).backward()
                 if (b + 1) % cfg.accum_steps == 0:

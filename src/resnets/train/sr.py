@@ -43,7 +43,7 @@ from ..tasks.sr_eval import evaluate_sr, load_pairs, super_resolve
 from ..weights.loading import load_state_dict_into
 from ..weights.sr import save_sr_weights
 from .config import COMPILE_MODES
-from .divergence import NonFiniteGuard, check_weights, likely_cause
+from .divergence import NonFiniteGuard, check_weights, likely_cause, step_schedule_without_update
 from .fields import check_types, lr_jump, parse_fields, resumed_config
 from .metrics_log import MetricsLog, progress_bar
 from .run_folder import RunFolder, load_training_state, rng_states, set_rng_states
@@ -483,6 +483,7 @@ class SRTrainer:
                     sr = self.train_model(lr_img, scale)
                 loss = (F.l1_loss if cfg.loss == "l1" else F.mse_loss)(sr.float(), hr_img)
                 if not guard.finite(loss, epoch, b, spe):  # skipped: no update
+                    step_schedule_without_update(self.scheduler)  # the lr follows the step
                     continue
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
