@@ -142,7 +142,21 @@ def test_weights_for_another_architecture_name_the_likely_one(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("weights r20.safetensors do not fit resnet56: missing 180 keys")
-    assert message.endswith("(the weights look like resnet20)")
+    assert message.endswith("(the weights look like resnet20 or plain20)")  # twins
+
+
+def test_a_raw_state_dict_that_fits_a_plain_net_and_its_resnet_twin_is_not_guessed(tmp_path):
+    """plain20 has resnet20's parameter names and shapes (option A shortcuts hold none): a
+    file that says nothing was loaded as resnet20 whichever it was."""
+    path = tmp_path / "w.safetensors"
+    save_file(resnets.create_model("plain20").state_dict(), str(path))
+    with pytest.raises(ValueError, match="fit resnet20 and plain20 alike .*give the model "
+                                         "name"):
+        load_classifier(path)
+    assert load_classifier(path, model="plain20").name == "plain20"
+    r50 = tmp_path / "r50.safetensors"  # an ImageNet net has no plain twin of its shapes
+    save_file(resnets.create_model("resnet50").state_dict(), str(r50))
+    assert load_classifier(r50).name == "resnet50"
 
 
 def test_wrapper_prefixes_are_stripped_and_class_count_taken_from_the_file(tmp_path):
@@ -159,7 +173,7 @@ def test_nonfinite_weights_are_refused_unless_asked(tmp_path):
     state = resnets.create_model("resnet20").state_dict()
     state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
     path = tmp_path / "nan.safetensors"
-    save_file(state, str(path))
+    save_file(state, str(path), metadata={"model": "resnet20"})
     with pytest.raises(ValueError, match="hold NaN or infinite values in 1 tensors "
                                          r"\(e.g. layer1.0.conv1.weight\)"):
         load_classifier(path)

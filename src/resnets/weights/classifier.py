@@ -26,10 +26,11 @@ from ..devices import resolve_device
 from ..models.registry import build_model, get_spec, list_models
 from .loading import (
     HEAD,
+    PEER_RENAMES,
     Source,
-    guess_architecture,
     load_state_dict_into,
     map_peer_keys,
+    matching_architectures,
     read_source,
 )
 from .preprocessing import Preprocessing, cifar_default, imagenet_default
@@ -126,11 +127,23 @@ def _architecture(model: str | None, meta: dict[str, Any], record: WeightRecord 
         return named
     if record is not None:
         return record.model
-    guess = guess_architecture(state)
-    if guess is None:
+    guesses = matching_architectures(state)
+    if not guesses:
         raise ValueError(f"weights {path.name} do not say which architecture they are for, "
                          "and they match none of the registered models: give the model name")
-    return guess
+    if len(guesses) > 1 and any(k.startswith(tuple(PEER_RENAMES)) for k in state):
+        # a peer's layout (akamaster's `linear.` head): they publish residual networks only
+        guesses = [g for g in guesses if _residual(g)] or guesses
+    if len(guesses) > 1:  # a plain net and its ResNet twin: the same parameters
+        raise ValueError(f"weights {path.name} do not say which architecture they are for, "
+                         f"and they fit {' and '.join(guesses)} alike (the same parameter "
+                         "names and shapes): give the model name")
+    return guesses[0]
+
+
+def _residual(name: str) -> bool:
+    with torch.device("meta"):
+        return bool(getattr(build_model(name), "residual", True))
 
 
 def metadata_classes(names: Any, outputs: int, where: str) -> list[str]:

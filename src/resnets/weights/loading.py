@@ -281,20 +281,22 @@ def _check_keys(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor
 
 
 def _guess_hint(state_dict: dict[str, torch.Tensor], what: str) -> str:
-    guess = guess_architecture(state_dict) if "conv1.weight" in state_dict else None
-    if guess and guess != what:
-        return f" (the weights look like {guess})"
+    guesses = matching_architectures(state_dict) if "conv1.weight" in state_dict else []
+    if guesses and what not in guesses:
+        return f" (the weights look like {' or '.join(guesses)})"
     return " (are they for another model, or built with other options?)"
 
 
-def guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
-    """The registered model whose parameter names and shapes match ``state``, ignoring the
+def matching_architectures(state: dict[str, torch.Tensor]) -> list[str]:
+    """The registered models whose parameter names and shapes match ``state``, ignoring the
     classifier (weights fine-tuned to other class counts still match); built on the meta
-    device, so the search allocates nothing."""
+    device, so the search allocates nothing. More than one can match: a CIFAR plain net has
+    its ResNet twin's parameters exactly (option A shortcuts hold none)."""
     heads = (HEAD + ".", *PEER_RENAMES)  # a peer's classifier too (akamaster's linear.)
     want = {k: tuple(v.shape) for k, v in state.items() if not k.startswith(heads)}
     stem = want.get("conv1.weight", ())
     family = "cifar" if len(stem) == 4 and stem[-1] == 3 else "imagenet"  # 3x3 or 7x7 stem
+    found = []
     for name in list_models():
         if get_spec(name).family != family:
             continue
@@ -303,8 +305,8 @@ def guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
         have = {k: tuple(v.shape) for k, v in model.state_dict().items()
                 if not k.startswith(HEAD + ".")}
         if have == want:
-            return name
-    return None
+            found.append(name)
+    return found
 
 
 def _grouped(kind: str, keys: list[str]) -> str:
