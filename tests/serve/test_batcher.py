@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from resnets.serve.batcher import MicroBatcher, QueueFull
+from resnets.serve.batcher import LaneStopped, MicroBatcher, QueueFull
 from resnets.serve.metrics import Metrics, parse_samples
 
 
@@ -149,3 +149,57 @@ def test_a_lane_reserves_queue_size_plus_max_batch_slots_and_frees_them():
     with batcher.reserve():  # all three slots came back
         assert batcher.submit("x").result(5) == "x"
     batcher.close()
+
+
+def test_a_request_holding_a_slot_is_never_refused_when_it_submits():
+    """Slots free when requests are answered, before the worker has taken the next queued
+    batch: a request admitted on such a slot found the queue full and got a 503 after its
+    upload was read and decoded. Without a slot the queue still refuses past queue_size."""
+    taken = threading.Event()
+    gate = threading.Event()
+
+    class Gated(MicroBatcher):
+        def _collect(self):  # after the first batch the worker waits before taking more
+            if taken.is_set():
+                gate.wait(5)
+            taken.set()
+            return super()._collect()
+
+    batcher = Gated(lambda items: items, "t", max_batch=1, wait_s=0, queue_size=1)
+    with batcher.reserve():
+        assert batcher.submit("a").result(5) == "a"  # answered: its slot comes back
+    with batcher.reserve():
+        queued = batcher.submit("b")  # waits: the worker is held before taking it
+    with batcher.reserve():  # one of the two slots (1 waiting + 1 running) is free
+        late = batcher.submit("c")  # the queue holds b (queue_size): still accepted
+        with pytest.raises(QueueFull, match=r"\(1 waiting\)"):
+            batcher._holding.set(False)  # what a caller without a slot meets
+            batcher.submit("d")
+    gate.set()
+    assert queued.result(5) == "b" and late.result(5) == "c"
+    batcher.close()
+
+
+def test_a_dying_worker_fails_the_queued_requests_and_zeroes_the_depth_gauge(monkeypatch):
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the death is meant
+    metrics = Metrics()
+    gate = threading.Event()
+
+    class Died(BaseException):
+        pass
+
+    class Dying(MicroBatcher):
+        def _run(self, batch):  # what no handler catches ends the worker thread
+            gate.wait(5)
+            raise Died
+
+    batcher = Dying(lambda items: items, "lane", max_batch=1, wait_s=0, metrics=metrics)
+    batcher.submit(0)
+    time.sleep(0.2)  # the worker holds the first item; two more wait
+    queued = [batcher.submit(1), batcher.submit(2)]
+    assert parse_samples(metrics.render())['resnets_queue_depth{lane="lane"}'] == 2
+    gate.set()
+    for fut in queued:
+        with pytest.raises(LaneStopped, match="has stopped"):
+            fut.result(5)
+    assert parse_samples(metrics.render())['resnets_queue_depth{lane="lane"}'] == 0

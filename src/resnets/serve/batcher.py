@@ -16,6 +16,7 @@ decoded.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 import time
@@ -56,10 +57,15 @@ class MicroBatcher:
         self._in_flight = self._peak = 0
         self._count_lock = threading.Lock()
         self.metrics = metrics
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        # unbounded itself: a request holding a slot (reserve) is never refused when it
+        # submits, even while the worker has yet to take the queued batch whose answered
+        # requests freed the slots; one without a slot is refused past queue_size waiting
+        self._queue: queue.Queue = queue.Queue()
         # requests admitted (reading, decoding, queued or running): as many as fit the queue
         # and a running batch
         self._free = threading.Semaphore(queue_size + max_batch)
+        self._holding = contextvars.ContextVar(f"resnets-slot-{name}", default=False)
         self._thread = threading.Thread(target=self._work, name=f"resnets-{name}", daemon=True)
         self._thread.start()
 
@@ -73,12 +79,10 @@ class MicroBatcher:
         with self._count_lock:
             self._in_flight += 1
             self._peak = max(self._peak, self._in_flight)
-        try:
-            self._queue.put_nowait((item, fut))
-        except queue.Full:
+        if not self._holding.get() and self._queue.qsize() >= self.queue_size:
             self._answered(1)
-            raise QueueFull(f"the {self.name} queue is full ({self._queue.maxsize} waiting)"
-                            ) from None
+            raise QueueFull(f"the {self.name} queue is full ({self.queue_size} waiting)")
+        self._queue.put_nowait((item, fut))
         self._report_depth()
         return fut
 
@@ -87,11 +91,13 @@ class MicroBatcher:
         """Hold one of the lane's slots for a request, from before its upload is read until
         it is answered; :class:`QueueFull` at once when none is free."""
         if not self._free.acquire(blocking=False):
-            raise QueueFull(f"the {self.name} queue is full (room for {self._queue.maxsize} "
+            raise QueueFull(f"the {self.name} queue is full (room for {self.queue_size} "
                             f"waiting and {self.max_batch} running)")
+        token = self._holding.set(True)
         try:
             yield
         finally:
+            self._holding.reset(token)
             self._free.release()
 
     async def run(self, item: Any) -> Any:
@@ -151,6 +157,7 @@ class MicroBatcher:
             try:
                 queued = self._queue.get_nowait()
             except queue.Empty:
+                self._report_depth()  # the gauge said what was queued before
                 return
             if queued is not _STOP and queued[1].set_running_or_notify_cancel():
                 self._answered(1)
