@@ -1,3 +1,4 @@
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -125,9 +126,10 @@ def test_second_int8_load_reads_the_cache_without_calibrating(resnet20, cifar_tr
     assert calls == [16]
     assert first.details["cached"] is False and first.details["top1_agreement"] >= 0.8
     assert second.details == {"cached": True, "cache_file": first.details["cache_file"]}
-    cached = list((tmp_path / "cache" / "onnxruntime").iterdir())
-    assert [p.name for p in cached] == [Path(first.details["cache_file"]).name]
-    assert cached[0].name.startswith("resnet-int8-") and cached[0].suffix == ".onnx"
+    cached = sorted((tmp_path / "cache" / "onnxruntime").iterdir())
+    name = Path(first.details["cache_file"]).name  # the entry and its sha256
+    assert [p.name for p in cached] == [name, f"{name}.sha256"]
+    assert name.startswith("resnet-int8-") and name.endswith(".onnx")
     x = torch.randn(3, *CIFAR_SIZE)
     assert torch.equal(first(x), second(x))
 
@@ -157,6 +159,33 @@ def test_damaged_int8_cache_entry_is_replaced(resnet20, int8_runner, monkeypatch
     again = load_int8(resnet20, images)
     assert calls == [4, 4] and again.details["cached"] is True
     assert again(torch.randn(1, *CIFAR_SIZE)).shape == (1, 10)
+
+
+def _flip_a_byte(path: Path) -> None:
+    """Change one byte in the middle of the file: in a model that is a weight, so the file
+    still loads (a damaged disk or an edit, not a cut-off write)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_an_int8_entry_changed_in_place_but_well_formed_is_quantized_again(
+        resnet20, int8_runner, monkeypatch):
+    """int8 entries cannot be checked against PyTorch when loaded; their sha256 (written
+    beside them) is. An entry without it (cut off before it, or older) is rebuilt too."""
+    calls = count_quantize_calls(monkeypatch, copy_of=int8_runner[0])
+    images = torch.randn(4, *CIFAR_SIZE)
+    entry = Path(load_int8(resnet20, images).details["cache_file"])
+    assert Path(f"{entry}.sha256").read_text().strip() == hashlib.sha256(
+        entry.read_bytes()).hexdigest()
+    _flip_a_byte(entry)
+    import onnxruntime as ort
+
+    ort.InferenceSession(str(entry), providers=["CPUExecutionProvider"])  # still loads
+    assert load_int8(resnet20, images).details["cached"] is False and calls == [4, 4]
+    Path(f"{entry}.sha256").unlink()
+    assert load_int8(resnet20, images).details["cached"] is False and calls == [4, 4, 4]
+    assert load_int8(resnet20, images).details["cached"] is True and calls == [4, 4, 4]
 
 
 def _write_ppm_files(folder: Path, seed: int) -> list[Path]:

@@ -195,7 +195,8 @@ def test_second_int8_load_reads_the_cache_without_calibrating(resnet20, cifar_tr
     assert calls == [16]
     assert first.details["cached"] is False and second.details["cached"] is True
     cached = sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir())
-    assert len(cached) == 2 and {n.rsplit(".", 1)[1] for n in cached} == {"xml", "bin"}
+    assert len(cached) == 3 and {n.split(".", 1)[1] for n in cached} == {"xml", "bin",
+                                                                          "xml.sha256"}
     assert torch.equal(first(x), second(x))
 
 
@@ -229,6 +230,22 @@ def test_damaged_cache_entry_is_rebuilt(resnet20, cifar_train, monkeypatch, tmp_
                            calibration=cifar_train[:8])
     assert calls == [8, 8] and backend.details["cached"] is False
     assert backend(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_an_int8_entry_whose_weights_changed_in_place_is_quantized_again(
+        resnet20, cifar_train, monkeypatch, tmp_path):
+    calls = count_quantize_calls(monkeypatch)
+    load_backend("openvino-int8", resnet20, input_size=CIFAR_SIZE, calibration=cifar_train[:8])
+    xml = next((tmp_path / "cache" / "openvino").glob("*.xml"))
+    weights = bytearray(xml.with_suffix(".bin").read_bytes())
+    weights[len(weights) // 2] ^= 0xFF  # well-formed still: one weight byte
+    xml.with_suffix(".bin").write_bytes(bytes(weights))
+    backend = load_backend("openvino-int8", resnet20, input_size=CIFAR_SIZE,
+                           calibration=cifar_train[:8])
+    assert calls == [8, 8] and backend.details["cached"] is False
+    again = load_backend("openvino-int8", resnet20, input_size=CIFAR_SIZE,
+                         calibration=cifar_train[:8])
+    assert calls == [8, 8] and again.details["cached"] is True
 
 
 def test_unwritable_cache_still_gives_a_backend(resnet20, cifar_train, monkeypatch, tmp_path):

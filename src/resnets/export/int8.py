@@ -36,7 +36,14 @@ from torch import nn
 from ..data.io import ImageReadError, is_image_file, read_rgb
 from ..files import atomic_copy, atomic_output
 from ..weights.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from .model_cache import cache_dir, cache_key, model_sha256, package_versions, store
+from .model_cache import (
+    cache_dir,
+    cache_key,
+    is_sealed,
+    model_sha256,
+    package_versions,
+    store,
+)
 from .onnx import OrtRunner, export_onnx, ort_session, require_onnxruntime
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -307,7 +314,7 @@ def int8_session(model: nn.Module, input_size: tuple[int, int, int],
                      # the graph comes from torch's exporter (onnxscript) before quantizing
                      **package_versions("torch", "onnxscript", "onnx", "onnxruntime")})
     path = cache_dir("onnxruntime") / f"{type(model).__name__.lower()}-int8-{key[:32]}.onnx"
-    if use_cache and path.is_file():
+    if use_cache and is_sealed(path):
         try:
             return ort_session(path, threads), {"cached": True, "cache_file": str(path)}
         except Exception:  # onnxruntime's load errors derive from Exception alone
@@ -320,7 +327,7 @@ def int8_session(model: nn.Module, input_size: tuple[int, int, int],
         fresh = Path(work) / "int8.onnx"
         # the session holds the graph; the file can go
         session, report = quantized_session(model, fresh, input_size, images, threads=threads)
-        details = store(path, lambda dest: atomic_copy(fresh, dest), use_cache)
+        details = store(path, lambda dest: atomic_copy(fresh, dest), use_cache, sealed=True)
     details.update(calibration_images=report.calibration_images,
                    top1_agreement=report.top1_agreement, min_cosine=report.min_cosine)
     return session, details

@@ -34,7 +34,7 @@ from ..files import atomic_output
 from ..weights.preprocessing import Preprocessing
 from .graphs import Uint8Input
 from .int8 import agreement, calibration_identity, preprocess_files
-from .model_cache import cache_dir, cache_key, model_sha256, package_versions, store
+from .model_cache import cache_dir, cache_key, is_sealed, model_sha256, package_versions, store
 from .onnx import compare_outputs, require_extra, runtime_input
 from .optimize import fold_batchnorm
 from .shapes import check_inputs, dynamic_shapes, input_dtype, quiet, sample_input
@@ -322,8 +322,12 @@ def fp32_model(model: nn.Module, input_size: tuple[int, int, int], *, use_cache:
     return converted, _store(converted, path, use_cache)
 
 
-def _read_cached(ov: ModuleType, path: Path, use_cache: bool) -> Any | None:
-    """The cached model at ``path``, or None (no entry, or a damaged one to replace)."""
+def _read_cached(ov: ModuleType, path: Path, use_cache: bool,
+                 sealed: bool = False) -> Any | None:
+    """The cached model at ``path``, or None (no entry, or a damaged one to replace).
+    ``sealed`` (int8): only an entry whose files match their digest (:func:`is_sealed`)."""
+    if sealed and not is_sealed(path):
+        return None
     if use_cache and path.is_file() and path.with_suffix(".bin").is_file():
         try:
             return read_ir(path)
@@ -332,9 +336,9 @@ def _read_cached(ov: ModuleType, path: Path, use_cache: bool) -> Any | None:
     return None
 
 
-def _store(model: Any, path: Path, use_cache: bool) -> dict[str, Any]:
+def _store(model: Any, path: Path, use_cache: bool, sealed: bool = False) -> dict[str, Any]:
     """Write a converted model (``.xml`` and ``.bin``) to the cache (:func:`store`)."""
-    return store(path, lambda p: write_ir(model, p, make_parents=True), use_cache)
+    return store(path, lambda p: write_ir(model, p, make_parents=True), use_cache, sealed)
 
 
 def int8_model(model: nn.Module, input_size: tuple[int, int, int],
@@ -352,7 +356,7 @@ def int8_model(model: nn.Module, input_size: tuple[int, int, int],
     identity, picked = calibration_identity(calibration, count, seed, preprocessing)
     key = int8_cache_key(model, input_size, identity, normalization)
     path = cache_dir("openvino") / f"{type(model).__name__.lower()}-{key[:32]}.xml"
-    cached = _read_cached(ov, path, use_cache)
+    cached = _read_cached(ov, path, use_cache, sealed=True)
     if cached is not None:
         return cached, None, {"cached": True, "cache_file": str(path)}
     if isinstance(calibration, torch.Tensor):
@@ -360,7 +364,7 @@ def int8_model(model: nn.Module, input_size: tuple[int, int, int],
     else:
         images = preprocess_files(picked, input_size[1:], *normalization, preprocessing)
     quantized = quantize_openvino(convert(model, input_size), images)
-    return quantized, images, _store(quantized, path, use_cache)
+    return quantized, images, _store(quantized, path, use_cache, sealed=True)
 
 
 def openvino_runner(kind: str, model: nn.Module, input_size: tuple[int, int, int], *,
