@@ -158,8 +158,8 @@ def test_torchvision_checkpoint_loads_as_it_is(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), tv(x))
-    assert model.pretrained_record.tag == "resnet18.tv_in1k"  # known by its file name
-    assert len(model.pretrained_record.classes) == 1000
+    # named as the published file but not it (sha256 f37072fd...): not given its record
+    assert model.pretrained_record is None
 
 
 def test_pretrained_true_downloads_the_default_record(server, cache, extra_records,
@@ -442,3 +442,24 @@ def test_convert_checks_keys_against_the_model(tmp_path, resnet20_state):
     with pytest.raises(ValueError, match="ending in .safetensors"):
         convert(src, tmp_path / "o.pth")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]
+
+
+def test_a_file_of_ones_own_under_a_published_name_gets_no_published_record(tmp_path):
+    """A local file named as a published one took that record (its classes, its
+    preprocessing, its tag as the source) whatever it held; now only when its size and
+    sha256 are the record's."""
+    from resnets.weights.classifier import load_classifier
+    from resnets.weights.records import all_records
+
+    bundled = all_records()["resnet20.resnets_cifar10"]
+    mine = tmp_path / bundled.filename
+    save_file(resnets.create_model("resnet20").state_dict(), str(mine),
+              metadata={"model": "resnet20"})
+    clf = load_classifier(mine)
+    assert clf.record is None and clf.classes == [str(i) for i in range(10)]
+    from resnets.weights.loading import record_path
+
+    published = tmp_path / "published" / bundled.filename
+    published.parent.mkdir()
+    published.write_bytes(record_path(bundled).read_bytes())
+    assert load_classifier(published).record == bundled

@@ -79,8 +79,8 @@ def resolve(source: Source, model_name: str | None = None, progress: bool = True
         return record_path(record, progress), record
     scheme = urllib.parse.urlparse(source).scheme
     if scheme in ("http", "https"):
-        record = _record_by_filename(hub.url_filename(source))
-        return hub.fetch(source, progress=progress), record
+        path = hub.fetch(source, progress=progress)
+        return path, _record_by_filename(path, hub.url_filename(source))
     if scheme == "file":
         return _local_file(Path(urllib.parse.unquote(urllib.parse.urlparse(source).path)))
     path = Path(source).expanduser()
@@ -108,14 +108,19 @@ def _find_tag(text: str, model_name: str | None) -> WeightRecord | None:
     return record
 
 
-def _record_by_filename(name: str) -> WeightRecord | None:
-    return next((r for r in all_records().values() if r.filename == name), None)
+def _record_by_filename(path: Path, name: str | None = None) -> WeightRecord | None:
+    """The published record of a file named as a published file (``name``, by default its
+    own), when it is that file by the record's size and sha256 (where the record has them):
+    a file of one's own saved under that name gets no record, nor its classes."""
+    name = name or path.name
+    return next((r for r in all_records().values() if r.filename == name
+                 and hub.file_problem(path, r.sha256, r.file_size) is None), None)
 
 
 def _local_file(path: Path) -> tuple[Path, WeightRecord | None]:
     require_weights_file(path, "a .safetensors, .pt or .pth file, a URL or a weights tag "
                                "(see `resnets weights list`)")
-    return path, _record_by_filename(path.name)
+    return path, _record_by_filename(path)
 
 
 def record_path(record: WeightRecord, progress: bool = True) -> Path:
