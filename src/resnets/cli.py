@@ -236,7 +236,8 @@ def train(
     teacher: Annotated[str | None, typer.Option(
         help="Distil from this classifier (weights file or bundled model name; "
              "A,B for an ensemble); "
-             "--set distill_alpha=0.5 distill_temperature=4 teacher_flip=true.")] = None,
+             "--set distill_alpha=0.5 --set distill_temperature=4 "
+             "--set teacher_flip=true.")] = None,
     freeze_backbone: Annotated[bool, typer.Option("--freeze-backbone")] = False,
     backbone_lr_scale: Annotated[float | None, typer.Option()] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on unreadable images.")] = False,
@@ -246,7 +247,9 @@ def train(
                                                    "--set label_smoothing=0.1")] = None,
     resume: Annotated[str | None, typer.Option(
         help="Run folder to continue. With it, --epochs (more), --data (the same dataset "
-             "moved) and --device may change; other flags that differ are refused.")] = None,
+             "moved), --device, --compile, --checkpoint-every, --test-every-epoch and the "
+             "--set fields workers, log_every, compile_mode, max_nonfinite_losses may "
+             "change; other flags that differ are refused.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Train a classifier; every epoch writes metrics and an atomic checkpoint."""
@@ -850,8 +853,9 @@ def serve(
     batch_wait_ms: Annotated[float, typer.Option(
         help="How long a batch waits to fill; 0: what queued while the last batch ran.")] = 0.0,
     batch_wait_mode: Annotated[str, typer.Option(
-        help="adaptive: the wait also ends once a batch is as large as the last one; fixed: "
-             "the whole --batch-wait-ms.")] = "adaptive",
+        help="adaptive: the wait also ends once a batch holds as many requests as were in "
+             "flight at once since the last batch began; fixed: the whole --batch-wait-ms."
+             )] = "adaptive",
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload (413 above).")] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest decoded input, in pixels.")
                           ] = 40_000_000,
