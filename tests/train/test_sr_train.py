@@ -643,3 +643,23 @@ def test_a_resume_with_more_epochs_says_what_the_stretched_schedule_does_to_the_
         assert same.changes_applied == []
     finally:
         same.run.close()
+
+
+def test_resuming_a_run_of_the_other_trainer_is_one_line(mini_sr, tiny_data, tmp_path):
+    """`train --resume` on a train-sr folder (and the reverse) was a TypeError traceback
+    from the config's constructor."""
+    from resnets.train.loop import Trainer
+    from tests.train.test_loop import tiny_cfg as classifier_cfg
+
+    sr_run, cls_run = tmp_path / "sr", tmp_path / "cls"
+    SRTrainer(tiny_cfg(mini_sr, sr_run, epochs=1, scales=(2,), steps_per_epoch=2),
+              quiet=True).fit()
+    Trainer(classifier_cfg(tiny_data, cls_run, epochs=1), quiet=True).fit()
+    for command, run, kind in (("train", sr_run, "train-sr"), ("train-sr", cls_run, "train")):
+        result = runner.invoke(app, [command, "--resume", str(run), "--epochs", "2"])
+        assert result.exit_code == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.output, result.output
+        assert lines[0] == (f"error: cannot resume {run} with `resnets {command}`: it is a "
+                            f"`resnets {kind}` run; resume it with `resnets {kind} --resume "
+                            f"{run}`")

@@ -185,6 +185,7 @@ def resumed_config(cfg: Any, state: dict, changes: dict[str, Any],
     training ``state`` (its folder ``out`` where it is now), with the safe ``changes``
     (:func:`resume_changes`; a new ``data`` compared as stored, absolute), validated, and
     never fewer ``epochs`` than the run has done. Returns it and what changed."""
+    _check_same_kind(type(cfg), state["config"], cfg.out)
     saved = type(cfg).from_dict(state["config"]).replace(out=cfg.out)
     if "data" in changes:
         changes = {**changes, "data": str(Path(changes["data"]).expanduser().resolve())}
@@ -200,3 +201,19 @@ def resumed_config(cfg: Any, state: dict, changes: dict[str, Any],
 def lr_jump(step: int, before: float, after: float, why: str) -> str:
     """How a resume's change moves the learning rate at the step it goes on from."""
     return f"learning rate at step {step:,}: {before:.4g} -> {after:.4g} ({why})"
+
+
+def _check_same_kind(config_type: type, saved: dict, out: str) -> None:
+    """A run folder of the other trainer (a classifier's for ``train-sr`` or the reverse),
+    or one whose settings this version does not know, is refused in one line."""
+    is_sr = "patch_size" in saved  # train-sr's settings have it, the classifier's do not
+    wants_sr = config_type.__name__ == "SRTrainConfig"
+    if is_sr != wants_sr:
+        kind, other = ("train-sr", "train") if is_sr else ("train", "train-sr")
+        raise ValueError(f"cannot resume {out} with `resnets {other}`: it is a `resnets "
+                         f"{kind}` run; resume it with `resnets {kind} --resume {out}`")
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(config_type)})
+    if unknown:
+        raise ValueError(f"cannot resume {out}: its settings include "
+                         f"{', '.join(unknown[:5])}, which this version of resnets does not "
+                         "know (written by another version?)")
