@@ -435,10 +435,12 @@ def predict(
             typer.echo(f"error: {err}", err=True)
         errors = [*errors, *cam_errors]
         typer.echo(f"{len(written)} heat map(s) in {cam}", err=True)
-    if csv_:
+    if csv_ and preds:
         from .tasks.classify import write_predictions_csv
 
         write_predictions_csv(preds, csv_)
+    elif csv_:  # a run that classified nothing leaves an existing file as it was
+        typer.echo(f"no predictions: {csv_} not written", err=True)
     if json_:
         for p in preds:  # NaN probabilities (weights loaded with --allow-nonfinite): null
             typer.echo(_strict_json({"path": p.path, "top": [{"class": c, "probability": v}
@@ -503,7 +505,9 @@ def embed(
                             prefetched=prefetched)
     for err in result.errors:
         typer.echo(f"error: {err}", err=True)
-    if output is not None:
+    if output is not None and not result.paths:  # nothing embedded: nothing replaced
+        typer.echo(f"no embeddings: {output} not written", err=True)
+    elif output is not None:
         from .tasks.embed import write_embeddings
 
         array, index = write_embeddings(result, output)

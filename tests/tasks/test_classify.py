@@ -79,6 +79,12 @@ def test_predict_cli_exit_code_and_csv(trained, tmp_path):
     assert csv_path.read_text().splitlines()[0] == "path,rank,class,probability"
     ok = runner.invoke(app, ["predict", str(good), "--weights", str(weights)])
     assert ok.exit_code == 0
+    # nothing classified: an existing CSV is left as it was (it was cut to its header)
+    csv_path.write_text("earlier results\n")
+    none = runner.invoke(app, ["predict", str(tmp_path / "missing.jpg"), "--weights",
+                               str(weights), "--csv", str(csv_path)])
+    assert none.exit_code == 1 and f"no predictions: {csv_path} not written" in none.stderr
+    assert csv_path.read_text() == "earlier results\n"
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])

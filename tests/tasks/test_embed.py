@@ -115,3 +115,14 @@ def test_the_cli_embeds_in_its_own_process_as_the_library_does(clf, tmp_path):
     reference = embed_with(clf, sorted(EXAMPLES.glob("*.jpg")), backend="torch")
     np.testing.assert_allclose(np.load(out), reference.features, atol=1e-5)
     assert json.loads(out.with_suffix(".json").read_text())["paths"] == reference.paths
+
+
+def test_a_run_that_embeds_nothing_leaves_an_existing_output_alone(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    out = tmp_path / "e.npy"
+    out.write_bytes(b"earlier results")
+    result = runner.invoke(app, ["embed", str(bad), "--model", "resnet20", "--backend",
+                                 "torch", "-o", str(out)])
+    assert result.exit_code == 1 and f"no embeddings: {out} not written" in result.stderr
+    assert out.read_bytes() == b"earlier results" and not out.with_suffix(".json").exists()
