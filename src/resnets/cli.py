@@ -330,8 +330,8 @@ def eval_(
                                f"{', flip TTA' if tta else ''})"))
     table.add_column("class")
     table.add_column("accuracy %", justify="right")
-    for c, acc in report.per_class.items():
-        table.add_row(escape(c), f"{acc:.2f}")
+    for c, acc in report.per_class.items():  # None: no image of the class was read
+        table.add_row(escape(c), "n/a" if acc is None else f"{acc:.2f}")
     console = result_console()
     console.print(table)
     console.print(escape(f"top-1 {report.top1:.2f}%  top-5 {report.top5:.2f}%  "

@@ -277,3 +277,22 @@ def test_the_confusion_png_of_1000_classes_stays_a_few_thousand_pixels(tmp_path)
                         torch.eye(1000, dtype=torch.long), classes, [])
     _, png = write_confusion(report, tmp_path)
     assert max(Image.open(png).size) <= 2500
+
+
+def test_a_class_with_no_readable_image_has_no_accuracy_not_zero(trained, tmp_path):
+    import shutil
+
+    root, weights = trained
+    data = tmp_path / "only" / "test"  # a parent holding test/ alone is a test split
+    shutil.copytree(root / "test", data)
+    for f in (data / "a").iterdir():
+        f.write_bytes(b"not an image")
+    result = runner.invoke(app, ["eval", "--weights", str(weights), "--data",
+                                 str(tmp_path / "only"), "--json", "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 1  # the unreadable files are reported
+    report = json.loads(result.stdout)
+    assert report["per_class"]["a"] is None and report["n"] == 12
+    assert all(report["per_class"][c] is not None for c in ("b", "c"))
+    table = runner.invoke(app, ["eval", "--weights", str(weights), "--data", str(data),
+                                "--out", str(tmp_path / "ev2")], env={"COLUMNS": "120"})
+    assert "n/a" in table.stdout

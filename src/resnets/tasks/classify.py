@@ -41,8 +41,13 @@ def test_root(data: str | Path) -> Path:
     if not root.is_dir():
         raise FileNotFoundError(f"dataset not found: {root} (expected a folder of class "
                                 "folders, or one holding test/)")
-    if (root / "test").is_dir() and ((root / "train").is_dir() or (root / "val").is_dir()):
-        return root / "test"
+    test = root / "test"
+    if test.is_dir() and ((root / "train").is_dir() or (root / "val").is_dir()):
+        return test
+    # a parent holding test/ alone: test/ is the split when it holds class folders
+    if test.is_dir() and [d.name for d in root.iterdir() if d.is_dir()] == ["test"] \
+            and any(d.is_dir() for d in test.iterdir()):
+        return test
     return root
 
 
@@ -56,7 +61,7 @@ class EvalReport:
     top1: float
     top5: float
     n: int
-    per_class: dict[str, float]
+    per_class: dict[str, float | None]  # None: no image of the class was scored
     confusion: torch.Tensor  # (true, predicted) counts
     classes: list[str]
     skipped: list[str]  # one "path: reason" line per unreadable image
@@ -120,8 +125,9 @@ def evaluate_folder(clf: Classifier, data: str | Path, batch_size: int = 256,
     n_cls = len(clf.classes)
     confusion = torch.zeros(n_cls, n_cls, dtype=torch.long)
     confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
-    per_class = {c: (100.0 * confusion[i, i].item() / max(confusion[i].sum().item(), 1))
-                 for i, c in enumerate(clf.classes)}
+    # a class none of whose images could be read has no accuracy (None: n/a), not 0%
+    per_class = {c: (100.0 * confusion[i, i].item() / confusion[i].sum().item()
+                     if confusion[i].sum() else None) for i, c in enumerate(clf.classes)}
     return EvalReport(100.0 * (pred == y).float().mean().item(),
                       100.0 * (topk == y[:, None]).any(1).float().mean().item(),
                       len(y), per_class, confusion, clf.classes, skipped)
