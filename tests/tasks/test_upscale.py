@@ -153,6 +153,23 @@ def test_corrupt_input_is_reported_and_others_are_written(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png", "c_x2.png"]
 
 
+def test_a_run_that_writes_nothing_makes_no_output_folder(tmp_path):
+    """A failed run left an empty output folder behind (made before any input was read)."""
+    bicubic = create_sr_model("bicubic")
+    Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "a.png")
+    results = upscale_files(bicubic, [tmp_path / "missing.png"], 2, tmp_path / "out1",
+                            progress=False)
+    assert results[0].error and not (tmp_path / "out1").exists()
+    with pytest.raises(ValueError, match=r"tile \(8\) must be larger than overlap \(16\)"):
+        upscale_files(bicubic, [tmp_path / "a.png"], 2, tmp_path / "out2", tile=8)
+    assert not (tmp_path / "out2").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        upscale_files(bicubic, [tmp_path / "a.png"], 2, tmp_path / "file" / "out3")
+    upscale_files(bicubic, [tmp_path / "a.png"], 2, tmp_path / "new" / "out4", progress=False)
+    assert (tmp_path / "new" / "out4" / "a_x2.png").is_file()
+
+
 def test_two_inputs_never_share_an_output(tmp_path):
     Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "a.png")
     Image.fromarray(_smooth_image(16, 16)).save(tmp_path / "a.jpg")

@@ -271,6 +271,20 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _check_output_folder(out: Path) -> None:
+    """Refuse, before any work, an output folder that cannot be made or written: a file in
+    its place or on its path, or a nearest existing folder without write permission."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output folder is a file: {out}")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot make output folder {out}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write output folder {out}: {existing} is not writable")
+
+
 def upscale_files(model: nn.Module, inputs: Sequence[str | Path], scale: int,
                   out_dir: str | Path | None = None, tile: int | None = DEFAULT_TILE,
                   overlap: int = DEFAULT_OVERLAP, pad: int = DEFAULT_PAD,
@@ -280,11 +294,11 @@ def upscale_files(model: nn.Module, inputs: Sequence[str | Path], scale: int,
     A progress bar (on stderr, on a terminal) follows each image that takes more than one
     tile, with the time left (:class:`TileProgress`).
     """
+    if tile is not None and tile <= overlap:  # before anything is read or made
+        raise ValueError(f"tile ({tile}) must be larger than overlap ({overlap})")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        if out.exists() and not out.is_dir():
-            raise NotADirectoryError(f"output folder is a file: {out}")
-        out.mkdir(parents=True, exist_ok=True)
+        _check_output_folder(out)  # made with the first result: a failed run leaves none
     results: list[UpscaleResult] = []
     written: dict[tuple[int, int], Path] = {}  # the file id of each result -> its input
     sources = {_file_id(Path(item)) for item in inputs} - {None}  # never written over
@@ -305,6 +319,8 @@ def upscale_files(model: nn.Module, inputs: Sequence[str | Path], scale: int,
             result.in_size = pic.size
             with TileProgress(source.name, enabled=progress) as on_tile:
                 up = upscale_picture(model, pic, scale, tile, overlap, pad, on_tile)
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
             save_png(up, target)
             result.output, result.out_size = target, up.size
             written[_file_id(target)] = source
