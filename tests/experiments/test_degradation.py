@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 import resnets
 from resnets.cli import app
-from resnets.experiments.degradation import signal_report
+from resnets.experiments.degradation import DegradationConfig, run_degradation, signal_report
 from resnets.models.blocks import BasicBlock
 from tests.synthetic import make_folder
 
@@ -212,3 +212,16 @@ def test_an_extra_setting_of_a_field_the_experiment_sets_is_one_clear_error(tmp_
     with pytest.raises(ValueError, match="extra training settings set epochs, lr, which the "
                                          "experiment sets itself"):
         train_config(cfg, "plain20", 0)
+
+
+def test_a_missing_dataset_or_no_epochs_fails_before_any_line_or_folder(tmp_path):
+    lines: list[str] = []
+    with pytest.raises(FileNotFoundError, match="dataset not found: /nope"):
+        run_degradation(DegradationConfig(data="/nope", out=str(tmp_path / "a")),
+                        log=lines.append)
+    data = tmp_path / "cifar"
+    (data / "train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="epochs must be at least 1, got 0"):
+        run_degradation(DegradationConfig(data=str(data), out=str(tmp_path / "b"), epochs=0),
+                        log=lines.append)
+    assert lines == [] and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

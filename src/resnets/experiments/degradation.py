@@ -33,7 +33,7 @@ class DegradationConfig:
     out: str = "runs/degradation"
     depths: tuple[int, ...] = (20, 56)
     seeds: tuple[int, ...] = (0, 1)
-    epochs: int = 164              # the paper: 64k iterations at batch 128 on 45k images
+    epochs: int = 164              # the paper's 164 epochs: 57,564 steps of 128 on 45k images
     subset_per_class: int = 0      # 0 = the whole training split
     train_eval_size: int = 5000
     val_fraction: float = 0.1
@@ -377,6 +377,11 @@ def plot_gap(records: list[dict], path: Path) -> None:
 
 def run_degradation(cfg: DegradationConfig, quiet: bool = True, log=print) -> dict:
     """Train every (plain/residual, depth, seed), then write the summary and the four figures."""
+    if not Path(cfg.data).is_dir():  # before the first "training ..." line and the folder
+        raise FileNotFoundError(f"dataset not found: {cfg.data} (expected CIFAR-10 as a "
+                                "folder holding train/ and test/)")
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {cfg.epochs}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
