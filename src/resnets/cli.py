@@ -692,6 +692,10 @@ def export(
     except SuffixMismatch as e:
         raise ValueError(f"{e} (--force-extension)") from None
     typer.echo(report.summary())
+    if weights is None:  # as torchvision's builders without weights=: an architecture to time
+        typer.echo(f"warning: no --weights: {output} holds {model} with freshly initialised "
+                   f"(untrained) weights; --weights {model} exports its trained ones where "
+                   "the package has them", err=True)
 
 
 @app.command()

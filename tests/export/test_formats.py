@@ -55,6 +55,7 @@ def test_cli_export_writes_format_named_by_the_suffix(tmp_path):
     result = runner.invoke(app, ["export", "--model", "resnet20", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert f"wrote {out} (safetensors" in result.output
+    assert "warning: no --weights" in result.stderr and "untrained" in result.stderr
     assert set(load_model("resnet20", out).state_dict()) == set(
         resnets.create_model("resnet20").state_dict())
 

@@ -90,8 +90,10 @@ def load_exported(path: str | Path, threads: int | None = None) -> ExportedClass
         raise FileNotFoundError(f"exported model not found: {path}")
     meta, runner, runtime, _, outputs = _metadata(path, threads)
     if "preprocess" not in meta:
-        raise ValueError(f"{path.name} records no preprocessing in its metadata: export it "
-                         "again with resnets from its weights, or run the weights themselves")
+        raise ValueError(f"{path.name} records no preprocessing in its metadata (an export "
+                         "without --weights has none: it holds untrained weights): export it "
+                         "again with `resnets export --weights ...`, or run the weights "
+                         "themselves")
     try:
         pre = Preprocessing.from_dict(json.loads(meta["preprocess"]))
     except (json.JSONDecodeError, ValueError) as e:
