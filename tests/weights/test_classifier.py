@@ -204,3 +204,21 @@ def test_a_model_name_as_weights_for_another_model_is_refused_not_ignored():
         load_classifier("resnet56.resnets_cifar10", "resnet20")
     same = load_classifier("resnet20", "resnet20")
     assert same.name == "resnet20" and same.source == "resnet20.resnets_cifar10"
+
+
+def test_messages_name_the_real_problem(tmp_path):
+    """Super-resolution weights given as a classifier, an unknown model name, and a file
+    that is no pickle at all each get the error that says what they are."""
+    from resnets.weights.sr import BUNDLED_SR_DIR
+
+    sr = next(BUNDLED_SR_DIR.glob("*.safetensors"))
+    with pytest.raises(ValueError, match="holds super-resolution weights, not a classifier: "
+                                         "run them with `resnets upscale`"):
+        load_classifier(sr)
+    with pytest.raises(ValueError, match=r"unknown model 'resnet999'.*`resnets info` lists"):
+        load_classifier(None, "resnet999")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("garbage\n")
+    with pytest.raises(ValueError, match="damaged or not a torch checkpoint") as info:
+        load_classifier(garbage, "resnet20")
+    assert "weights_only" not in str(info.value) and "Python objects" not in str(info.value)

@@ -55,7 +55,8 @@ def get_spec(name: str) -> ModelSpec:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         close = list(dict.fromkeys(prefixed + close))[:5]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (resnets.list_models() lists them)")
+        raise ValueError(f"unknown model {name!r}{hint} (`resnets info` lists them; "
+                         "resnets.list_models() in Python)")
     return _REGISTRY[name]
 
 

@@ -122,6 +122,11 @@ def _architecture(model: str | None, meta: dict[str, Any], record: WeightRecord 
     if model is not None:
         get_spec(model)  # an unknown name lists the close ones
         return model
+    from ..models.sr import SR_MODELS
+
+    if "resnets.sr" in meta or (isinstance(named, str) and named in SR_MODELS):
+        raise ValueError(f"{path.name} holds super-resolution weights, not a classifier: run "
+                         "them with `resnets upscale` or `resnets sr-eval` (--weights FILE)")
     if isinstance(named, str) and named:
         get_spec(named)
         return named

@@ -339,6 +339,9 @@ def default_record(model: str) -> WeightRecord:
     (the akamaster CIFAR weights, until this project's bundled ones take the default)."""
     recs = records_for(model)
     if not recs:
+        from ..models.registry import get_spec
+
+        get_spec(model)  # an unknown name says so first (with the close ones)
         have = sorted({r.model for r in all_records().values()})
         raise ValueError(f"no pretrained weights are known for {model!r}; models with weights: "
                          f"{', '.join(have)} (or pass a file path or URL)")

@@ -71,9 +71,9 @@ def _read_torch(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = _forbidden_global(str(e))
-        if found is None:
-            raise ValueError(f"cannot read {path}: damaged or not a torch checkpoint "
-                             f"({_first_line(e)})") from None
+        if found is None:  # PyTorch's text here is about weights_only, not the file
+            raise ValueError(f"cannot read {path}: damaged or not a torch checkpoint (its "
+                             "bytes are neither a torch zip nor a pickle of tensors)") from None
         raise ValueError(
             f"refusing to load {path}: it holds Python objects, not just tensors ({found}), "
             "and unpickling it could run code. If you trust its source, load it yourself "
@@ -93,7 +93,10 @@ def _forbidden_global(message: str) -> str | None:
     if match:
         return f"a reference to {match.group(1)}"
     if "WeightsUnpickler error" in message:
-        return message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        what = message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        # an opcode the unpickler does not know: bytes that are not a pickle at all (text,
+        # garbage), not an object it refused
+        return None if what.startswith("Unsupported operand") else what
     return None
 
 
