@@ -112,6 +112,107 @@ def test_hr_and_lr_pair_by_name_whatever_the_lr_suffix(tmp_path):
         assert torch.equal(lr, downscale(hr, 2))
 
 
+def _pair_folder(root, hr_names, lr_names, size=(24, 24), lr_scale=2):
+    """HR images of random pixels and their MATLAB-style downscales at ``lr_scale``, the
+    i-th LR file named ``lr_names[i]`` for the i-th HR file; returns the HR images."""
+    import torch
+
+    from resnets.models.imresize import downscale, modcrop
+
+    (root / "HR").mkdir(parents=True)
+    (root / "LR").mkdir()
+    rng = np.random.default_rng(len(hr_names))
+    images = {}
+    for hr_name, lr_name in zip(hr_names, lr_names, strict=True):
+        hr = torch.from_numpy(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).permute(2, 0, 1)
+        Image.fromarray(hr.permute(1, 2, 0).numpy()).save(root / "HR" / hr_name)
+        lr = downscale(modcrop(hr, lr_scale), lr_scale)
+        Image.fromarray(lr.permute(1, 2, 0).numpy()).save(root / "LR" / lr_name)
+        images[hr_name] = hr
+    return images
+
+
+def test_hr_and_lr_pair_by_name_not_by_sorted_position(tmp_path):
+    import torch
+
+    from resnets.models.imresize import downscale
+
+    # sorted apart, HR is a, a1, img_.. and LR is a1, a_LR, img_..: by position a's HR would
+    # meet a1's LR. The token is matched whatever its case; 25x31 pairs once mod-cropped.
+    root = tmp_path / "pairs"
+    _pair_folder(root, ["a.png", "a1.png", "img_001_SRF_2_HR.png"],
+                 ["a_LR.png", "a1.png", "img_001_SRF_2_lr.png"], size=(25, 31))
+    pairs = load_pairs(root, 2)
+    assert [name for name, _, _ in pairs] == ["a.png", "a1.png", "img_001_SRF_2_HR.png"]
+    for _, hr, lr in pairs:
+        assert hr.shape[-2:] == (24, 30)
+        assert torch.equal(lr, downscale(hr, 2))
+
+
+def test_matlab_names_pair_by_number_and_an_unpaired_file_is_an_error(tmp_path):
+    root = tmp_path / "x2"
+    _pair_folder(root, ["img_002_SRF_2_HR.png", "img_001_SRF_2_HR.png"],
+                 ["img_002_SRF_2_LR.png", "img_001_SRF_2_LR.png"])
+    assert [name for name, _, _ in load_pairs(root, 2)] == ["img_001_SRF_2_HR.png",
+                                                            "img_002_SRF_2_HR.png"]
+    (root / "LR" / "img_002_SRF_2_LR.png").rename(root / "LR" / "img_003_SRF_2_LR.png")
+    with pytest.raises(ValueError, match=r"LR.img_003_SRF_2_LR.png has no HR image of the "
+                                         r"same name; HR.img_002_SRF_2_HR.png has no LR image"):
+        load_pairs(root, 2, errors=[])
+
+
+def test_a_single_pair_of_different_names_is_an_error(tmp_path):
+    _pair_folder(tmp_path, ["c.png"], ["b.png"])
+    with pytest.raises(ValueError, match=r"LR.b.png has no HR image of the same name; "
+                                         r"HR.c.png has no LR image of the same name"):
+        load_pairs(tmp_path, 2)
+
+
+def test_cli_names_the_unpaired_files_in_one_line(tmp_path):
+    # HR x, y; LR y and zz_other (x's LR): by sorted position x would meet y's LR
+    _pair_folder(tmp_path, ["y.png", "x.png"], ["y.png", "zz_other.png"])
+    result = runner.invoke(app, ["sr-eval", "--data", str(tmp_path), "--model", "bicubic",
+                                 "--json"])
+    assert result.exit_code == 1
+    [line] = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert line.startswith("error: ") and "Traceback" not in result.output
+    assert "LR/zz_other.png has no HR image of the same name" in line
+    assert "HR/x.png has no LR image of the same name" in line
+
+
+def test_lr_images_of_another_scale_say_so(tmp_path):
+    _pair_folder(tmp_path, ["a.png", "b.png", "c.png"], ["a.png", "b.png", "c.png"])
+    errors = []
+    with pytest.raises(ValueError, match=r"none of the 3 image pairs in .* could be scored: "
+                                         r"their LR sizes do not match x3 \(made at x2\)"):
+        load_pairs(tmp_path, 3, errors)
+    assert len(errors) == 3 and "a.png is 3x12x12, expected 3x8x8 for a.png at x3" in errors[0]
+    result = runner.invoke(app, ["sr-eval", "--data", str(tmp_path), "--scale", "3",
+                                 "--model", "bicubic"])
+    assert result.exit_code == 1
+    assert "no readable images" not in result.output
+    assert result.output.splitlines()[-1].startswith("error: none of the 3 image pairs in ")
+
+
+def test_a_lone_image_too_small_to_score_says_why_not_that_it_is_unreadable(tmp_path):
+    Image.new("RGB", (16, 16)).save(tmp_path / "s.png")
+    result = runner.invoke(app, ["sr-eval", "--data", str(tmp_path), "--scale", "4",
+                                 "--model", "bicubic"])
+    assert result.exit_code == 1
+    [line] = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert line.startswith(f"error: the only image in {tmp_path} could not be scored: ")
+    assert "s.png: image of 16x16 pixels is too small to score at x4" in line
+
+
+def test_one_lr_image_of_the_wrong_size_is_listed_the_others_scored(tmp_path):
+    _pair_folder(tmp_path, ["a.png", "b.png"], ["a.png", "b.png"])
+    Image.new("RGB", (10, 12)).save(tmp_path / "LR" / "b.png")
+    errors = []
+    assert [name for name, _, _ in load_pairs(tmp_path, 2, errors)] == ["a.png"]
+    [error] = errors
+    assert error.endswith("b.png is 3x12x10, expected 3x12x12 for b.png at x2")
+
+
 
 def test_an_image_too_small_to_score_is_listed_not_fatal(tmp_path):
     # 16x16 at x4: 8x8 once 4 pixels are shaved, below SSIM's 11x11 window

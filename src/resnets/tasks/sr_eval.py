@@ -10,7 +10,7 @@ Each image is super-resolved, rounded to uint8 like a saved result, and scored o
 from __future__ import annotations
 
 import math
-import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -122,9 +122,11 @@ def load_pairs(data: str | Path, scale: int, errors: list[str] | None = None
                ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """``(name, hr, lr)`` uint8 pairs from an HR/LR folder or a folder of HR images.
 
-    An image that cannot be used (unreadable, smaller than the scale, an LR image whose
-    size does not pair with its HR image) is left out with a ``path: reason`` line in
-    ``errors`` (when given; otherwise the error is raised)."""
+    HR and LR images pair by name (:func:`_match_names`); a file without its partner is an
+    error. An image that cannot be used (unreadable, smaller than the scale, an LR image
+    whose size does not pair with its HR image) is left out with a ``path: reason`` line in
+    ``errors`` (when given; otherwise the error is raised); when none is left, the error
+    says why."""
     root = Path(data)
     if not root.is_dir():
         raise NotADirectoryError(f"expected a folder with HR/ and LR/ subfolders or of HR "
@@ -132,8 +134,21 @@ def load_pairs(data: str | Path, scale: int, errors: list[str] | None = None
                                                           " (it does not exist)"))
     if not (root / "HR").is_dir() and (root / f"x{scale}" / "HR").is_dir():
         root = root / f"x{scale}"
+    skipped: list[tuple[str, ValueError]] = []  # (path: reason, error) per image left out
     if (root / "HR").is_dir() and (root / "LR").is_dir():
-        return _paired(root, scale, errors)
+        pairs = _paired(root, scale, errors, skipped)
+        kind = "image pair"
+    else:
+        pairs = _hr_only(root, scale, errors, skipped)
+        kind = "image"
+    if not pairs:
+        raise ValueError(_none_scored(kind, root, scale, skipped))
+    return pairs
+
+
+def _hr_only(root: Path, scale: int, errors: list[str] | None,
+             skipped: list[tuple[str, ValueError]]
+            ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     files = _image_files(root)
     if not files:
         raise FileNotFoundError(f"no images in {root}: expected HR/ and LR/ subfolders or "
@@ -143,10 +158,36 @@ def load_pairs(data: str | Path, scale: int, errors: list[str] | None = None
         try:
             hr = _scorable(modcrop(read_image_uint8(path), scale), scale)
         except ValueError as e:  # ImageReadError, or too small for the scale
-            _skip(path, e, errors)
+            skipped.append((_skip(path, e, errors), e))
             continue
         pairs.append((path.name, hr, downscale(hr, scale)))  # uint8 in, uint8 out, as MATLAB
     return pairs
+
+
+class _SizeMismatch(ValueError):
+    """An LR image whose size is not its HR image's (mod-cropped) size over the scale;
+    ``fits``: the scale it does fit, if any."""
+
+    def __init__(self, message: str, fits: int | None) -> None:
+        super().__init__(message)
+        self.fits = fits
+
+
+def _none_scored(kind: str, root: Path, scale: int, skipped: list[tuple[str, ValueError]]
+                 ) -> str:
+    """Why no ``kind`` (``image``, ``image pair``) in ``root`` could be scored: each of
+    ``skipped`` was left out."""
+    n = len(skipped)
+    lead = (f"the only {kind} in {root} could not be scored" if n == 1 else
+            f"none of the {n} {kind}s in {root} could be scored")
+    errors = [e for _, e in skipped]
+    if all(isinstance(e, _SizeMismatch) for e in errors):
+        fits = {e.fits for e in errors if isinstance(e, _SizeMismatch)}
+        hint = f" (made at x{fits.pop()})" if len(fits) == 1 and None not in fits else ""
+        return f"{lead}: its LR size does not match x{scale}{hint}" if n == 1 else \
+            f"{lead}: their LR sizes do not match x{scale}{hint}"
+    more = f" (and {n - 1} more left out)" if n > 1 else ""
+    return f"{lead}: {skipped[0][0]}{more}"
 
 
 def _scorable(hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -160,8 +201,9 @@ def _scorable(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return hr
 
 
-def _skip(path: Path, e: ValueError, errors: list[str] | None) -> None:
-    """Record why ``path`` is left out (``path: reason``), or raise without ``errors``."""
+def _skip(path: Path, e: ValueError, errors: list[str] | None) -> str:
+    """Record why ``path`` is left out (``path: reason``, also returned), or raise without
+    ``errors``."""
     reason = str(e)
     line = reason if isinstance(e, ImageReadError) or str(path) in reason else f"{path}: {reason}"
     if errors is None:
@@ -169,54 +211,108 @@ def _skip(path: Path, e: ValueError, errors: list[str] | None) -> None:
             raise e
         raise ValueError(line) from None
     errors.append(line)
+    return line
 
 
-def _paired(root: Path, scale: int, errors: list[str] | None
-            ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    hr_files, lr_files = _image_files(root / "HR"), _image_files(root / "LR")
-    if len(hr_files) != len(lr_files) or not hr_files:
-        raise ValueError(f"expected as many images in {root / 'HR'} as in {root / 'LR'} "
-                         f"(at least one), found {len(hr_files)} and {len(lr_files)}")
+def _paired(root: Path, scale: int, errors: list[str] | None,
+            skipped: list[tuple[str, ValueError]]
+           ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     pairs = []
-    for hr_path, lr_path in _match_names(hr_files, lr_files):
+    for hr_path, lr_path in _match_names(root):
         try:
             hr, lr = read_image_uint8(hr_path), read_image_uint8(lr_path)
-            want = (lr.shape[-2] * scale, lr.shape[-1] * scale)
-            if tuple(hr.shape[-2:]) != want:
-                hr = modcrop(hr, scale)
-            if tuple(hr.shape[-2:]) != want or hr.shape[0] != lr.shape[0]:
-                raise ValueError(f"{lr_path} is {lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, "
-                                 "expected "
-                                 f"{hr.shape[0]}x{hr.shape[-2] // scale}x"
-                                 f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}")
+            if hr.shape[0] != lr.shape[0] or not _lr_fits(hr, lr, scale):
+                fits = None if hr.shape[0] != lr.shape[0] else next(
+                    (s for s in (2, 3, 4) if _lr_fits(hr, lr, s)), None)
+                raise _SizeMismatch(f"{lr_path} is {lr.shape[0]}x{lr.shape[-2]}x{lr.shape[-1]}, "
+                                    f"expected {hr.shape[0]}x{hr.shape[-2] // scale}x"
+                                    f"{hr.shape[-1] // scale} for {hr_path.name} at x{scale}",
+                                    fits)
+            hr = hr[..., : lr.shape[-2] * scale, : lr.shape[-1] * scale]  # mod-cropped if needed
             _scorable(hr, scale)
         except ValueError as e:
-            _skip(lr_path, e, errors)
+            skipped.append((_skip(lr_path, e, errors), e))
             continue
         pairs.append((hr_path.name, hr, lr))
     return pairs
 
 
-def _common_suffix(names: list[str]) -> str:
-    return os.path.commonprefix([n[::-1] for n in names])[::-1]
+def _lr_fits(hr: torch.Tensor, lr: torch.Tensor, scale: int) -> bool:
+    """Whether ``lr`` is ``hr`` over ``scale``, as is or once ``hr`` is mod-cropped."""
+    h, w = hr.shape[-2], hr.shape[-1]
+    return (lr.shape[-2] * scale, lr.shape[-1] * scale) in {(h, w),
+                                                             (h - h % scale, w - w % scale)}
 
 
-def _match_names(hr_files: list[Path], lr_files: list[Path]) -> list[tuple[Path, Path]]:
-    """HR and LR files paired by name: the LR name is the HR name with a suffix of its own
-    (``baby`` / ``babyx2``, ``img_001_SRF_2_HR`` / ``img_001_SRF_2_LR``), so each folder's
-    common suffix is dropped and what is left must match. Sorting the two folders apart
-    does not pair them when one name extends another (``photo1 < photo10`` but
-    ``photo10x2 < photo1x2``). Names that do not match that way pair in sorted order."""
-    def keys(files: list[Path]) -> list[str]:
-        stems = [p.stem for p in files]
-        cut = len(_common_suffix(stems))
-        return [stem[:len(stem) - cut] for stem in stems]
+# the suffix a name may carry in its own folder: img_001_SRF_4_HR / img_001_SRF_4_LR
+# (MATLAB's benchmark files), babyx2 or baby_x2 for baby (DIV2K, BasicSR)
+_HR_TOKEN = re.compile(r"[_-]HR$", re.IGNORECASE)
+_LR_TOKEN = re.compile(r"[_-]LR$|[_-]?x[2-9]$", re.IGNORECASE)
+_NAMING = ("expected one LR image per HR image, of the same name, or of that name with _LR "
+           "for _HR or with an x2-style suffix: img_001_SRF_4_LR for img_001_SRF_4_HR, babyx2 "
+           "for baby")
 
-    lr_by_key = dict(zip(keys(lr_files), lr_files, strict=True))
-    hr_keys = keys(hr_files)
-    if len(lr_by_key) == len(lr_files) and sorted(hr_keys) == sorted(lr_by_key):
-        return [(hr, lr_by_key[k]) for hr, k in zip(hr_files, hr_keys, strict=True)]
-    return list(zip(hr_files, lr_files, strict=True))  # sorted names pair
+
+def _match_names(root: Path) -> list[tuple[Path, Path]]:
+    """``root/HR`` and ``root/LR`` files paired by name, in HR order: the same stem, else
+    the same stem once each folder's token (``_HR``, ``_LR``, ``x2``) is dropped. Never by
+    position: two folders sorted apart pair the wrong images whenever one name is missing
+    or one extends another (``photo1 < photo10``, but ``photo10x2 < photo1x2``)."""
+    hr_dir, lr_dir = root / "HR", root / "LR"
+    hr_files, lr_files = _image_files(hr_dir), _image_files(lr_dir)
+    count = (f"expected as many images in {hr_dir} as in {lr_dir} (at least one), found "
+             f"{len(hr_files)} and {len(lr_files)}")
+    if not hr_files and not lr_files:
+        raise ValueError(count)
+    hr_left = _by_stem(hr_files, hr_dir)
+    lr_left = _by_stem(lr_files, lr_dir)
+    found = {stem: lr_left.pop(stem) for stem in list(hr_left) if stem in lr_left}
+    lr_by_key = _by_key(lr_left, _LR_TOKEN, lr_dir)
+    for key, stem in _by_key({s: hr_left[s] for s in hr_left if s not in found}, _HR_TOKEN,
+                             hr_dir).items():
+        if key in lr_by_key:
+            found[stem] = lr_left.pop(lr_by_key[key])
+    hr_unpaired = [hr_left[s] for s in hr_left if s not in found]
+    if hr_unpaired or lr_left:
+        problems = [_files(root, list(lr_left.values()), "no HR image of the same name"),
+                    _files(root, hr_unpaired, "no LR image of the same name")]
+        problems = [p for p in problems if p]
+        lead = f"{count}: " if len(hr_files) != len(lr_files) else f"in {root}: "
+        raise ValueError(f"{lead}{'; '.join(problems)} ({_NAMING})")
+    return [(hr_left[stem], found[stem]) for stem in hr_left]
+
+
+def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
+    """Files by stem, in order; two files of one stem (``a.png``, ``a.jpg``) are an error."""
+    by_stem: dict[str, Path] = {}
+    for path in files:
+        if path.stem in by_stem:
+            raise ValueError(f"{by_stem[path.stem].name} and {path.name} in {folder} have the same "
+                             "name: expected one image per name, to pair HR and LR by name")
+        by_stem[path.stem] = path
+    return by_stem
+
+
+def _by_key(files: dict[str, Path], token: re.Pattern[str], folder: Path) -> dict[str, str]:
+    """Stems by their name less ``token``; two stems of one such name are an error."""
+    by_key: dict[str, str] = {}
+    for stem, path in files.items():
+        key = token.sub("", stem)
+        if key in by_key:
+            raise ValueError(f"{files[by_key[key]].name} and {path.name} in {folder} both "
+                             f"stand for {key!r}: expected one image per name, to pair HR "
+                             "and LR by name")
+        by_key[key] = stem
+    return by_key
+
+
+def _files(root: Path, files: list[Path], problem: str) -> str:
+    """``LR/a.png has <problem>``, or ``LR/a.png, LR/b.png and 3 more have <problem>``."""
+    if not files:
+        return ""
+    names = [str(p.relative_to(root)) for p in files]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"{shown} {'has' if len(names) == 1 else 'have'} {problem}"
 
 
 def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int) -> torch.Tensor:
