@@ -357,3 +357,25 @@ def test_predict_refuses_options_it_would_ignore(hostile, args, message):
     assert result.exit_code == 1, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+@pytest.mark.parametrize("command", ["train", "train-sr"])
+def test_ctrl_c_in_training_says_how_to_resume(command, tmp_path, monkeypatch):
+    import resnets.train as train_pkg
+    import resnets.train.sr as train_sr_module
+
+    run = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        run.mkdir()
+        (run / "last.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    if command == "train":
+        monkeypatch.setattr(train_pkg, "train", interrupted)
+    else:
+        monkeypatch.setattr(train_sr_module, "train_sr", interrupted)
+    args = ["--model", "resnet20"] if command == "train" else []
+    result = runner.invoke(app, [command, *args, "--data", str(tmp_path), "--out", str(run)])
+    assert result.exit_code != 0
+    assert f"interrupted: resume with `resnets {command} --resume {run}`" in result.stderr

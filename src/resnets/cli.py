@@ -6,9 +6,10 @@ stays fast. Errors print one line and exit 1; ``--debug`` shows the traceback in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -105,6 +106,22 @@ def _strict_json(record: Any) -> str:
         return value
 
     return json.dumps(finite(record))
+
+
+@contextlib.contextmanager
+def _resume_hint(command: str, run_dir: str) -> Iterator[None]:
+    """On Ctrl-C say how the run goes on: from its ``last.pt`` when it has one."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from pathlib import Path
+
+        if (Path(run_dir) / "last.pt").is_file():
+            typer.echo(f"interrupted: resume with `resnets {command} --resume {run_dir}`",
+                       err=True)
+        else:
+            typer.echo(f"interrupted before the first checkpoint of {run_dir}", err=True)
+        raise
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -268,8 +285,9 @@ def train(
              "test_every_epoch": test_every_epoch}
     if resume:
         changes = _resume_changes(ctx, flags, sets, fixed=("out", "recipe"))
-        result = run_training(TrainConfig(out=resume), resume=True, quiet=quiet,
-                              changes=changes)
+        with _resume_hint("train", resume):
+            result = run_training(TrainConfig(out=resume), resume=True, quiet=quiet,
+                                  changes=changes)
     else:
         switches = ("freeze_backbone", "strict", "test_every_epoch")  # off unless given
         flags = {k: v for k, v in flags.items()
@@ -277,7 +295,8 @@ def train(
         recipe = recipe or default_recipe_name(model, pretrained)
         flags["out"] = out or f"runs/{model}-{recipe}"
         flags.update(sets)
-        result = run_training(make_recipe(recipe, **flags), quiet=quiet)
+        with _resume_hint("train", flags["out"]):
+            result = run_training(make_recipe(recipe, **flags), quiet=quiet)
     typer.echo(_strict_json({k: v for k, v in result.items() if k != "classes"}))
 
 
@@ -932,13 +951,15 @@ def train_sr(
         changes = _resume_changes(ctx, flags, sets, fixed=("out",))
         if report is not None:
             changes["report_sets"] = flags["report_sets"]
-        result = run_sr_training(SRTrainConfig(out=resume), resume=True, quiet=quiet,
-                                 changes=changes)
+        with _resume_hint("train-sr", resume):
+            result = run_sr_training(SRTrainConfig(out=resume), resume=True, quiet=quiet,
+                                     changes=changes)
     else:
         flags = {k: v for k, v in flags.items() if v is not None}
         flags["out"] = out or f"runs/sr-{model}"
         flags.update(sets)
-        result = run_sr_training(SRTrainConfig().replace(**flags), quiet=quiet)
+        with _resume_hint("train-sr", flags["out"]):
+            result = run_sr_training(SRTrainConfig().replace(**flags), quiet=quiet)
     typer.echo(_strict_json(result))
 
 
