@@ -505,3 +505,43 @@ def test_signals_after_models_are_freed(tmp_path):
 
 def test_one_core_serves_every_model():
     assert ovx.core() is ovx.core()
+
+
+TELEMETRY_OF_A_CONVERSION = r"""
+import multiprocessing, sys
+import torch
+from torch import nn
+
+started = []  # openvino_telemetry sends each event from a process of its own
+_start = multiprocessing.Process.start
+def start(self):
+    started.append(self.name)
+    _start(self)
+multiprocessing.Process.start = start
+
+import resnets.export.openvino as ovx
+
+net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten()).eval()
+ovx.OvRunner(ovx.compile_model(ovx.convert(net, (3, 8, 8)), threads=1), 3)(torch.rand(1, 3, 8, 8))
+ovx.require_nncf()
+from nncf.telemetry import wrapper
+from openvino.tools.ovc import telemetry_utils
+print(telemetry_utils.tm.__name__, isinstance(wrapper.telemetry, wrapper.NNCFTelemetry), started)
+"""
+
+
+def test_openvino_and_nncf_send_no_telemetry(tmp_path):
+    """Without a consent file, openvino_telemetry sent events from ``import openvino`` on,
+    each from a forked process trying to reach the internet (none here): a finished command
+    waited for them, and a Ctrl-C printed a traceback from each. In a fresh process, as the
+    CLI runs: OpenVINO and NNCF fall back to their stubs, and no process is started."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", TELEMETRY_OF_A_CONVERSION],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1",
+                               "RESNETS_CACHE": str(tmp_path)})
+    assert proc.returncode == 0, f"rc {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.split()[-3:] == ["openvino.tools.ovc.telemetry_stub", "False", "[]"], \
+        proc.stdout

@@ -78,6 +78,66 @@ def test_a_wrong_model_is_one_line_and_exit_1(tmp_path, workers):
     assert out.stderr.startswith("error:") and "Traceback" not in out.stderr
 
 
+def _serve_without_models(monkeypatch, *args: str):
+    """``resnets serve ARGS`` in this process, where loading a model or starting uvicorn
+    fails the test: what it checks must come before both."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from resnets.cli import app
+    from resnets.serve import models, server
+
+    def never(*args, **kwargs):
+        raise AssertionError("reached a model load or uvicorn: the address was not checked")
+
+    monkeypatch.setattr(models, "load_models", never)
+    monkeypatch.setattr(server, "warm_model_cache", never)
+    monkeypatch.setattr(uvicorn, "run", never)
+    return CliRunner().invoke(app, ["serve", *args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line_before_any_model_loads(monkeypatch, workers):
+    """Before, the models loaded (seconds) and then uvicorn logged six lines and exited 3."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        out = _serve_without_models(monkeypatch, "--port", str(port), "--workers", workers)
+    assert out.exit_code == 1, out.output
+    assert out.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use (another server? "
+        "choose another port)"]
+    assert out.stdout == ""
+
+
+def test_an_unknown_host_is_one_line_naming_it(monkeypatch):
+    out = _serve_without_models(monkeypatch, "--host", "999.1.1.1", "--port", "8123")
+    assert out.exit_code == 1, out.output
+    assert out.stderr.splitlines() == [
+        "error: cannot listen on 999.1.1.1:8123: unknown host (expected an IP address or a "
+        "name this machine resolves)"]
+
+
+def test_a_free_port_passes_the_check_and_stays_free():
+    """The check binds and lets go: uvicorn (here a plain socket) can bind the port after it."""
+    import socket
+
+    from resnets.serve.server import check_can_listen
+
+    from .conftest import free_port
+
+    port = free_port()
+    for workers in (1, 2):
+        check_can_listen("127.0.0.1", port, workers)
+        with socket.socket() as after:
+            after.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            after.bind(("127.0.0.1", port))
+            after.listen()
+
+
 def _upscale_depth(url: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     return parse_samples(text).get('resnets_queue_depth{lane="upscale"}', 0.0)
@@ -122,6 +182,7 @@ def test_graceful_shutdown_waits_a_finite_configured_time(monkeypatch, workers):
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: options.update(kw))
     monkeypatch.setattr(models, "load_models", lambda config: None)
     monkeypatch.setattr(server, "warm_model_cache", lambda config: None)
+    monkeypatch.setattr(server, "check_can_listen", lambda *args: None)  # 8000 may be taken
     server.serve(ServeConfig(workers=workers))
     assert options["timeout_graceful_shutdown"] == ServeConfig().shutdown_timeout_s == 30
     server.serve(ServeConfig(workers=workers, shutdown_timeout_s=2.5))

@@ -20,6 +20,7 @@ count, or the tensor's bytes), the preprocessing, and the OpenVINO and NNCF vers
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -64,7 +65,25 @@ def _first_line(e: BaseException) -> str:
 
 
 def _require(module: str) -> ModuleType:
+    _opt_out_of_telemetry()
     return require_extra(module, "openvino", "openvino and nncf")
+
+
+def _opt_out_of_telemetry() -> None:
+    """Keep OpenVINO's and NNCF's usage telemetry off in this process; called before either
+    is imported.
+
+    Without a consent file, ``openvino_telemetry`` (2025.2) sends events from the moment
+    ``openvino`` is imported, each from a forked process that tries to reach Google
+    Analytics for up to 3 s: without internet a finished command could wait on them, and a
+    Ctrl-C printed a traceback from every one still running. Its only
+    off switches are ``opt_in_out --opt_out``, which writes a consent file under the
+    user's home for every program, and ``CI=true``, which means more than this to other
+    tools and is inherited by child processes. Both OpenVINO and NNCF fall back to a stub
+    that sends nothing when ``openvino_telemetry`` cannot be imported, so it is marked
+    unimportable here (a ``None`` entry in ``sys.modules``), for this process only. Left
+    alone if something imported it first."""
+    sys.modules.setdefault("openvino_telemetry", None)
 
 
 def require_openvino() -> ModuleType:

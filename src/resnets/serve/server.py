@@ -5,11 +5,16 @@ the model cache). Each worker then loads its own and keeps no state between requ
 more processes, or more machines behind any load balancer, scale it out. uvicorn handles
 SIGTERM gracefully: it stops accepting connections and answers the requests in flight first,
 for at most ``shutdown_timeout_s`` (then it cancels the ones left).
+
+Before anything loads, the address is bound once and let go (:func:`check_can_listen`): a
+port in use or an unknown host is one line at once, not uvicorn's log after the models.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 
 from .config import ServeConfig
 
@@ -21,6 +26,7 @@ def serve(config: ServeConfig) -> None:
     from .app import CONFIG_ENV, create_app
     from .models import load_models
 
+    check_can_listen(config.host, config.port, config.workers)
     options = {"host": config.host, "port": config.port, "log_level": "info",
                "timeout_graceful_shutdown": config.shutdown_timeout_s}
     if config.workers == 1:
@@ -31,6 +37,48 @@ def serve(config: ServeConfig) -> None:
     os.environ[CONFIG_ENV] = config.to_json()  # workers are new processes: they read it here
     uvicorn.run("resnets.serve.app:app_from_env", factory=True, workers=config.workers,
                 **options)
+
+
+def check_can_listen(host: str, port: int, workers: int = 1) -> None:
+    """Bind ``host:port`` as uvicorn will, then let it go: an OSError of one line naming the
+    address when that fails. Models take seconds to load and uvicorn binds after them, then
+    logs the failure over several lines and exits 3. (Another process may still take the
+    port in between; uvicorn's own error is left for that.)
+
+    uvicorn binds with SO_REUSEADDR: one process through asyncio's ``create_server`` (every
+    address the host resolves to, IPv6 ones v6-only), ``workers`` processes through one
+    socket of the host's family (IPv6 when the host holds a ':')."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if workers == 1:
+        family = socket.AF_UNSPEC
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        found = socket.getaddrinfo(host or None, port, family, socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise OSError(errno.EADDRNOTAVAIL, f"cannot listen on {where}: unknown host (expected "
+                      "an IP address or a name this machine resolves)") from None
+    for af, kind, proto, _, address in dict.fromkeys(found):
+        with socket.socket(af, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if af == socket.AF_INET6 and workers == 1:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as e:
+                raise OSError(e.errno, f"cannot listen on {where}: {_why(e)}") from None
+
+
+def _why(e: OSError) -> str:
+    """Why a bind failed, with what to do about it."""
+    if e.errno == errno.EADDRINUSE:
+        return "address already in use (another server? choose another port)"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return "not an address of this machine (expected one of its own, or 0.0.0.0 for all)"
+    if e.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges; choose a higher one)"
+    return e.strerror or str(e)
 
 
 def warm_model_cache(config: ServeConfig) -> None:
