@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -196,3 +197,38 @@ def test_graceful_shutdown_waits_a_finite_configured_time(monkeypatch, workers):
                                    "--shutdown-timeout-s", "4"])
     assert cli.exit_code == 0, cli.output
     assert options["timeout_graceful_shutdown"] == 4
+
+
+CHILD_OF_A_DYING_PARENT = r"""
+import multiprocessing, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from resnets.serve.server import die_with_parent
+
+def pid_then_wait():
+    import os
+    print(os.getpid(), flush=True)
+    time.sleep(60)
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent)
+    pool.submit(pid_then_wait)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_the_model_loading_child_dies_with_the_server(tmp_path):
+    """SIGTERM to `serve --workers N` while its models loaded left the loading child on."""
+    import subprocess
+
+    script = tmp_path / "parent.py"
+    script.write_text(CHILD_OF_A_DYING_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()  # not even a chance to clean up
+    parent.wait(30)
+    deadline = time.monotonic() + 30
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)

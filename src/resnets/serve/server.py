@@ -90,8 +90,21 @@ def warm_model_cache(config: ServeConfig) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=die_with_parent) as pool:
         pool.submit(_load, config.to_json()).result()
+
+
+def die_with_parent() -> None:
+    """In a child: be sent SIGTERM when the parent dies (Linux). A server stopped by
+    SIGTERM while its models were still loading left the loading child running on."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _load(config_json: str) -> None:
