@@ -126,3 +126,12 @@ def test_a_run_that_embeds_nothing_leaves_an_existing_output_alone(tmp_path):
                                  "torch", "-o", str(out)])
     assert result.exit_code == 1 and f"no embeddings: {out} not written" in result.stderr
     assert out.read_bytes() == b"earlier results" and not out.with_suffix(".json").exists()
+
+
+def test_an_unwritable_output_is_reported_by_the_name_given(clf, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    result = embed_with(clf, sorted(EXAMPLES.glob("*.jpg"))[:1], backend="torch")
+    with pytest.raises(OSError) as info:
+        write_embeddings(result, blocked / "e.npy")
+    assert "e.npy" in str(info.value) and "e.json" not in str(info.value)

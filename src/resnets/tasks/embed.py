@@ -102,7 +102,8 @@ def write_embeddings(embeddings: Embeddings, path: str | Path) -> tuple[Path, Pa
     if path.suffix != ".npy":
         raise ValueError(f"embeddings are written as a .npy file, got {path.name!r}")
     index = path.with_suffix(".json")
-    with atomic_output(index) as tmp_index, atomic_output(path) as tmp:
+    # the array first: an unwritable place is reported by the name the user gave
+    with atomic_output(path) as tmp, atomic_output(index) as tmp_index:
         with open(tmp, "wb") as f:
             np.save(f, embeddings.features)
         tmp_index.write_text(json.dumps(embeddings.to_dict(), indent=1) + "\n")
