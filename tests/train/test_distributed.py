@@ -165,10 +165,16 @@ def batches(seed, epoch, start=0, generator=None):  # rank 1's second batch: unr
     for b, (x, y, idx) in enumerate(real(seed, epoch, start, generator), start):
         yield (x[:0], y[:0], idx[:0]) if rank == 1 and b == 1 else (x, y, idx)
 t.train_data.batches = batches
+updates = [0]
+step = t.optimizer.step
+def counted(*args, **kwargs):
+    updates[0] += 1
+    return step(*args, **kwargs)
+t.optimizer.step = counted
 t.fit()
 torch.save(t.model.state_dict(), f"{out}/rank{rank}.pt")
-json.dump({"steps": t.scheduler.last_epoch, "batches": len(t.train_data)},
-          open(f"{out}/rank{rank}.json", "w"))
+json.dump({"steps": updates[0], "schedule": t.scheduler.last_epoch,
+           "batches": len(t.train_data)}, open(f"{out}/rank{rank}.json", "w"))
 """
 
 
@@ -179,6 +185,8 @@ def test_ddp_ranks_skip_a_streamed_batch_of_unreadable_files_together(tmp_path, 
     equal_rank_weights(out)
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["steps"] == r1["steps"] == r0["batches"] - 1, "one step skipped by both ranks"
+    # the schedule follows the step index, the skipped step included
+    assert r0["schedule"] == r1["schedule"] == r0["batches"]
 
 
 ACCUM_DRIVER = """

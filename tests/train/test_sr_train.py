@@ -660,6 +660,5 @@ def test_resuming_a_run_of_the_other_trainer_is_one_line(mini_sr, tiny_data, tmp
         assert result.exit_code == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in result.output, result.output
-        assert lines[0] == (f"error: cannot resume {run} with `resnets {command}`: it is a "
-                            f"`resnets {kind}` run; resume it with `resnets {kind} --resume "
-                            f"{run}`")
+        assert lines[0] == (f"error: cannot resume {run} as a `resnets {command}` run: it "
+                            f"is a `resnets {kind}` run; resume it with `resnets {kind}`")

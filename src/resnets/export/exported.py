@@ -91,8 +91,8 @@ def load_exported(path: str | Path, threads: int | None = None) -> ExportedClass
     meta, runner, runtime, _, outputs = _metadata(path, threads)
     if "preprocess" not in meta:
         raise ValueError(f"{path.name} records no preprocessing in its metadata (an export "
-                         "without --weights has none: it holds untrained weights): export it "
-                         "again with `resnets export --weights ...`, or run the weights "
+                         "of a model without its weights has none: it holds untrained "
+                         "weights): export it again from its weights, or run the weights "
                          "themselves")
     try:
         pre = Preprocessing.from_dict(json.loads(meta["preprocess"]))

@@ -210,8 +210,8 @@ def _check_same_kind(config_type: type, saved: dict, out: str) -> None:
     wants_sr = config_type.__name__ == "SRTrainConfig"
     if is_sr != wants_sr:
         kind, other = ("train-sr", "train") if is_sr else ("train", "train-sr")
-        raise ValueError(f"cannot resume {out} with `resnets {other}`: it is a `resnets "
-                         f"{kind}` run; resume it with `resnets {kind} --resume {out}`")
+        raise ValueError(f"cannot resume {out} as a `resnets {other}` run: it is a "
+                         f"`resnets {kind}` run; resume it with `resnets {kind}`")
     unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(config_type)})
     if unknown:
         raise ValueError(f"cannot resume {out}: its settings include "

@@ -126,7 +126,7 @@ def _architecture(model: str | None, meta: dict[str, Any], record: WeightRecord 
 
     if "resnets.sr" in meta or (isinstance(named, str) and named in SR_MODELS):
         raise ValueError(f"{path.name} holds super-resolution weights, not a classifier: run "
-                         "them with `resnets upscale` or `resnets sr-eval` (--weights FILE)")
+                         "them with `resnets upscale` or `resnets sr-eval`")
     if isinstance(named, str) and named:
         get_spec(named)
         return named
