@@ -2,14 +2,16 @@
 errors."""
 
 import json
+import multiprocessing
 import os
 import socket
+import threading
 import time
 
 import pytest
 import torch
 
-from resnets.train.run_folder import RunFolder, load_training_state
+from resnets.train.run_folder import RunFolder, RunLock, load_training_state
 
 
 def _dead_pid() -> int:
@@ -60,6 +62,74 @@ def test_lock_held_on_another_host_says_how_to_clear_it(tmp_path):
     (run / "run.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": 0}))
     with pytest.raises(FileExistsError, match="in use by process 1 on elsewhere .* if that "
                                               "process is gone, delete"):
+        RunFolder(run, resume=False).start({})
+
+
+def _race_for_the_lock(folder, barrier, results):
+    barrier.wait()
+    try:
+        lock = RunLock(folder)
+        lock.acquire()
+        results.put("took it")
+        time.sleep(0.5)  # hold it while the others look
+        lock.release()  # a forked child ends without running atexit
+    except FileExistsError as e:
+        results.put(str(e))
+
+
+def test_racing_processes_never_see_a_half_written_lock(tmp_path):
+    """CI once caught a second trainer reading run.lock between its creation and its
+    write ("exists but cannot be read"); the loser must always be told who holds it."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(2):
+        folder = tmp_path / f"run{round_}"
+        folder.mkdir()
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_race_for_the_lock, args=(folder, barrier, results))
+                 for _ in range(6)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert outcomes.count("took it") == 1, outcomes
+        assert all("is in use by process" in o for o in outcomes if o != "took it"), outcomes
+        assert [f.name for f in folder.iterdir()] == []  # released, no private file left
+
+
+def test_lock_read_while_its_writer_fills_it_names_the_holder(tmp_path):
+    """A lock made by exclusive create (file systems without hard links) is empty for a
+    moment: it is read again rather than called unreadable."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.lock").write_text("")
+    holder = {"pid": 1, "host": "elsewhere", "since": 0}
+    fill = threading.Timer(0.3, lambda: (run / "run.lock").write_text(json.dumps(holder)))
+    fill.start()
+    with pytest.raises(FileExistsError, match="in use by process 1 on elsewhere"):
+        RunFolder(run, resume=False).start({})
+    fill.join()
+
+
+def test_lock_without_hard_links_falls_back_to_exclusive_create(tmp_path, monkeypatch):
+    def no_links(*args):
+        raise OSError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_links)
+    folder = RunFolder(tmp_path / "run", resume=False)
+    folder.start({})
+    assert json.loads((tmp_path / "run" / "run.lock").read_text())["pid"] == os.getpid()
+    with pytest.raises(FileExistsError, match="is in use by process"):
+        RunFolder(tmp_path / "run", resume=False).start({})
+    folder.close()
+    assert sorted(f.name for f in (tmp_path / "run").iterdir()) == ["config.json"]
+
+
+def test_unreadable_lock_is_refused_with_what_to_do(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.lock").write_text("not json")
+    with pytest.raises(FileExistsError, match="exists but cannot be read: if no training "
+                                              "runs in this folder, delete it"):
         RunFolder(run, resume=False).start({})
 
 

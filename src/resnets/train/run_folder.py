@@ -96,23 +96,53 @@ class RunLock:
 
     def acquire(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._check_holder()
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            atexit.register(self.release)
-            return
+        # The lock appears whole or not at all: its content goes to a private file first,
+        # which is then hard-linked to run.lock (atomic, and it fails if run.lock exists).
+        # Creating run.lock with O_EXCL and then writing it would leave a moment in which a
+        # second process reads an empty lock.
+        tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
+        text = json.dumps(me)
+        tmp.write_text(text)
+        try:
+            for _ in range(3):
+                try:
+                    self._create_from(tmp, text)
+                except FileExistsError:
+                    self._check_holder()
+                    continue
+                self.held = True
+                atexit.register(self.release)
+                return
+        finally:
+            tmp.unlink(missing_ok=True)
         raise FileExistsError(f"cannot take the lock {self.path}: it keeps changing hands")
+
+    def _create_from(self, tmp: Path, text: str) -> None:
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: exclusive create, then write
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+
+    def _read_holder(self) -> dict:
+        """The holder's record; an empty or half-written lock is read again for up to a
+        second (the exclusive-create fallback writes after creating)."""
+        for attempt in range(10):
+            try:
+                return json.loads(self.path.read_text())
+            except ValueError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("unreachable")
 
     def _check_holder(self) -> None:
         """Raise if a live process holds the lock; remove it if its holder is gone."""
         try:
-            holder = json.loads(self.path.read_text())
+            holder = self._read_holder()
             pid, host = int(holder["pid"]), str(holder["host"])
         except FileNotFoundError:
             return  # released meanwhile: try again
