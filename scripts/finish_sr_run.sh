@@ -7,7 +7,9 @@
 # 3. PSNR parity of the installed backends against fp32 eager on Set5 (best.pt)
 # 4. quality of every bundled model beside the published methods, with self-ensemble apart
 # 5. make demo, timed
-# 6. speed of every bundled model at x2/x4 on a 12 MP output, 2 threads, fresh model cache
+# 6. the server's upscaler with the new default: start with an empty / a filled model cache,
+#    a 256x256 picture's latency through --sr-backend auto against eager (README's numbers)
+# 7. speed of every bundled model at x2/x4 on a 12 MP output, 2 threads, fresh model cache
 #    (the longest step: an estimated 25 minutes for edsr_baseline's three fp32 backends here)
 # Resumable: a step that finished leaves OUT/<step>.ok and is skipped on the next call, so a
 # finish cut off by the end of a session goes on where it stopped (delete the .ok to redo).
@@ -50,8 +52,9 @@ step 2-bundle $py scripts/bundle_sr_weights.py "$run" --store-dtype float16 --co
 step 3-parity $py scripts/sr_backend_parity.py "$run" --bench Set5 --backends "$parity_backends"
 step 4-quality $py benchmarks/bench_sr.py quality --json "$out/quality.json"
 step 5-demo bash -c "time $make demo"
+step 6-serve $py benchmarks/bench_serve_upscaler.py --threads 2 --json "$out/serve-upscaler.json"
 cache=$(mktemp -d)
-step 6-speed env RESNETS_CACHE="$cache" $py benchmarks/bench_sr.py speed --threads 2 --repeats 3 \
+step 7-speed env RESNETS_CACHE="$cache" $py benchmarks/bench_sr.py speed --threads 2 --repeats 3 \
     --backends "${speed_backends[@]}" --json "$out/speed.json"
 rm -rf "$cache"
 echo "done: $out" >&2

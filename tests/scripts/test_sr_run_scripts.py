@@ -91,22 +91,23 @@ def test_finish_runs_each_step_once_in_order_and_resumes_where_it_stopped(tmp_pa
     steps = [c.split()[1] for c in calls]
     assert steps == ["scripts/sr_checkpoint_curve.py", "scripts/bundle_sr_weights.py",
                      "scripts/sr_backend_parity.py", "benchmarks/bench_sr.py", "demo",
-                     "benchmarks/bench_sr.py"]
+                     "benchmarks/bench_serve_upscaler.py", "benchmarks/bench_sr.py"]
     assert "docs/sr/edsr_baseline_x234-16k-curve.jsonl" in calls[0]
     assert "--store-dtype float16 --command resnets train-sr x" in calls[1]
     assert "--backends torch,onnxruntime,openvino" in calls[2]  # no emulated bf16
-    assert calls[5].endswith("--backends torch onnxruntime openvino --json "
+    assert calls[5].endswith(f"--json {tmp_path}/out/serve-upscaler.json")
+    assert calls[6].endswith("--backends torch onnxruntime openvino --json "
                              f"{tmp_path}/out/speed.json")
     assert "no native bf16" in done.stderr
     (tmp_path / "out" / "4-quality.ok").unlink()  # as if cut off during step 4
     (tmp_path / "out" / "5-demo.ok").unlink()
-    (tmp_path / "out" / "6-speed.ok").unlink()
+    (tmp_path / "out" / "7-speed.ok").unlink()
     done, calls = _finish(tmp_path, run, BF16="1")
     assert done.returncode == 0, done.stderr
     assert [c.split()[1] for c in calls] == ["benchmarks/bench_sr.py", "demo",
                                              "benchmarks/bench_sr.py"]
     assert "--backends torch bf16 onnxruntime openvino" in calls[2]
-    assert done.stderr.count("skipped") == 3
+    assert done.stderr.count("skipped") == 4
 
 
 def test_a_failed_finish_step_stops_the_script_and_is_not_marked_done(tmp_path):
