@@ -1,6 +1,7 @@
 """One run, one folder: the lock, stale-lock recovery, and training states read with clear
 errors."""
 
+import fcntl
 import json
 import multiprocessing
 import os
@@ -65,13 +66,13 @@ def test_lock_held_on_another_host_says_how_to_clear_it(tmp_path):
         RunFolder(run, resume=False).start({})
 
 
-def _race_for_the_lock(folder, barrier, results):
+def _race_for_the_lock(folder, barrier, results, done):
     barrier.wait()
     try:
         lock = RunLock(folder)
         lock.acquire()
         results.put("took it")
-        time.sleep(0.5)  # hold it while the others look
+        done.wait(60)  # hold it until every other process has tried
         lock.release()  # a forked child ends without running atexit
     except FileExistsError as e:
         results.put(str(e))
@@ -84,53 +85,106 @@ def test_racing_processes_never_see_a_half_written_lock(tmp_path):
     for round_ in range(2):
         folder = tmp_path / f"run{round_}"
         folder.mkdir()
-        barrier, results = ctx.Barrier(6), ctx.Queue()
-        procs = [ctx.Process(target=_race_for_the_lock, args=(folder, barrier, results))
+        barrier, results, done = ctx.Barrier(6), ctx.Queue(), ctx.Event()
+        procs = [ctx.Process(target=_race_for_the_lock, args=(folder, barrier, results, done))
                  for _ in range(6)]
         for p in procs:
             p.start()
         outcomes = [results.get(timeout=60) for _ in procs]
+        done.set()
         for p in procs:
             p.join(timeout=60)
         assert outcomes.count("took it") == 1, outcomes
         assert all("is in use by process" in o for o in outcomes if o != "took it"), outcomes
-        assert [f.name for f in folder.iterdir()] == []  # released, no private file left
+        assert [f.name for f in folder.iterdir()] == []  # released, nothing left
 
 
-def test_lock_read_while_its_writer_fills_it_names_the_holder(tmp_path):
-    """A lock made by exclusive create (file systems without hard links) is empty for a
-    moment: it is read again rather than called unreadable."""
+def _hold_with_flock(path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def test_a_holder_that_has_not_written_its_record_yet_is_waited_for(tmp_path):
+    """The holder writes its record just after taking the lock: a process refused in that
+    moment reads again rather than naming nobody (or the run the holder took over from)."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.lock").write_text("")
-    holder = {"pid": 1, "host": "elsewhere", "since": 0}
+    (run / "run.lock").write_text(json.dumps({"pid": _dead_pid(),
+                                              "host": socket.gethostname(), "since": 0}))
+    fd = _hold_with_flock(run / "run.lock")
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
     fill = threading.Timer(0.3, lambda: (run / "run.lock").write_text(json.dumps(holder)))
     fill.start()
-    with pytest.raises(FileExistsError, match="in use by process 1 on elsewhere"):
+    try:
+        with pytest.raises(FileExistsError, match=f"in use by process {os.getpid()} "):
+            RunFolder(run, resume=False).start({})
+    finally:
+        fill.join()
+        os.close(fd)
+
+
+def test_a_held_lock_without_a_record_is_still_refused(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    fd = _hold_with_flock(run / "run.lock")
+    monkeypatch.setattr(RunLock, "READ_DEADLINE_S", 0.2)
+    try:
+        with pytest.raises(FileExistsError, match="in use by another process .*names no "
+                                                  "holder"):
+            RunFolder(run, resume=False).start({})
+    finally:
+        os.close(fd)
+    assert not (run / "config.json").exists()
+
+
+def test_a_live_process_named_in_an_unlocked_record_is_respected(tmp_path):
+    """A lock made by a version before flock: its holder (alive here) is not overridden."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.lock").write_text(json.dumps({"pid": os.getppid(),
+                                              "host": socket.gethostname(), "since": 0}))
+    with pytest.raises(FileExistsError, match=f"in use by process {os.getppid()} "):
         RunFolder(run, resume=False).start({})
-    fill.join()
 
 
-def test_lock_without_hard_links_falls_back_to_exclusive_create(tmp_path, monkeypatch):
-    def no_links(*args):
-        raise OSError(1, "Operation not permitted")
-    monkeypatch.setattr(os, "link", no_links)
-    folder = RunFolder(tmp_path / "run", resume=False)
-    folder.start({})
-    assert json.loads((tmp_path / "run" / "run.lock").read_text())["pid"] == os.getpid()
-    with pytest.raises(FileExistsError, match="is in use by process"):
-        RunFolder(tmp_path / "run", resume=False).start({})
-    folder.close()
-    assert sorted(f.name for f in (tmp_path / "run").iterdir()) == ["config.json"]
-
-
-def test_unreadable_lock_is_refused_with_what_to_do(tmp_path):
+def test_an_unreadable_record_nobody_holds_is_replaced_with_a_message(tmp_path, caplog):
     run = tmp_path / "run"
     run.mkdir()
     (run / "run.lock").write_text("not json")
-    with pytest.raises(FileExistsError, match="exists but cannot be read: if no training "
-                                              "runs in this folder, delete it"):
-        RunFolder(run, resume=False).start({})
+    folder = RunFolder(run, resume=False)
+    with caplog.at_level("WARNING"):
+        folder.start({})
+    assert "replaced an unreadable lock record" in caplog.text
+    assert json.loads((run / "run.lock").read_text())["pid"] == os.getpid()
+    folder.close()
+    assert not (run / "run.lock").exists()
+
+
+def test_a_killed_holder_leaves_a_lock_the_next_run_takes(tmp_path):
+    """The kernel drops a flock when its holder dies, even by SIGKILL."""
+    run = tmp_path / "run"
+    run.mkdir()
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+
+    def hold():
+        RunLock(run).acquire()
+        ready.set()
+        time.sleep(600)
+
+    child = ctx.Process(target=hold)
+    child.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(FileExistsError, match=f"in use by process {child.pid} "):
+            RunFolder(run, resume=False).start({})
+    finally:
+        child.kill()
+        child.join(60)
+    folder = RunFolder(run, resume=False)
+    folder.start({})  # the record names a dead process: recovered
+    folder.close()
 
 
 @pytest.mark.parametrize(("content", "message"), [

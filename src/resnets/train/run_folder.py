@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -86,87 +87,121 @@ def load_training_state(path: str | Path) -> dict:
 
 
 class RunLock:
-    """``run.lock`` in a run folder: the pid and host of the one process writing it. A
-    second process is refused with the holder named; the lock of a process that is gone
-    (same host) is taken over with a message."""
+    """``run.lock`` in a run folder: an exclusive ``flock`` held for the whole run, and the
+    pid and host of its holder written inside for people to read. A second process is
+    refused with the holder named. The kernel drops the lock when its holder dies, however
+    it dies, so a lock left by a killed run is taken over (with a message) without guessing
+    from pids; a record that names another host is still refused, since a lock there may
+    not be visible here."""
+
+    READ_DEADLINE_S = 5.0  # how long a refused process waits for the holder's record
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_NAME
-        self.held = False
+        self.fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
 
     def acquire(self) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        # The lock appears whole or not at all: its content goes to a private file first,
-        # which is then hard-linked to run.lock (atomic, and it fails if run.lock exists).
-        # Creating run.lock with O_EXCL and then writing it would leave a moment in which a
-        # second process reads an empty lock.
-        tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
-        text = json.dumps(me)
-        tmp.write_text(text)
-        try:
-            for _ in range(3):
-                try:
-                    self._create_from(tmp, text)
-                except FileExistsError:
-                    self._check_holder()
-                    continue
-                self.held = True
-                atexit.register(self.release)
-                return
-        finally:
-            tmp.unlink(missing_ok=True)
+        for _ in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self._refuse(self._wait_for_record())
+            if not self._still_named(fd):  # its holder released (unlinked) it meanwhile
+                os.close(fd)
+                continue
+            try:
+                self._take_over(self._read(fd))
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                          "since": time.time()}).encode(), 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            self.fd = fd
+            atexit.register(self.release)
+            return
         raise FileExistsError(f"cannot take the lock {self.path}: it keeps changing hands")
 
-    def _create_from(self, tmp: Path, text: str) -> None:
+    def _still_named(self, fd: int) -> bool:
         try:
-            os.link(tmp, self.path)
-        except FileExistsError:
-            raise
-        except OSError:  # a file system without hard links: exclusive create, then write
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-
-    def _read_holder(self) -> dict:
-        """The holder's record; an empty or half-written lock is read again for up to a
-        second (the exclusive-create fallback writes after creating)."""
-        for attempt in range(10):
-            try:
-                return json.loads(self.path.read_text())
-            except ValueError:
-                if attempt == 9:
-                    raise
-                time.sleep(0.1)
-        raise AssertionError("unreachable")
-
-    def _check_holder(self) -> None:
-        """Raise if a live process holds the lock; remove it if its holder is gone."""
-        try:
-            holder = self._read_holder()
-            pid, host = int(holder["pid"]), str(holder["host"])
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
-            return  # released meanwhile: try again
-        except (ValueError, KeyError, TypeError, OSError):
-            holder, pid, host = {}, -1, "?"
-        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("since", 0)))
-        if host == socket.gethostname() and pid > 0 and not pid_alive(pid):
-            _log.warning("%s: recovered the lock of process %d, which is gone (since %s)",
-                         self.path.parent, pid, since)
-            self.path.unlink(missing_ok=True)
-            return
-        if pid < 0:
-            raise FileExistsError(f"{self.path} exists but cannot be read: if no training "
-                                  "runs in this folder, delete it")
+            return False
+
+    @staticmethod
+    def _read(fd: int) -> dict | None:
+        """The record in the lock file: None when empty, {} when it cannot be parsed."""
+        data = os.pread(fd, 4096, 0)
+        if not data.strip():
+            return None
+        try:
+            record = json.loads(data)
+            return {"pid": int(record["pid"]), "host": str(record["host"]),
+                    "since": float(record.get("since", 0))}
+        except (ValueError, KeyError, TypeError):
+            return {}
+
+    def _wait_for_record(self) -> dict | None:
+        """The live holder's record. It writes it just after taking the lock, so an empty
+        one (or the record of the run it took over from) is read again for a while."""
+        deadline = time.monotonic() + self.READ_DEADLINE_S
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                record = None
+            else:
+                try:
+                    record = self._read(fd)
+                finally:
+                    os.close(fd)
+            mine = record and record["host"] == socket.gethostname()
+            if (record and (not mine or pid_alive(record["pid"]))) or \
+                    time.monotonic() > deadline:
+                return record
+            time.sleep(0.05)
+
+    def _refuse(self, record: dict | None) -> None:
+        if not record:
+            raise FileExistsError(f"{self.path.parent} is in use by another process (its "
+                                  f"lock {self.path} names no holder): wait for it, or "
+                                  "choose another run folder")
+        pid, host = record["pid"], record["host"]
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["since"]))
         where = "" if host == socket.gethostname() else f" on {host}"
         hint = "" if not where else f"; if that process is gone, delete {self.path}"
         raise FileExistsError(f"{self.path.parent} is in use by process {pid}{where} "
                               f"(since {since}): wait for it, or choose another run "
                               f"folder{hint}")
 
+    def _take_over(self, record: dict | None) -> None:
+        """Nobody holds the lock: a record left in it belongs to a run that is over, unless
+        it names another host (refused) or a live process here (a lock made without flock,
+        by an older version)."""
+        if record is None:
+            return
+        if not record:
+            _log.warning("%s: replaced an unreadable lock record (no process holds the "
+                         "lock)", self.path.parent)
+            return
+        if record["host"] != socket.gethostname() or record["pid"] == os.getpid() or \
+                pid_alive(record["pid"]):
+            self._refuse(record)
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["since"]))
+        _log.warning("%s: recovered the lock of process %d, which is gone (since %s)",
+                     self.path.parent, record["pid"], since)
+
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: nobody takes it meanwhile
+            os.close(self.fd)
+            self.fd = None
 
 
 class RunFolder:
