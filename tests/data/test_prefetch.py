@@ -176,7 +176,7 @@ time.sleep(30)
     try:
         started = time.monotonic()
         assert proc.stdout.readline().strip() == "reaped"
-        assert time.monotonic() - started < 3.0  # stopped, not through its 20 s of work
+        assert time.monotonic() - started < 10.0  # stopped, not through its 20 s of work
         assert _process_state(child) is None  # not even a zombie, the parent still alive
     finally:
         proc.kill()
@@ -187,7 +187,7 @@ def test_the_child_ends_when_its_parent_is_killed(tmp_path):
     proc, child = _start(_SLOW_CHILD + "time.sleep(30)\n", tmp_path)
     proc.kill()
     proc.wait()
-    assert _ended(child, within=3.0)  # it had 200,000 files (over 20 s) to go
+    assert _ended(child, within=10.0)  # it had 200,000 files (over 20 s) to go
 
 
 def test_ctrl_c_ends_parent_and_child(tmp_path):

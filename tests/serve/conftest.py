@@ -42,14 +42,20 @@ require("fastapi")
 require("httpx")
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _model_cache(tmp_path_factory) -> Iterator[None]:
     """The upscaler runs through the fastest backend installed: its converted or exported
     graphs go to a cache of this test session (shared by the server processes started, which
-    inherit the environment), not the user's. Session-wide, so module fixtures see it too."""
+    inherit the environment), not the user's. Set per module (an autouse fixture comes before
+    the module's other fixtures) and undone after it, so tests elsewhere that run later on
+    this worker see the environment they would see alone."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RESNETS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        mp.setenv("RESNETS_CACHE", str(_session_cache(tmp_path_factory)))
         yield
+
+
+def _session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "cache"
 
 
 def free_port() -> int:
@@ -116,7 +122,7 @@ class ServerProcess:
 
 
 @pytest.fixture(scope="session")
-def upscaler_graphs(_model_cache: None) -> None:
+def upscaler_graphs(tmp_path_factory) -> None:
     """The default upscaler's graphs for every scale in the session's cache, made here once:
     a server process then reads them at start (seconds) instead of converting them (36 s
     for OpenVINO's three on 2 cores shared with other work), well inside ``wait_ready``."""
@@ -124,7 +130,9 @@ def upscaler_graphs(_model_cache: None) -> None:
     from resnets.models.sr import SUPPORTED_SCALES
     from resnets.weights.sr import get_sr_model
 
-    load_sr_backend("auto", get_sr_model()[0], scales=SUPPORTED_SCALES)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNETS_CACHE", str(_session_cache(tmp_path_factory)))
+        load_sr_backend("auto", get_sr_model()[0], scales=SUPPORTED_SCALES)
 
 
 @pytest.fixture

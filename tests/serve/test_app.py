@@ -42,6 +42,14 @@ def client(models):
         yield c
 
 
+async def _until(condition, timeout: float = 30.0) -> None:
+    """Wait for ``condition()`` to hold; fail (not hang the run) after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the server's state"
+        await asyncio.sleep(0.01)
+
+
 def post(client, path: str, data: bytes, name: str = "x.png"):
     return client.post(path, files={"file": (name, data, "application/octet-stream")})
 
@@ -500,12 +508,10 @@ def test_a_request_whose_client_left_while_queued_never_reaches_the_model(torch_
                                          timeout=60) as c:
                 try:
                     stays = asyncio.ensure_future(c.post("/v1/classify", files=files))
-                    while not calls:  # its batch is in the model, held at the gate
-                        await asyncio.sleep(0.01)
+                    await _until(lambda: calls)  # its batch is in the model, held at the gate
                     leaving = [asyncio.ensure_future(_asgi_post(app, "/v1/classify", files,
                                                                 0.05)) for _ in range(2)]
-                    while lane._queue.qsize() < 2:
-                        await asyncio.sleep(0.01)
+                    await _until(lambda: lane._queue.qsize() >= 2)
                     # the two leave while queued: their handlers finish without the model
                     _, pending = await asyncio.wait(leaving, timeout=10)
                     left_in_time = not pending
@@ -594,11 +600,10 @@ def test_a_queued_request_holds_neither_its_upload_nor_its_decoded_picture(
                                          timeout=60) as c:
                 try:
                     first = asyncio.ensure_future(c.post(path, files=files))
-                    while not running.is_set():
-                        await asyncio.sleep(0.01)
+                    await _until(running.is_set)
                     second = asyncio.ensure_future(c.post(path, files=files))
-                    while lane._queue.qsize() < 1:  # the second waits behind the first
-                        await asyncio.sleep(0.01)
+                    # the second waits behind the first
+                    await _until(lambda: lane._queue.qsize() >= 1)
                     gc.collect()
                     kept = (["upload"] if uploads[1]() is not None else []) + (
                         ["picture"] if pictures[1:] and pictures[1]() is not None else [])
@@ -640,8 +645,7 @@ def test_an_overloaded_lane_refuses_at_once_without_reading_or_decoding(
                                          timeout=60) as c:
                 try:
                     posts = [asyncio.ensure_future(c.post("/v1/classify", files=files))]
-                    while not running.is_set():  # the first runs: one slot left, to queue
-                        await asyncio.sleep(0.01)
+                    await _until(running.is_set)  # the first runs: one slot left, to queue
                     posts += [asyncio.ensure_future(c.post("/v1/classify", files=files))
                               for _ in range(9)]
                     deadline = time.monotonic() + 20
@@ -704,8 +708,7 @@ def test_a_cancelled_request_ends_in_cancelled_error_and_is_counted(torch_models
         async with app.router.lifespan_context(app):
             request = asyncio.ensure_future(_asgi_post(app, "/v1/classify", files, 60))
             try:
-                while not calls:
-                    await asyncio.sleep(0.01)
+                await _until(lambda: calls)
                 request.cancel()
                 try:
                     await request

@@ -50,11 +50,15 @@ def test_a_failing_batch_fails_each_caller_and_the_worker_goes_on():
 
 
 def test_a_full_queue_raises_queue_full_at_once():
-    gate = threading.Event()
-    batcher = MicroBatcher(lambda items: [gate.wait(5) for _ in items], "t", max_batch=1,
-                           wait_s=0, queue_size=2)
+    gate, running = threading.Event(), threading.Event()
+
+    def fn(items):
+        running.set()
+        return [gate.wait(5) for _ in items]
+
+    batcher = MicroBatcher(fn, "t", max_batch=1, wait_s=0, queue_size=2)
     first = batcher.submit(0)
-    time.sleep(0.2)  # the worker holds the first item; two more fill the queue
+    assert running.wait(5)  # the worker holds the first item; two more fill the queue
     queued = [batcher.submit(1), batcher.submit(2)]
     with pytest.raises(QueueFull, match="queue is full"):
         batcher.submit(3)
@@ -83,11 +87,11 @@ def _timed_single(batcher: MicroBatcher) -> float:
 
 def test_adaptive_wait_ends_when_the_batch_is_as_large_as_the_last_one():
     # a lone client: its last batch was 1, so it never waits the window; fixed always does
-    adaptive = MicroBatcher(lambda items: items, "a", max_batch=8, wait_s=0.3, adaptive=True)
-    fixed = MicroBatcher(lambda items: items, "f", max_batch=8, wait_s=0.3)
+    adaptive = MicroBatcher(lambda items: items, "a", max_batch=8, wait_s=3.0, adaptive=True)
+    fixed = MicroBatcher(lambda items: items, "f", max_batch=8, wait_s=1.0)
     try:
-        assert max(_timed_single(adaptive) for _ in range(3)) < 0.2
-        assert _timed_single(fixed) >= 0.25
+        assert max(_timed_single(adaptive) for _ in range(3)) < 1.5  # not the 3 s window
+        assert _timed_single(fixed) >= 0.95
     finally:
         adaptive.close()
         fixed.close()
@@ -95,9 +99,10 @@ def test_adaptive_wait_ends_when_the_batch_is_as_large_as_the_last_one():
 
 def test_adaptive_wait_waits_for_as_many_as_were_in_flight_then_for_fewer():
     sizes: list[int] = []
-    gate = threading.Event()
+    gate, running = threading.Event(), threading.Event()
 
     def fn(items):
+        running.set()
         gate.wait(5)
         sizes.append(len(items))
         return items
@@ -105,7 +110,7 @@ def test_adaptive_wait_waits_for_as_many_as_were_in_flight_then_for_fewer():
     batcher = MicroBatcher(fn, "t", max_batch=8, wait_s=2.0, adaptive=True)
     try:
         held = batcher.submit(-1)  # the worker holds this one at the gate
-        time.sleep(0.2)
+        assert running.wait(5)
         queued = [batcher.submit(i) for i in range(3)]  # four in flight at once
         gate.set()
         assert held.result(5) == -1
@@ -114,7 +119,7 @@ def test_adaptive_wait_waits_for_as_many_as_were_in_flight_then_for_fewer():
         time.sleep(0.1)
         late = batcher.submit(3)
         assert [f.result(5) for f in (*queued, late)] == [0, 1, 2, 3]
-        assert sizes == [1, 4] and time.monotonic() - start < 1.5
+        assert sizes == [1, 4] and time.monotonic() - start < 1.9  # not the 2 s window
         # fewer come back than were in flight: one full window, then no wait for one
         start = time.monotonic()
         assert batcher.submit(20).result(5) == 20
@@ -183,19 +188,20 @@ def test_a_request_holding_a_slot_is_never_refused_when_it_submits():
 def test_a_dying_worker_fails_the_queued_requests_and_zeroes_the_depth_gauge(monkeypatch):
     monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the death is meant
     metrics = Metrics()
-    gate = threading.Event()
+    gate, running = threading.Event(), threading.Event()
 
     class Died(BaseException):
         pass
 
     class Dying(MicroBatcher):
         def _run(self, batch):  # what no handler catches ends the worker thread
+            running.set()
             gate.wait(5)
             raise Died
 
     batcher = Dying(lambda items: items, "lane", max_batch=1, wait_s=0, metrics=metrics)
     batcher.submit(0)
-    time.sleep(0.2)  # the worker holds the first item; two more wait
+    assert running.wait(5)  # the worker holds the first item; two more wait
     queued = [batcher.submit(1), batcher.submit(2)]
     assert parse_samples(metrics.render())['resnets_queue_depth{lane="lane"}'] == 2
     gate.set()

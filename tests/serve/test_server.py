@@ -139,26 +139,36 @@ def test_a_free_port_passes_the_check_and_stays_free():
             after.listen()
 
 
-def _upscale_depth(url: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return parse_samples(text).get('resnets_queue_depth{lane="upscale"}', 0.0)
+def _upscale_lane(url: str) -> tuple[float, float]:
+    """The upscale lane's queue depth and the requests it has started."""
+    samples = parse_samples(httpx.get(f"{url}/metrics", timeout=10).text)
+    return (samples.get('resnets_queue_depth{lane="upscale"}', 0.0),
+            samples.get('resnets_batch_size_sum{lane="upscale"}', 0.0))
 
 
 def test_sigterm_answers_the_requests_in_flight_then_exits(server_factory):
     server = server_factory()
-    picture = png(160, 160)
+    picture = png(400, 400)  # about a second each: the four arrive while the first runs
 
     def upscale() -> int:
         r = httpx.post(f"{server.url}/v1/upscale", params={"scale": 4}, timeout=120,
                        files={"file": ("p.png", picture, "image/png")})
         return r.status_code
 
+    _, before = _upscale_lane(server.url)
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(upscale) for _ in range(4)]
+        # wait until all four are inside the server (a request still being sent when the
+        # signal comes is refused by uvicorn, rightly) and some wait behind a running one
         deadline = time.monotonic() + 60
-        while _upscale_depth(server.url) < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)  # wait until requests are queued behind a running one
-        assert _upscale_depth(server.url) >= 1, "no request was waiting: the test proves nothing"
+        while time.monotonic() < deadline:
+            depth, started = _upscale_lane(server.url)
+            started -= before
+            if depth >= 1 and depth + started >= 4:
+                break
+            time.sleep(0.02)
+        assert depth >= 1 and depth + started >= 4, \
+            f"never all four in with one waiting (depth {depth}, started {started})"
         server.proc.send_signal(signal.SIGTERM)
         codes = [f.result() for f in futures]
     assert codes == [200] * 4

@@ -17,13 +17,13 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaldata")
     make_folder(root, per_class=(24, 6))
     out = root / "run"
-    import os
-
-    os.environ["RESNETS_CACHE"] = str(root / "cache")
-    cfg = paper_recipe(model="resnet20", data=str(root), out=str(out), epochs=3, batch_size=8,
-                       lr=0.05, amp="none", val_fraction=0.25, channels_last=False)
-    Trainer(cfg, quiet=True).fit()
-    return root, out / "model.safetensors"
+    with pytest.MonkeyPatch.context() as mp:  # this module's cache, undone after it
+        mp.setenv("RESNETS_CACHE", str(root / "cache"))
+        cfg = paper_recipe(model="resnet20", data=str(root), out=str(out), epochs=3,
+                           batch_size=8, lr=0.05, amp="none", val_fraction=0.25,
+                           channels_last=False)
+        Trainer(cfg, quiet=True).fit()
+        yield root, out / "model.safetensors"
 
 
 def test_eval_json_has_top1_top5_n_per_class(trained, tmp_path):

@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -113,17 +112,30 @@ def _weights(run):
     return load_checkpoint(Path(run) / "last.pt")["model"]
 
 
+KILL_AFTER_FIRST_SAVE = """
+import os, signal, sys
+import resnets.train.run_folder as rf
+real_save = rf.save_training_state
+def save_then_die(path, state):
+    real_save(path, state)
+    os.kill(os.getpid(), signal.SIGKILL)
+rf.save_training_state = save_then_die
+from resnets.cli import app
+app(sys.argv[1:])
+"""
+
+
 def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tiny_data, tmp_path):
     env = {**os.environ, "RESNETS_CACHE": str(tmp_path / "cache")}
     subprocess.run(_train_cmd(tiny_data, tmp_path / "ref"), check=True, env=env, timeout=300)
-    victim = subprocess.Popen(_train_cmd(tiny_data, tmp_path / "cut", "--checkpoint-every", "2"),
-                              env=env)
+    # the victim kills itself right after its first mid-epoch save (a poller here could
+    # land after the epoch-end save on a loaded machine)
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_AFTER_FIRST_SAVE)
+    victim = subprocess.run([sys.executable, str(script), *_train_cmd(
+        tiny_data, tmp_path / "cut", "--checkpoint-every", "2")[3:]], env=env, timeout=300)
+    assert victim.returncode == -signal.SIGKILL
     ckpt = tmp_path / "cut" / "last.pt"
-    deadline = time.time() + 240
-    while not ckpt.exists() and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
     state = load_checkpoint(ckpt)
     assert state["step_in_epoch"] > 0, "the kill must land mid-epoch for this test to mean much"
     subprocess.run([sys.executable, "-m", "resnets", "train", "--resume", str(tmp_path / "cut"),

@@ -123,7 +123,7 @@ def test_timeout_fails_fast_and_leaves_nothing(server, cache, payload, mode):
     start = time.perf_counter()
     with pytest.raises(DownloadError, match="timed out"):
         fetch(url, timeout=0.3, progress=False)
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 10  # not the minutes a hung read could take
     assert leftovers(cache) == []
 
 
