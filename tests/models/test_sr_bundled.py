@@ -38,3 +38,13 @@ def test_the_default_is_the_record_with_the_best_benchmark_psnr():
     best = max(RECORDS, key=lambda p: sum(v["psnr"] for v in json.loads(
         p.read_text())["benchmarks"].values()))
     assert get_sr_model()[1] == f"{best.stem} (bundled)"
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=[p.stem for p in RECORDS])
+def test_the_record_s_comparisons_follow_from_its_numbers(record):
+    """``beats_srcnn`` / ``at_or_above_vdsr`` are derived, never typed in: they must agree
+    with the PSNR beside them (VDSR is published to 2 decimals, so "at" is after rounding)."""
+    for key, bench in json.loads(record.read_text())["benchmarks"].items():
+        assert bench["beats_srcnn"] == (bench["psnr"] > bench["srcnn_psnr"]), key
+        if "at_or_above_vdsr" in bench:
+            assert bench["at_or_above_vdsr"] == (round(bench["psnr"], 2) >= bench["vdsr_psnr"]), key
