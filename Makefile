@@ -50,7 +50,7 @@ test: lint chromium
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --durations=15
 
 test-slow: $(VENV)/.installed-dev chromium
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow --timeout 3600
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
