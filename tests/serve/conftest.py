@@ -85,14 +85,26 @@ class ServerProcess:
     """``resnets serve`` in a child process on 127.0.0.1."""
 
     def __init__(self, *args: str, log: Path) -> None:
+        self.args = args
+        self.log = log
+        self._log_file = None
+        self.launches = 0
+        self._launch()
+
+    def _launch(self) -> None:
+        """Start the server on a port free a moment ago (another test's server or client
+        may take it before ours binds: ``wait_ready`` then launches again)."""
+        if self._log_file is not None:
+            self._log_file.close()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self._log_file = open(log, "wb")  # noqa: SIM115 (closed in stop)
+        self._log_file = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "resnets", "serve", "--host", "127.0.0.1", "--port",
-             str(self.port), *args], stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+             str(self.port), *self.args], stdout=self._log_file, stderr=subprocess.STDOUT,
+            env=env)
+        self.launches += 1
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         import httpx
@@ -100,6 +112,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "address already in use" in self.log.read_text() and self.launches < 3:
+                    self._launch()
+                    continue
                 raise AssertionError(f"server exited ({self.proc.returncode}): "
                                      f"{self.log.read_text()[-2000:]}")
             try:
