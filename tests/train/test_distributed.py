@@ -4,7 +4,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -66,15 +65,8 @@ def env(tmp_path):
     return {**os.environ, "RESNETS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
 
 
-def free_port() -> int:
-    """A TCP port free now on 127.0.0.1: tests running at once never share a rendezvous."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(tmp_path: Path, env: dict[str, str], source: str, *args: str,
-              per_class: tuple[int, int] = (32, 4), timeout: float = 120) -> Path:
+              per_class: tuple[int, int] = (32, 4), timeout: float = 300) -> Path:
     """``source`` as a driver script on two gloo ranks under torchrun, given a synthetic
     image folder, an output folder and ``args``; returns the output folder."""
     data = make_folder(tmp_path / "data", per_class=per_class)
@@ -82,8 +74,10 @@ def run_ranks(tmp_path: Path, env: dict[str, str], source: str, *args: str,
     driver.write_text(source)
     out = tmp_path / "ddp"
     out.mkdir()
-    run_group([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", str(free_port()), str(driver), str(data), str(out), *args],
+    # --standalone: torchrun binds a free port for its rendezvous itself, so tests running at
+    # once never share one (a port found free here could be taken before torchrun bound it)
+    run_group([sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", str(driver), str(data), str(out), *args],
               env, timeout=timeout)
     return out
 
