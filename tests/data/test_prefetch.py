@@ -207,3 +207,22 @@ def test_no_child_once_a_library_with_thread_pools_is_loaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["True", "False"]
+
+
+def test_a_stuck_child_is_killed_and_the_files_are_read_here(fork_here, tmp_path,
+                                                              monkeypatch):
+    """A child that never reports (as one deadlocked at the fork would) does not hang the
+    parent: after STALL_S it is killed, take() says "read it yourself", close() returns."""
+    from resnets.data import prefetch
+
+    monkeypatch.setattr(prefetch, "STALL_S", 0.5)
+    monkeypatch.setattr(prefetch, "_decode_ahead", lambda *args: time.sleep(600))
+    paths = _mixed_folder(tmp_path)
+    fetch = prefetch.Prefetch(paths, min_files=1)
+    assert fetch.pid is not None
+    start = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="made no progress"):
+        assert fetch.take(0) is None
+    fetch.close()
+    assert time.monotonic() - start < 30
+    assert fetch.pid is None

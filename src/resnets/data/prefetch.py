@@ -16,7 +16,8 @@ errors are therefore the same with or without a child.
 
 The child ends by itself when it is through the list. It stops early, within one image,
 at :meth:`Prefetch.close` (the end of the ``with`` block, errors included), when this
-process has gone, and at once on Ctrl-C. Without ``fork`` (Windows), off Linux (macOS's
+process has gone, and at once on Ctrl-C. One that reports nothing for :data:`STALL_S` is
+killed, with a warning, and the pipeline reads the rest. Without ``fork`` (Windows), off Linux (macOS's
 system libraries are not fork-safe), with Python threads running, once PyTorch,
 onnxruntime or OpenVINO is loaded (their thread pools' locks), or for a few files, no child is
 started and every file is read by the pipeline.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
 import signal
 import struct
 import sys
@@ -50,6 +52,11 @@ MIN_FILES = 256
 _FIELDS = 6  # per file: offset, height, width (as decoded), width, height (header), is JPEG
 _COUNT = struct.Struct("=q")  # a message from the child: how many files it is through
 _REPORT_EVERY = 64
+# A child that reports nothing for this long is stuck (a lock some library held at the fork,
+# though the fork is refused where that is known to happen): it is killed and the rest is
+# read here. Its reports come every few files, each under MAX_SIDE, so a live child on even a
+# crowded machine reports far sooner.
+STALL_S = 60.0
 
 
 # Libraries that run thread pools of their own (invisible to ``threading``): a process that
@@ -118,12 +125,27 @@ class Prefetch:
 
     def _reached(self, i: int) -> bool:
         while i >= self._through and not self._ended:
+            ready, _, _ = select.select([self._read_fd], [], [], STALL_S)
+            if not ready:
+                self._abandon()
+                break
             reports = os.read(self._read_fd, 4096)
             if not reports:  # the child has exited
                 self._ended = True
                 break
             (self._through,) = _COUNT.unpack_from(reports, len(reports) - _COUNT.size)
         return i < self._through
+
+    def _abandon(self) -> None:
+        """The child made no progress for STALL_S: end it; the pipeline reads the rest."""
+        warnings.warn(f"the decoding child process made no progress for {STALL_S:g} s: "
+                      "reading the remaining files in this process", RuntimeWarning,
+                      stacklevel=4)
+        try:
+            os.kill(self.pid, signal.SIGKILL)  # it cannot be trusted to see the stop flag
+        except ProcessLookupError:
+            pass
+        self._ended = True
 
     def close(self) -> None:
         """Stop the child (it finishes the image in hand) and wait for it to exit."""
