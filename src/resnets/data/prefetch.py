@@ -17,10 +17,11 @@ errors are therefore the same with or without a child.
 The child ends by itself when it is through the list. It stops early, within one image,
 at :meth:`Prefetch.close` (the end of the ``with`` block, errors included), when this
 process has gone, and at once on Ctrl-C. One that reports nothing for :data:`STALL_S` is
-killed, with a warning, and the pipeline reads the rest. Without ``fork`` (Windows), off Linux (macOS's
-system libraries are not fork-safe), with Python threads running, once PyTorch,
-onnxruntime or OpenVINO is loaded (their thread pools' locks), or for a few files, no child is
-started and every file is read by the pipeline.
+killed, with a warning, and the pipeline reads the rest.
+
+Without ``fork`` (Windows), off Linux (macOS's system libraries are not fork-safe), with
+Python threads running, once PyTorch, onnxruntime or OpenVINO is loaded (their thread pools'
+locks), or for a few files, no child is started and every file is read by the pipeline.
 """
 
 from __future__ import annotations
