@@ -226,3 +226,20 @@ def test_a_stuck_child_is_killed_and_the_files_are_read_here(fork_here, tmp_path
     fetch.close()
     assert time.monotonic() - start < 30
     assert fetch.pid is None
+
+
+def test_closing_before_any_take_does_not_wait_for_a_stuck_child(fork_here, tmp_path,
+                                                                 monkeypatch):
+    """The model fails to load (or Ctrl-C) before anything was taken: close() gives a child
+    that never sees the stop flag END_WAIT_S, then kills it."""
+    from resnets.data import prefetch
+
+    monkeypatch.setattr(prefetch, "END_WAIT_S", 0.5)
+    monkeypatch.setattr(prefetch, "_decode_ahead", lambda *args: time.sleep(600))
+    fetch = prefetch.Prefetch(_mixed_folder(tmp_path), min_files=1)
+    child = fetch.pid
+    assert child is not None
+    start = time.monotonic()
+    fetch.close()
+    assert time.monotonic() - start < 10
+    assert _process_state(child) is None  # killed and reaped

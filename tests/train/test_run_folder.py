@@ -86,8 +86,8 @@ def test_racing_processes_never_see_a_half_written_lock(tmp_path):
         folder = tmp_path / f"run{round_}"
         folder.mkdir()
         barrier, results, done = ctx.Barrier(6), ctx.Queue(), ctx.Event()
-        procs = [ctx.Process(target=_race_for_the_lock, args=(folder, barrier, results, done))
-                 for _ in range(6)]
+        procs = [ctx.Process(target=_race_for_the_lock, args=(folder, barrier, results, done),
+                             daemon=True) for _ in range(6)]  # ended if the test fails
         for p in procs:
             p.start()
         outcomes = [results.get(timeout=60) for _ in procs]
@@ -202,3 +202,75 @@ def test_a_state_without_config_is_not_a_training_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "last.pt")
     with pytest.raises(ValueError, match="not a resnets training checkpoint"):
         load_training_state(tmp_path / "last.pt")
+
+
+def test_a_flock_record_of_a_reused_pid_is_taken_over(tmp_path, caplog):
+    """A record written under flock whose lock nobody holds is over, even when its pid now
+    belongs to a live process (a restarted container's pid 1, a reboot)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.lock").write_text(json.dumps({"pid": os.getppid(), "flock": True,
+                                              "host": socket.gethostname(), "since": 0}))
+    folder = RunFolder(run, resume=False)
+    with caplog.at_level("WARNING"):
+        folder.start({})
+    assert "recovered the lock of process" in caplog.text
+    folder.close()
+
+
+def _hold_then_die_leaving_a_forked_child(run, pids):
+    RunLock(run).acquire()
+    child = os.fork()
+    if child == 0:  # a DataLoader worker, say: outlives its parent for a while
+        time.sleep(60)
+        os._exit(0)
+    pids.put(child)
+    pids.close()
+    pids.join_thread()  # flushed before the SIGKILL
+    os.kill(os.getpid(), 9)
+
+
+def test_a_forked_child_does_not_keep_a_dead_parent_s_lock(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    ctx = multiprocessing.get_context("fork")
+    pids = ctx.Queue()
+    parent = ctx.Process(target=_hold_then_die_leaving_a_forked_child, args=(run, pids))
+    parent.start()
+    child = pids.get(timeout=60)
+    deadline = time.monotonic() + 60
+    while parent.exitcode is None and time.monotonic() < deadline:  # not join(): the
+        time.sleep(0.05)  # grandchild holds the sentinel pipe join() would wait on
+    assert parent.exitcode == -9
+    try:
+        assert os.path.exists(f"/proc/{child}")  # still running, the parent gone
+        folder = RunFolder(run, resume=False)
+        folder.start({})  # at once: the child closed its copy of the lock at the fork
+        folder.close()
+    finally:
+        os.kill(child, 9)
+
+
+@pytest.mark.parametrize("how", ["refused", "missing"])
+def test_without_flock_the_file_itself_is_the_lock(tmp_path, monkeypatch, how):
+    """A file system that refuses flock (NFS without a lock daemon), or no fcntl at all
+    (Windows): the lock is run.lock created exclusively, with the holder named."""
+    import errno
+
+    from resnets.train import run_folder
+
+    if how == "missing":
+        monkeypatch.setattr(run_folder, "fcntl", None)
+    else:
+        def refuse(fd, op):
+            raise OSError(errno.ENOLCK, "No locks available")
+        monkeypatch.setattr(fcntl, "flock", refuse)
+    first = RunFolder(tmp_path / "run", resume=False)
+    first.start({})
+    record = json.loads((tmp_path / "run" / "run.lock").read_text())
+    assert record["pid"] == os.getpid() and record["flock"] is False
+    monkeypatch.setattr(RunLock, "READ_DEADLINE_S", 0.2)
+    with pytest.raises(FileExistsError, match=f"in use by process {os.getpid()} "):
+        RunFolder(tmp_path / "run", resume=False).start({})
+    first.close()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]

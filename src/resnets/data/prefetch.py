@@ -33,6 +33,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -167,11 +168,22 @@ class Prefetch:
         self.close()
 
 
+END_WAIT_S = 5.0  # how long a child gets to see the stop flag before it is killed
+
+
 def _end_child(pid: int, stop: mmap.mmap) -> None:
+    """Ask the child to stop (it finishes the image in hand), wait for it a few seconds,
+    then kill it: a stuck one never sees the flag, and close() must not hang on it."""
     stop[0] = 1
+    deadline = time.monotonic() + END_WAIT_S
     try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:  # already waited for
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.01)
+    except (ChildProcessError, ProcessLookupError):  # already waited for
         pass
 
 

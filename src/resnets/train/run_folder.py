@@ -11,20 +11,26 @@ Our training states contain only tensors and plain containers, so they load with
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
 import random
 import socket
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..files import atomic_write, pid_alive
+
+try:
+    import fcntl
+except ImportError:  # Windows: the lock falls back to an exclusively created file
+    fcntl = None
 
 LOCK_NAME = "run.lock"
 _log = logging.getLogger(__name__)
@@ -86,47 +92,124 @@ def load_training_state(path: str | Path) -> dict:
     return state
 
 
+_HELD: weakref.WeakSet[RunLock] = weakref.WeakSet()  # locks this process holds
+
+
+def _forget_locks_in_child() -> None:
+    """A forked child (a DataLoader worker) must not keep its parent's lock alive after the
+    parent dies, nor release it: it closes its copy of the descriptor and forgets it."""
+    for lock in list(_HELD):
+        if lock.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock.fd)
+            lock.fd = None
+            lock.exclusive_file = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
 class RunLock:
     """``run.lock`` in a run folder: an exclusive ``flock`` held for the whole run, and the
     pid and host of its holder written inside for people to read. A second process is
     refused with the holder named. The kernel drops the lock when its holder dies, however
     it dies, so a lock left by a killed run is taken over (with a message) without guessing
     from pids; a record that names another host is still refused, since a lock there may
-    not be visible here."""
+    not be visible here.
+
+    Where ``flock`` is missing (Windows) or refused by the file system (NFS without a lock
+    daemon, some FUSE mounts), the lock is the file itself: created exclusively with the
+    record already in it, and a record naming a process gone from this host taken over."""
 
     READ_DEADLINE_S = 5.0  # how long a refused process waits for the holder's record
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_NAME
-        self.fd: int | None = None
+        self.fd: int | None = None  # the flock'ed descriptor
+        self.exclusive_file = False  # held by the fallback: the file is ours
 
     @property
     def held(self) -> bool:
-        return self.fd is not None
+        return self.fd is not None or self.exclusive_file
+
+    def _record(self) -> bytes:
+        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "since": time.time(), "flock": self.fd is not None}).encode()
 
     def acquire(self) -> None:
-        for _ in range(5):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                self._refuse(self._wait_for_record())
-            if not self._still_named(fd):  # its holder released (unlinked) it meanwhile
-                os.close(fd)
-                continue
-            try:
-                self._take_over(self._read(fd))
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                          "since": time.time()}).encode(), 0)
-            except BaseException:
-                os.close(fd)
-                raise
-            self.fd = fd
-            atexit.register(self.release)
-            return
+        use_flock = fcntl is not None
+        for _ in range(6):
+            if use_flock:
+                taken = self._acquire_flock()
+                if taken is _NO_FLOCK:
+                    use_flock = False
+                    continue
+            else:
+                taken = self._acquire_exclusive_file()
+            if taken:
+                _HELD.add(self)
+                atexit.register(self.release)
+                return
         raise FileExistsError(f"cannot take the lock {self.path}: it keeps changing hands")
+
+    def _acquire_flock(self) -> bool | object:
+        """True when taken; False to try again (the lock changed hands meanwhile);
+        _NO_FLOCK when the file system refuses flock."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            record = self._wait_for_record()
+            if record is _GONE:  # released while we looked: try again
+                return False
+            self._refuse(record)
+        except OSError as e:  # the file system has no flock: the file itself is the lock
+            empty = os.fstat(fd).st_size == 0
+            os.close(fd)
+            if empty:  # made by the open above, most likely: not a lock of anyone's
+                self.path.unlink(missing_ok=True)
+            _log.warning("%s: the file system refuses flock (%s): locking by exclusive "
+                         "create instead", self.path.parent, e.strerror or e)
+            return _NO_FLOCK
+        if not self._still_named(fd):  # its holder released (unlinked) it meanwhile
+            os.close(fd)
+            return False
+        try:
+            self._take_over(self._read(fd), holding_flock=True)
+            os.ftruncate(fd, 0)
+            self.fd = fd
+            os.pwrite(fd, self._record(), 0)
+        except BaseException:
+            self.fd = None
+            os.close(fd)
+            raise
+        return True
+
+    def _acquire_exclusive_file(self) -> bool:
+        # the record goes to a private file first, then is hard-linked as run.lock (atomic,
+        # fails if it exists), so that no reader ever sees it empty
+        tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
+        record = self._record()
+        tmp.write_bytes(record)
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            record = self._wait_for_record()
+            if record is _GONE:
+                return False
+            self._take_over(record, holding_flock=False)  # refuses a live holder
+            self.path.unlink(missing_ok=True)  # a dead one's: try again
+            return False
+        except OSError:  # no hard links either: create exclusively, then write
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(record)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.exclusive_file = True
+        return True
 
     def _still_named(self, fd: int) -> bool:
         try:
@@ -135,32 +218,31 @@ class RunLock:
             return False
 
     @staticmethod
-    def _read(fd: int) -> dict | None:
-        """The record in the lock file: None when empty, {} when it cannot be parsed."""
-        data = os.pread(fd, 4096, 0)
+    def _parse(data: bytes) -> dict | None:
+        """A record: None when empty, {} when it cannot be parsed."""
         if not data.strip():
             return None
         try:
             record = json.loads(data)
             return {"pid": int(record["pid"]), "host": str(record["host"]),
-                    "since": float(record.get("since", 0))}
+                    "since": float(record.get("since", 0)),
+                    "flock": bool(record.get("flock", False))}
         except (ValueError, KeyError, TypeError):
             return {}
 
-    def _wait_for_record(self) -> dict | None:
-        """The live holder's record. It writes it just after taking the lock, so an empty
-        one (or the record of the run it took over from) is read again for a while."""
+    def _read(self, fd: int) -> dict | None:
+        return self._parse(os.pread(fd, 4096, 0))
+
+    def _wait_for_record(self) -> dict | None | object:
+        """The live holder's record, or _GONE when the lock file went away meanwhile. The
+        holder writes it just after taking the lock, so an empty one (or the record of the
+        run it took over from) is read again for a while."""
         deadline = time.monotonic() + self.READ_DEADLINE_S
         while True:
             try:
-                fd = os.open(self.path, os.O_RDONLY)
+                record = self._parse(self.path.read_bytes())
             except FileNotFoundError:
-                record = None
-            else:
-                try:
-                    record = self._read(fd)
-                finally:
-                    os.close(fd)
+                return _GONE
             mine = record and record["host"] == socket.gethostname()
             if (record and (not mine or pid_alive(record["pid"]))) or \
                     time.monotonic() > deadline:
@@ -180,18 +262,21 @@ class RunLock:
                               f"(since {since}): wait for it, or choose another run "
                               f"folder{hint}")
 
-    def _take_over(self, record: dict | None) -> None:
-        """Nobody holds the lock: a record left in it belongs to a run that is over, unless
-        it names another host (refused) or a live process here (a lock made without flock,
-        by an older version)."""
+    def _take_over(self, record: dict | None, holding_flock: bool) -> None:
+        """We hold the flock (or, in the fallback, found the file): a record left in it
+        belongs to a run that is over, unless it names another host (refused) or, for a
+        record not made under flock (or read without holding it), a live process here."""
         if record is None:
             return
         if not record:
             _log.warning("%s: replaced an unreadable lock record (no process holds the "
                          "lock)", self.path.parent)
             return
-        if record["host"] != socket.gethostname() or record["pid"] == os.getpid() or \
-                pid_alive(record["pid"]):
+        if record["host"] != socket.gethostname():
+            self._refuse(record)
+        if not (holding_flock and record["flock"]) and pid_alive(record["pid"]):
+            # a lock file without flock (an older version, or the fallback): its pid is all
+            # there is to go by (a reused pid keeps it: delete the file if you know better)
             self._refuse(record)
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["since"]))
         _log.warning("%s: recovered the lock of process %d, which is gone (since %s)",
@@ -199,9 +284,21 @@ class RunLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            self.path.unlink(missing_ok=True)  # while still held: nobody takes it meanwhile
+            if self._still_named(self.fd):  # not a newer run's, if ours was deleted by hand
+                self.path.unlink(missing_ok=True)  # while still held: nobody takes it between
             os.close(self.fd)
             self.fd = None
+        elif self.exclusive_file:
+            with contextlib.suppress(OSError):
+                record = self._parse(self.path.read_bytes())
+                if record and record["pid"] == os.getpid():
+                    self.path.unlink()
+            self.exclusive_file = False
+        _HELD.discard(self)
+
+
+_GONE = object()  # the lock file went away while a refused process read it
+_NO_FLOCK = object()  # the file system refuses flock
 
 
 class RunFolder:
