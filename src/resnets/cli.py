@@ -792,10 +792,8 @@ def sr_eval(
     sr_model, label = get_sr_model(model, weights, device)
     result = evaluate_sr(sr_model, data, scale, label, backend=backend,
                          self_ensemble=self_ensemble)
-    for line in result.errors:
+    for line in result.errors:  # evaluate_sr raised already if no image could be scored
         typer.echo(f"error: {line}", err=True)
-    if not result.images:
-        raise ValueError(f"no readable images in {data}")
     if json_:
         typer.echo(_strict_json(result.to_dict()))
     else:

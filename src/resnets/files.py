@@ -53,11 +53,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale_temporaries(folder: str | Path) -> list[Path]:
+def sweep_stale_temporaries(folder: str | Path,
+                            older_than_s: float = STALE_AFTER_S) -> list[Path]:
     """Remove the temporary files in ``folder`` whose writing process is gone and that
-    were last written over :data:`STALE_AFTER_S` ago; returns them. Files of live processes
+    were last written over ``older_than_s`` ago; returns them. Files of live processes
     (this one included), and recent ones of a pid unknown here (another container's), are
-    left alone."""
+    left alone. A caller that holds the folder's lock may pass ``older_than_s=0``."""
     removed = []
     now = time.time()
     try:
@@ -72,7 +73,7 @@ def sweep_stale_temporaries(folder: str | Path) -> list[Path]:
         if pid == os.getpid() or pid_alive(pid):
             continue
         with contextlib.suppress(OSError):
-            if now - entry.stat().st_mtime < STALE_AFTER_S:
+            if now - entry.stat().st_mtime < older_than_s:
                 continue
         with contextlib.suppress(OSError):
             entry.unlink()

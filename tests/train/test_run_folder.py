@@ -274,3 +274,22 @@ def test_without_flock_the_file_itself_is_the_lock(tmp_path, monkeypatch, how):
         RunFolder(tmp_path / "run", resume=False).start({})
     first.close()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
+
+
+def test_resume_removes_a_dead_writers_leftovers_but_not_a_live_ones(tmp_path):
+    """Under its lock a resumed run removes a killed write's temporary file however recent,
+    and keeps one a live process is writing into the folder (an export beside the run)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"epoch": 1, "config": {}, "model": {}}, run / "last.pt")
+    dead = run / f".last.pt.{_dead_pid()}.abc123.tmp.pt"
+    live = run / f".model.onnx.{os.getpid()}.def456.tmp.onnx"
+    other = run / "notes.tmp.txt"  # not ours: not a temporary file's name
+    for path in (dead, live, other):
+        path.write_bytes(b"partial")
+    folder = RunFolder(run, resume=True)
+    try:
+        assert not dead.exists()
+        assert live.exists() and other.exists()
+    finally:
+        folder.close()

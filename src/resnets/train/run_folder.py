@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..files import atomic_write, pid_alive
+from ..files import atomic_write, pid_alive, sweep_stale_temporaries
 
 try:
     import fcntl
@@ -317,8 +317,9 @@ class RunFolder:
                 raise FileNotFoundError(f"nothing to resume: {last} does not exist")
             if enabled:
                 self.lock.acquire()
-                for stale in self.path.glob(".*.tmp*"):  # a killed write's leftovers
-                    stale.unlink(missing_ok=True)
+                # a killed write's leftovers; under the lock no other run writes here,
+                # but a live process's file (an export into the folder) is kept
+                sweep_stale_temporaries(self.path, older_than_s=0)
             try:
                 self.resume_state = load_training_state(last)
             except BaseException:
