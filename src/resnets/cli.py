@@ -855,7 +855,8 @@ def upscale(
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one, named in the "
+                                                "'running on' line).")] = 8000,
     model: Annotated[str | None, typer.Option(help="Classifier; default: bundled ResNet-56."
                                               )] = None,
     weights: Annotated[str | None, typer.Option(help="Classifier safetensors file.")] = None,

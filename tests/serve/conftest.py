@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -81,6 +82,9 @@ def example(name: str = "cat_0007.jpg") -> bytes:
     return (EXAMPLES / name).read_bytes()
 
 
+RUNNING_ON = re.compile(r"running on http://127\.0\.0\.1:(\d+)")
+
+
 class ServerProcess:
     """``resnets serve`` in a child process on 127.0.0.1."""
 
@@ -88,23 +92,25 @@ class ServerProcess:
         self.args = args
         self.log = log
         self._log_file = None
-        self.launches = 0
         self._launch()
 
     def _launch(self) -> None:
-        """Start the server on a port free a moment ago (another test's server or client
-        may take it before ours binds: ``wait_ready`` then launches again)."""
-        if self._log_file is not None:
-            self._log_file.close()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        """Start the server on port 0: the system picks a free port at the bind, and the
+        port is read from uvicorn's "running on" line (no window for another process to
+        take a port found free a moment before)."""
+        self.port = None
+        self.url = None
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self._log_file = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "resnets", "serve", "--host", "127.0.0.1", "--port",
-             str(self.port), *self.args], stdout=self._log_file, stderr=subprocess.STDOUT,
-            env=env)
-        self.launches += 1
+            [sys.executable, "-m", "resnets", "serve", "--host", "127.0.0.1", "--port", "0",
+             *self.args], stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+
+    def _read_port(self) -> None:
+        found = RUNNING_ON.search(self.log.read_text(errors="replace"))
+        if found:
+            self.port = int(found.group(1))
+            self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         import httpx
@@ -112,16 +118,16 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                if "address already in use" in self.log.read_text() and self.launches < 3:
-                    self._launch()
-                    continue
                 raise AssertionError(f"server exited ({self.proc.returncode}): "
                                      f"{self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
+            if self.port is None:
+                self._read_port()
+            if self.port is not None:
+                try:
+                    if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
             time.sleep(0.3)
         raise AssertionError(f"server not ready in {timeout} s: {self.log.read_text()[-2000:]}")
 
