@@ -82,6 +82,11 @@ def example(name: str = "cat_0007.jpg") -> bytes:
     return (EXAMPLES / name).read_bytes()
 
 
+# The upscaler the server tests load: the small bundled network. The default (the best
+# bundled one, edsr_baseline_x234 with 11x the parameters) made the serve tests minutes
+# slower; test_app.py checks that a server without --sr-model loads the default.
+FAST_SR = "edsr_small_x234"
+
 RUNNING_ON = re.compile(r"running on http://127\.0\.0\.1:(\d+)")
 
 
@@ -144,7 +149,7 @@ class ServerProcess:
 
 @pytest.fixture(scope="session")
 def upscaler_graphs(tmp_path_factory) -> None:
-    """The default upscaler's graphs for every scale in the session's cache, made here once:
+    """The tests' upscaler's graphs for every scale in the session's cache, made here once:
     a server process then reads them at start (seconds) instead of converting them (36 s
     for OpenVINO's three on 2 cores shared with other work), well inside ``wait_ready``."""
     from resnets.export.sr import load_sr_backend
@@ -153,15 +158,18 @@ def upscaler_graphs(tmp_path_factory) -> None:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RESNETS_CACHE", str(_session_cache(tmp_path_factory)))
-        load_sr_backend("auto", get_sr_model()[0], scales=SUPPORTED_SCALES)
+        load_sr_backend("auto", get_sr_model(FAST_SR)[0], scales=SUPPORTED_SCALES)
 
 
 @pytest.fixture
 def server_factory(tmp_path: Path, upscaler_graphs: None) -> Iterator:
-    """Start ``resnets serve ARGS...``; every server started is stopped at the end."""
+    """Start ``resnets serve ARGS...`` (with ``--sr-model FAST_SR`` unless ARGS choose the
+    upscaler); every server started is stopped at the end."""
     started: list[ServerProcess] = []
 
     def start(*args: str) -> ServerProcess:
+        if not {"--sr-model", "--sr-weights"} & set(args):
+            args = ("--sr-model", FAST_SR, *args)
         server = ServerProcess(*args, log=tmp_path / f"server{len(started)}.log")
         started.append(server)
         server.wait_ready()

@@ -23,12 +23,12 @@ from resnets.serve.models import ServedModels, load_models
 from resnets.tasks.upscale import describe_inference, picture_from_image, to_pil, upscale_picture
 from resnets.weights.sr import get_sr_model
 
-from .conftest import example, png
+from .conftest import FAST_SR, example, png
 
 
 @pytest.fixture(scope="module")
 def models() -> ServedModels:
-    return load_models(ServeConfig())
+    return load_models(ServeConfig(sr_model=FAST_SR))
 
 
 @pytest.fixture
@@ -83,6 +83,14 @@ def test_healthz_and_models_describe_what_is_loaded(client):
     assert info["classifier"]["backend"] == resolve_backend("auto")  # as predict's default
 
 
+def test_without_sr_model_the_server_loads_the_best_bundled_upscaler():
+    """The other tests serve FAST_SR to save minutes; the server's own default is the
+    upscaler ``upscale`` and ``sr-eval`` use (the best bundled record)."""
+    served = load_models(ServeConfig(backend="torch", sr_backend="eager"))
+    assert served.sr_label == get_sr_model()[1]
+    assert served.describe()["upscaler"]["name"] == served.sr_label
+
+
 def test_classify_returns_top_k_classes_with_probabilities(client):
     r = post(client, "/v1/classify", example("cat_0007.jpg"), "cat.jpg")
     assert r.status_code == 200
@@ -128,7 +136,7 @@ def test_served_upscale_equals_eager_pytorch_through_the_backend(client, models)
     value across a rounding step, so a pixel may differ by one level, and rarely does."""
     kind = client.get("/v1/models").json()["upscaler"]["backend"]
     assert kind == describe_inference(models.sr_model)["backend"] == resolve_sr_backend("auto")
-    eager, _ = get_sr_model()
+    eager, _ = get_sr_model(FAST_SR)
     picture = png(300, 200, seed=3)  # more than one 256-pixel tile
     for scale in (2, 3):
         r = post(client, f"/v1/upscale?scale={scale}", picture)
@@ -344,10 +352,11 @@ def test_every_exact_backend_serves_eager_probabilities(models, backend):
     from .conftest import require
 
     require({"torch": "torch", "optimized": "torch"}.get(backend, backend))
-    served = load_models(ServeConfig(backend=backend))
+    served = load_models(ServeConfig(sr_model=FAST_SR, backend=backend))
     images = _example_inputs(models)
     ours = torch.stack(served.classify(images))
-    eager = torch.stack(load_models(ServeConfig(backend="eager")).classify(images))
+    reference = load_models(ServeConfig(sr_model=FAST_SR, backend="eager"))
+    eager = torch.stack(reference.classify(images))
     assert served.describe()["classifier"]["backend"] == backend
     assert (ours - eager).abs().max() < 1e-4
 
@@ -372,7 +381,7 @@ def test_the_int8_backend_serves_the_eager_top_class(models, tmp_path):
     require("onnxruntime")
     for p in sorted(EXAMPLES.glob("*.jpg")):
         shutil.copy(p, tmp_path / p.name)
-    served = load_models(ServeConfig(backend="int8", calibration=str(tmp_path)))
+    served = load_models(ServeConfig(sr_model=FAST_SR, backend="int8", calibration=str(tmp_path)))
     assert served.describe()["classifier"]["backend"] == resolve_backend("int8")
     images = _example_inputs(models)
     ours, eager = torch.stack(served.classify(images)), torch.stack(models.classify(images))
@@ -387,7 +396,7 @@ def test_the_int8_backend_serves_the_eager_top_class(models, tmp_path):
 def torch_models() -> ServedModels:
     """The bundled models in eager PyTorch: nothing to convert, for tests that swap the
     classifier's runner or class names."""
-    return load_models(ServeConfig(backend="torch", sr_backend="eager"))
+    return load_models(ServeConfig(sr_model=FAST_SR, backend="torch", sr_backend="eager"))
 
 
 def _with_run(models: ServedModels, fn) -> ServedModels:
