@@ -762,10 +762,11 @@ def bench(
 
 SR_BACKEND_HELP = ("auto (the fastest exact fp32 backend installed: openvino, else "
                    "onnxruntime, else torch), torch (fp32 eager), onnxruntime, openvino, or "
-                   "bf16 (autocast: faster where the CPU has bf16, within a measured 0.002 dB "
-                   "on Set5 for edsr_small_x234, not exact).")
-SR_MODEL_HELP = ("Default: the best bundled network by its recorded Set5/Set14 PSNR; a "
-                 "bundled name (edsr_small_x234: fast), bicubic, or a name with --weights.")
+                   "bf16 (autocast: faster where the CPU has bf16, within a measured 0.003 dB "
+                   "on Set5, not exact).")
+SR_MODEL_HELP = ("Default: the best bundled network by its recorded Set5/Set14 PSNR "
+                 "(edsr_baseline_x234); a bundled name (edsr_small_x234: 9-10x faster), "
+                 "bicubic, or a name with --weights.")
 
 
 @app.command("sr-eval")
@@ -860,7 +861,8 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Classifier; default: bundled ResNet-56."
                                               )] = None,
     weights: Annotated[str | None, typer.Option(help="Classifier safetensors file.")] = None,
-    sr_model: Annotated[str | None, typer.Option(help="Upscaler; default: the bundled one.")
+    sr_model: Annotated[str | None, typer.Option(help="Upscaler; default: the best bundled "
+                                                  "one (edsr_small_x234: faster).")
                         ] = None,
     sr_weights: Annotated[str | None, typer.Option(help="Upscaler safetensors file.")] = None,
     backend: Annotated[str, typer.Option(help="Classifier backend, as predict's: auto "

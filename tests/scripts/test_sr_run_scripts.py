@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,32 @@ def test_a_failed_finish_step_stops_the_script_and_is_not_marked_done(tmp_path):
                           env={**os.environ, "PY": str(failing), "QUIET": "env", "BF16": "0"})
     assert done.returncode != 0
     assert sorted(p.name for p in (tmp_path / "out").glob("*.ok")) == ["1-curve.ok"]
+
+
+def test_quiet_pauses_trainers_only_and_resumes_them(tmp_path):
+    """scripts/quiet stops `python -m resnets train-sr` processes while its command runs and
+    continues them after; a process that only names such a command in its arguments (the
+    finishing script, whose record quotes the training command) is left running."""
+    fake = tmp_path / "fake" / "resnets"
+    fake.mkdir(parents=True)
+    (fake / "__main__.py").write_text("import time\ntime.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "fake")}
+    trainer = subprocess.Popen([sys.executable, "-m", "resnets", "train-sr", "--resume", "x"],
+                               env=env)
+    decoy = subprocess.Popen(["bash", "-c", "sleep 60", "bash",
+                              f"{sys.executable} -m resnets train-sr --resume x"])
+    try:
+        time.sleep(0.5)
+        probe = ("import sys\nfor pid in sys.argv[1:]:\n"
+                 "    print(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0])")
+        during = subprocess.run([str(SCRIPTS / "quiet"), sys.executable, "-c", probe,
+                                 str(trainer.pid), str(decoy.pid)], capture_output=True,
+                                text=True, timeout=60)
+        assert during.returncode == 0, during.stderr
+        assert during.stdout.split() == ["T", "S"]  # trainer stopped, decoy asleep as before
+        after = open(f"/proc/{trainer.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        assert after != "T"
+    finally:
+        for proc in (trainer, decoy):
+            proc.kill()
+            proc.wait()

@@ -151,7 +151,7 @@ def test_served_upscale_equals_eager_pytorch_through_the_backend(client, models)
 
 
 def test_the_upscaler_backend_is_the_configured_one(models):
-    eager = load_models(ServeConfig(sr_backend="eager"))  # upscale's --backend names
+    eager = load_models(ServeConfig(sr_model=FAST_SR, sr_backend="eager"))  # as upscale names it
     assert eager.describe()["upscaler"]["backend"] == "torch"
     picture = Image.open(io.BytesIO(png(40, 30, seed=4)))
     fast = _pixels(models.upscale_png(picture, 4, 256))

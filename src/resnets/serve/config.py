@@ -26,7 +26,7 @@ class ServeConfig:
     port: int = 8000
     model: str | None = None  # classifier name; default: the bundled ResNet-56
     weights: str | None = None  # classifier safetensors file
-    sr_model: str | None = None  # super-resolution model; default: the bundled EDSR
+    sr_model: str | None = None  # super-resolution model; default: the best bundled one
     sr_weights: str | None = None
     backend: str = AUTO  # classifier backend, as predict's --backend
     calibration: str | None = None  # image folder, for the int8 backends
