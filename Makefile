@@ -47,7 +47,7 @@ chromium:
 # most tests are single-threaded or wait on a child process, so on the project's 2-core
 # machine two workers take 4:38 where one took 6:54 (same 886 tests).
 test: lint chromium
-	$(PY) -m pytest -q -n auto --maxprocesses 4 --durations=15
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --durations=30
 
 test-slow: $(VENV)/.installed-dev chromium
 	$(PY) -m pytest -q -m slow --timeout 3600

@@ -4,6 +4,7 @@ sets (scripts/sr_checkpoint_curve.py) and its PSNR through every SR backend
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -126,6 +127,11 @@ def test_a_failed_finish_step_stops_the_script_and_is_not_marked_done(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").glob("*.ok")) == ["1-curve.ok"]
 
 
+def _state(pid: int) -> str:
+    """The process state letter from /proc (T: stopped)."""
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
 def test_quiet_pauses_trainers_only_and_resumes_them(tmp_path):
     """scripts/quiet stops `python -m resnets train-sr` processes while its command runs and
     continues them after; a process that only names such a command in its arguments (the
@@ -136,10 +142,13 @@ def test_quiet_pauses_trainers_only_and_resumes_them(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "fake")}
     trainer = subprocess.Popen([sys.executable, "-m", "resnets", "train-sr", "--resume", "x"],
                                env=env)
+    paused = subprocess.Popen([sys.executable, "-m", "resnets", "experiment", "degradation"],
+                              env=env)  # stopped before quiet runs: an outer quiet's
     decoy = subprocess.Popen(["bash", "-c", "sleep 60", "bash",
                               f"{sys.executable} -m resnets train-sr --resume x"])
     try:
         time.sleep(0.5)
+        os.kill(paused.pid, signal.SIGSTOP)
         probe = ("import sys\nfor pid in sys.argv[1:]:\n"
                  "    print(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0])")
         during = subprocess.run([str(SCRIPTS / "quiet"), sys.executable, "-c", probe,
@@ -147,9 +156,9 @@ def test_quiet_pauses_trainers_only_and_resumes_them(tmp_path):
                                 text=True, timeout=60)
         assert during.returncode == 0, during.stderr
         assert during.stdout.split() == ["T", "S"]  # trainer stopped, decoy asleep as before
-        after = open(f"/proc/{trainer.pid}/stat").read().rsplit(")", 1)[1].split()[0]
-        assert after != "T"
+        assert _state(trainer.pid) != "T"
+        assert _state(paused.pid) == "T", "a nested quiet continued a trainer it did not stop"
     finally:
-        for proc in (trainer, decoy):
+        for proc in (trainer, paused, decoy):
             proc.kill()
             proc.wait()
