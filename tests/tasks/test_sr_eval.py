@@ -279,3 +279,15 @@ def test_cli_names_the_backend_and_the_inference(tmp_path):
     assert table.exit_code == 0, table.output
     assert "(torch, self-ensemble x8)" in table.output
     assert "edsr_small_x234 (bundled), self-ensemble x8 (this run)" in table.output
+
+
+def test_the_model_help_names_the_default_that_is_bundled():
+    """SR_MODEL_HELP names the default upscaler in words: bundling a better network changes
+    the default, and this fails until the help says so."""
+    from resnets.cli import SR_MODEL_HELP
+    from resnets.weights.sr import bundled_sr_files, bundled_sr_weights
+
+    best = bundled_sr_weights()
+    assert best is not None and f"({best.stem})" in SR_MODEL_HELP
+    for other in bundled_sr_files()[1:]:
+        assert other.stem in SR_MODEL_HELP  # every alternative is named too
