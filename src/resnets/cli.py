@@ -917,6 +917,9 @@ def train_sr(
                     ] = "../shared/data/sr",
     out: Annotated[str | None, typer.Option(help="Run folder.")] = None,
     scales: Annotated[str, typer.Option(help="Scales one network serves, e.g. 2,3,4.")] = "2,3,4",
+    pretrained: Annotated[str | None, typer.Option(
+        help="Fine-tune: start from a train-sr checkpoint (.pt) or SR weights "
+             "(.safetensors) of this network, holding out their validation images.")] = None,
     patch_size: Annotated[int | None, typer.Option(help="HR patch side (96).")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs of --steps-per-epoch steps.")] = None,
@@ -943,9 +946,10 @@ def train_sr(
 
     sets = SRTrainConfig.parse(_parse_sets(set_ or []))  # typed and checked: nothing written
     flags = {"model": model, "data": data, "scales": _ints(scales, "--scales"),
-             "patch_size": patch_size, "batch_size": batch_size, "epochs": epochs,
-             "steps_per_epoch": steps_per_epoch, "lr": lr, "amp": amp, "device": device,
-             "seed": seed, "val_count": val_count, "checkpoint_every": checkpoint_every}
+             "pretrained": pretrained, "patch_size": patch_size, "batch_size": batch_size,
+             "epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "amp": amp,
+             "device": device, "seed": seed, "val_count": val_count,
+             "checkpoint_every": checkpoint_every}
     if report is not None:
         flags["report_sets"] = tuple(s.strip() for s in report.split(",") if s.strip())
     if resume:

@@ -41,12 +41,18 @@ from ..models.imresize import downscale, modcrop, to_float
 from ..models.sr import SUPPORTED_SCALES, create_sr_model
 from ..tasks.sr_eval import evaluate_sr, load_pairs, super_resolve
 from ..weights.loading import load_state_dict_into
-from ..weights.sr import save_sr_weights
+from ..weights.sr import load_sr_weights, save_sr_weights
 from .config import COMPILE_MODES
 from .divergence import NonFiniteGuard, check_weights, likely_cause, step_schedule_without_update
 from .fields import check_types, lr_jump, parse_fields, resumed_config
 from .metrics_log import MetricsLog, progress_bar
-from .run_folder import RunFolder, load_training_state, rng_states, set_rng_states
+from .run_folder import (
+    RunFolder,
+    load_training_state,
+    rng_states,
+    saved_config,
+    set_rng_states,
+)
 
 CHECKPOINT_VERSION = 1
 TRAIN_METADATA_KEY = "resnets.sr.train"  # safetensors metadata: how the weights were trained
@@ -57,6 +63,10 @@ class SRTrainConfig:
     # what to train, on what
     model: str = "edsr_small"          # one of resnets.models.sr.list_sr_models()
     model_kwargs: dict = field(default_factory=dict)
+    # weights to start from (fine-tuning, with a new optimizer and schedule): a train-sr
+    # checkpoint (best.pt, last.pt) or SR weights (.safetensors) of the same network; their
+    # run's held-out validation images are held out again
+    pretrained: str = ""
     data: str = ""                     # folder holding the training sets (T91/, BSD200/)
     train_sets: tuple[str, ...] = TRAIN_SETS
     out: str = "runs/sr"               # run folder
@@ -287,6 +297,8 @@ class SRTrainer:
             cfg, self.changes_applied = resumed_config(cfg, self.resume_state, changes,
                                                        RESUME_CHANGEABLE)
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
+        if cfg.pretrained:  # stored absolute, as the data, for the record
+            cfg = cfg.replace(pretrained=str(Path(cfg.pretrained).expanduser().resolve()))
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
         # "auto" is stored as what it means on this machine, so a resume elsewhere keeps it
@@ -335,7 +347,13 @@ class SRTrainer:
         self.epoch_report_pairs = {
             name: {s: load_pairs(cfg.report_root() / name, s) for s in cfg.scales}
             for name in cfg.epoch_report}
-        val_names = list(cfg.val_images) or holdout(data.names, cfg.val_count, cfg.seed)
+        start_val = self.pretrained_val if self.resume_state is None else None
+        if start_val is not None and cfg.val_images and tuple(cfg.val_images) != start_val:
+            raise ValueError(f"the pretrained weights {cfg.pretrained} were validated on other "
+                             "held-out images than the ones asked: leave val_images out to "
+                             "hold out theirs")
+        val_names = (list(cfg.val_images) or list(start_val or ())
+                     or holdout(data.names, cfg.val_count, cfg.seed))
         unknown = sorted(set(val_names) - set(data.names))
         if unknown:
             raise ValueError(f"validation image(s) {unknown[:3]} are not among the "
@@ -361,6 +379,11 @@ class SRTrainer:
         if model.config.in_chans != 3:
             raise ValueError(f"train-sr trains RGB networks (in_chans 3), got in_chans "
                              f"{model.config.in_chans}")
+        self.pretrained_val = None
+        if cfg.pretrained and self.resume_state is None:  # a resumed run has its own weights
+            state, self.pretrained_val = pretrained_weights(cfg.pretrained)
+            load_state_dict_into(model, state, label=cfg.pretrained, model_name=cfg.model,
+                                 keep_head=True)
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -619,6 +642,34 @@ def sr_curves(rows: list[dict]):
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def pretrained_weights(path: str | Path) -> tuple[dict, tuple[str, ...] | None]:
+    """The state dict a fine-tuning run starts from, with the images its run held out for
+    validation when known: a train-sr checkpoint names them in its config; a weights file,
+    in the ``config.json`` of the run folder it sits in or in its bundled record
+    (``<stem>.json``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {path} (expected a train-sr "
+                                "checkpoint, .pt, or SR weights, .safetensors)")
+    if path.suffix == ".pt":
+        state = load_training_state(path)
+        config = state.get("config", {})
+        return state["model"], tuple(config.get("val_images") or ()) or None
+    state = load_sr_weights(path).state_dict()
+    records = []
+    for read in (lambda: saved_config(path.parent),  # a run folder's model.safetensors
+                 lambda: json.loads(path.with_suffix(".json").read_text()).get("config")):
+        try:
+            records.append(read())
+        except (OSError, ValueError, AttributeError):  # unreadable: as if there were none
+            pass
+    for config in records:
+        names = config.get("val_images") if isinstance(config, dict) else None
+        if names:
+            return state, tuple(names)
+    return state, None
 
 
 def checkpoint_model(path: str | Path) -> tuple[nn.Module, dict, int]:
