@@ -84,3 +84,11 @@ def test_a_weights_file_without_a_record_starts_with_a_seeded_hold_out(mini_sr, 
     save_sr_weights(load_sr_weights(source / "model.safetensors"), loose)
     state, held = pretrained_weights(loose)
     assert held is None and set(state) == set(load_sr_weights(loose).state_dict())
+
+
+def test_a_bundled_file_holds_out_what_its_record_names():
+    from resnets.weights.sr import bundled_sr_record, bundled_sr_weights
+
+    bundled = bundled_sr_weights("edsr_small_x234")
+    _, held = pretrained_weights(bundled)
+    assert held == tuple(bundled_sr_record(bundled)["config"]["val_images"]) and len(held) == 10

@@ -41,7 +41,7 @@ from ..models.imresize import downscale, modcrop, to_float
 from ..models.sr import SUPPORTED_SCALES, create_sr_model
 from ..tasks.sr_eval import evaluate_sr, load_pairs, super_resolve
 from ..weights.loading import load_state_dict_into
-from ..weights.sr import load_sr_weights, save_sr_weights
+from ..weights.sr import bundled_sr_record, load_sr_weights, save_sr_weights
 from .config import COMPILE_MODES
 from .divergence import NonFiniteGuard, check_weights, likely_cause, step_schedule_without_update
 from .fields import check_types, lr_jump, parse_fields, resumed_config
@@ -658,14 +658,11 @@ def pretrained_weights(path: str | Path) -> tuple[dict, tuple[str, ...] | None]:
         config = state.get("config", {})
         return state["model"], tuple(config.get("val_images") or ()) or None
     state = load_sr_weights(path).state_dict()
-    records = []
-    for read in (lambda: saved_config(path.parent),  # a run folder's model.safetensors
-                 lambda: json.loads(path.with_suffix(".json").read_text()).get("config")):
-        try:
-            records.append(read())
-        except (OSError, ValueError, AttributeError):  # unreadable: as if there were none
-            pass
-    for config in records:
+    try:
+        run_config = saved_config(path.parent)  # a run folder's model.safetensors
+    except (OSError, ValueError):  # unreadable: as if there were none
+        run_config = None
+    for config in (run_config, bundled_sr_record(path).get("config")):
         names = config.get("val_images") if isinstance(config, dict) else None
         if names:
             return state, tuple(names)
