@@ -7,7 +7,8 @@ Copies ``RUN/model.safetensors`` (absolute paths in its metadata cut to run name
 ``src/resnets/weights/bundled/sr/<model>_x<scales>
 .safetensors``, scores it with ``sr-eval``'s code on the matlab_ref Set5/Set14 images at
 every scale it serves, and writes the provenance JSON beside it (the tests recompute it).
-Other bundled models stay; the record's Set5/Set14 PSNR decides which one is the default.
+A fine-tuned run's record says what it started from (``started_from``: the file, the
+step, the config of the run that trained it). Other bundled models stay; the record's Set5/Set14 PSNR decides which one is the default.
 ``--store-dtype float16`` rounds the weights to half precision in the file (half the size;
 loading casts them back to float32); the record's scores are those of the stored weights.
 """
@@ -23,6 +24,7 @@ import torch
 
 from resnets.files import atomic_write
 from resnets.tasks.sr_eval import evaluate_sr
+from resnets.train.sr import pretrained_origin
 from resnets.weights.provenance import copy_without_machine_paths, strip_machine_paths
 from resnets.weights.sr import BUNDLED_SR_DIR, load_sr_weights
 
@@ -72,6 +74,8 @@ def main() -> None:
               "trained_on": "T91 + BSD200 less the held-out validation images",
               "config": cfg, "validation": {k: v for k, v in result.items() if "val" in k},
               "benchmarks": scores, "command": args.command}
+    if cfg.get("pretrained"):  # a fine-tune: what it started from, back to the first run
+        record["started_from"] = pretrained_origin(cfg["pretrained"])
     text = json.dumps(strip_machine_paths(record), indent=1) + "\n"
     atomic_write(dest.with_suffix(".json"), lambda tmp: tmp.write_text(text))
 

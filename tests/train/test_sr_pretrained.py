@@ -92,3 +92,21 @@ def test_a_bundled_file_holds_out_what_its_record_names():
     bundled = bundled_sr_weights("edsr_small_x234")
     _, held = pretrained_weights(bundled)
     assert held == tuple(bundled_sr_record(bundled)["config"]["val_images"]) and len(held) == 10
+
+
+def test_pretrained_origin_follows_a_chain_of_fine_tunes_back_to_the_first_run(
+        mini_sr, source, tmp_path):  # noqa: F811
+    from resnets.train.sr import pretrained_origin
+
+    first = tmp_path / "ft1"
+    SRTrainer(tiny_cfg(mini_sr, first, pretrained=str(source / "best.pt"), lr=1e-12,
+                       epochs=1, steps_per_epoch=2), quiet=True).fit()
+    origin = pretrained_origin(first / "model.safetensors")  # what a second fine-tune records
+    assert origin["file"] == "model.safetensors" and "step" not in origin
+    assert origin["config"]["pretrained"] == str(source / "best.pt")
+    back = origin["started_from"]
+    source_cfg = json.loads((source / "config.json").read_text())
+    assert back["file"] == "best.pt" and back["config"]["out"] == source_cfg["out"]
+    best = load_training_state(source / "best.pt")
+    assert back["step"] == best["epoch"] * source_cfg["steps_per_epoch"] + best["step_in_epoch"]
+    assert back["step"] > 0 and "started_from" not in back

@@ -669,6 +669,33 @@ def pretrained_weights(path: str | Path) -> tuple[dict, tuple[str, ...] | None]:
     return state, None
 
 
+def pretrained_origin(path: str | Path) -> dict:
+    """Where a fine-tuning run's start came from, for a bundled record's provenance: the
+    file's name and, when it says so, the config of the run that trained it and (for a
+    checkpoint) the optimizer step it was saved at; followed back through that run's own
+    ``pretrained`` while its file is still there."""
+    path = Path(path).expanduser()
+    origin: dict = {"file": path.name}
+    if path.suffix == ".pt":
+        state = load_training_state(path)
+        config = state.get("config") or {}
+        if config:
+            origin["step"] = (state["epoch"] * config["steps_per_epoch"]
+                              + state["step_in_epoch"])
+    else:
+        try:
+            config = saved_config(path.parent)
+        except (OSError, ValueError):
+            config = None
+        config = config or bundled_sr_record(path).get("config") or {}
+    if config:
+        origin["config"] = config
+        source = config.get("pretrained")
+        if source and Path(source).expanduser().is_file():
+            origin["started_from"] = pretrained_origin(source)
+    return origin
+
+
 def checkpoint_model(path: str | Path) -> tuple[nn.Module, dict, int]:
     """The network of a ``train-sr`` checkpoint (``best.pt``, ``last.pt``) in eval mode,
     with the run's config and the optimizer step it was saved at: for curve points and
