@@ -8,7 +8,8 @@ Copies ``RUN/model.safetensors`` (absolute paths in its metadata cut to run name
 .safetensors``, scores it with ``sr-eval``'s code on the matlab_ref Set5/Set14 images at
 every scale it serves, and writes the provenance JSON beside it (the tests recompute it).
 A fine-tuned run's record says what it started from (``started_from``: the file, the
-step, the config of the run that trained it). Other bundled models stay; the record's Set5/Set14 PSNR decides which one is the default.
+step, the config of the run that trained it). Other bundled models stay; the record's
+Set5/Set14 PSNR decides which one is the default.
 ``--store-dtype float16`` rounds the weights to half precision in the file (half the size;
 loading casts them back to float32); the record's scores are those of the stored weights.
 """
