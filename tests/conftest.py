@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+# The processes tests start (the CLI, torchrun's ranks, servers) run one torch thread, as the
+# tests themselves do: on the 2-core machine two test workers, each waiting on a child that
+# used both cores, made a 3-epoch training subprocess take 96 s instead of 30 (measured
+# under -n 3). A test that wants more threads sets them itself.
+os.environ["OMP_NUM_THREADS"] = "1"
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
