@@ -662,3 +662,29 @@ def test_resuming_a_run_of_the_other_trainer_is_one_line(mini_sr, tiny_data, tmp
         assert len(lines) == 1 and "Traceback" not in result.output, result.output
         assert lines[0] == (f"error: cannot resume {run} as a `resnets {command}` run: it "
                             f"is a `resnets {kind}` run; resume it with `resnets {kind}`")
+
+
+def test_scale_cycle_gives_a_repeated_scale_more_of_the_batches(mini_sr, tmp_path, monkeypatch):
+    from resnets.data.sr import PatchSampler
+
+    drawn = []
+    real = PatchSampler.sample
+
+    def recording(self, batch, scale, *args, **kwargs):
+        drawn.append(scale)
+        return real(self, batch, scale, *args, **kwargs)
+
+    monkeypatch.setattr(PatchSampler, "sample", recording)
+    result = runner.invoke(app, [*_cli_args(mini_sr, tmp_path / "run"), "--scales", "2,4",
+                                 "--set", "scale_cycle=2,2,4"])
+    assert result.exit_code == 0, result.output
+    assert drawn == [2, 2, 4] * 4  # 2 epochs of 6 steps, the cycle across the epoch end
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["scale_cycle"] == [2, 2, 4] and saved["scales"] == [2, 4]
+    for bad in ("2,2", "2,3,4"):  # a scale left out, or one the network does not serve
+        result = runner.invoke(app, [*_cli_args(mini_sr, tmp_path / f"bad{bad}"), "--scales",
+                                     "2,4", "--set", f"scale_cycle={bad}"])
+        assert result.exit_code == 1 and result.output.strip() == (
+            "error: scale_cycle must name each of the scales [2, 4] and no other, got "
+            f"[{bad.replace(',', ', ')}]")
+        assert not (tmp_path / f"bad{bad}").exists()

@@ -71,6 +71,9 @@ class SRTrainConfig:
     train_sets: tuple[str, ...] = TRAIN_SETS
     out: str = "runs/sr"               # run folder
     scales: tuple[int, ...] = SUPPORTED_SCALES  # one network serves all; batches cycle them
+    # the order batches cycle the scales in, a scale repeated to give it more of the steps
+    # (2,2,3,4: half the batches at x2); empty: the scales once each
+    scale_cycle: tuple[int, ...] = ()
     # patches: HR side, rounded down to a multiple of the scale (96: LR 48 / 32 / 24)
     patch_size: int = 96
     batch_size: int = 16
@@ -111,8 +114,8 @@ class SRTrainConfig:
     max_nonfinite_losses: int = 3      # stop after this many NaN/inf losses in a row
 
     def __post_init__(self) -> None:  # JSON and --set give lists; the config keeps tuples
-        for name in ("train_sets", "scales", "betas", "val_images", "report_sets",
-                     "epoch_report"):
+        for name in ("train_sets", "scales", "scale_cycle", "betas", "val_images",
+                     "report_sets", "epoch_report"):
             setattr(self, name, tuple(getattr(self, name)))
 
     def replace(self, **changes) -> SRTrainConfig:
@@ -163,6 +166,9 @@ class SRTrainConfig:
              and len(set(self.scales)) == len(self.scales),
              f"scales must be distinct values of {list(SUPPORTED_SCALES)}, got "
              f"{list(self.scales)}"),
+            (not self.scale_cycle or set(self.scale_cycle) == set(self.scales),
+             f"scale_cycle must name each of the scales {list(self.scales)} and no other, "
+             f"got {list(self.scale_cycle)}"),
             (self.patch_size >= 2 * max(self.scales or (1,)),
              f"patch size must be at least twice the largest scale, got {self.patch_size}"),
             (self.loss in ("l1", "l2"), f"loss must be l1 or l2, got {self.loss!r}"),
@@ -495,7 +501,8 @@ class SRTrainer:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=spe,
                                 completed=first_step)
             for b in range(first_step, spe):
-                scale = cfg.scales[(epoch * spe + b) % len(cfg.scales)]
+                cycle = cfg.scale_cycle or cfg.scales
+                scale = cycle[(epoch * spe + b) % len(cycle)]
                 lr_u8, hr_u8 = self.sampler.sample(cfg.batch_size, scale, generator, self.device)
                 lr_img = to_float(lr_u8)
                 if cfg.channels_last:
