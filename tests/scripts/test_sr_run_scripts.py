@@ -162,3 +162,33 @@ def test_quiet_pauses_trainers_only_and_resumes_them(tmp_path):
         for proc in (trainer, paused, decoy):
             proc.kill()
             proc.wait()
+
+
+def test_weight_mean_averages_the_files_and_scores_the_mean(tiny_run, tmp_path, monkeypatch,
+                                                             capsys):
+    import importlib.util
+
+    import torch
+
+    from resnets.weights.sr import load_sr_weights, save_sr_weights
+
+    spec = importlib.util.spec_from_file_location("sr_weight_mean", SCRIPTS / "sr_weight_mean.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = load_sr_weights(tiny_run / "model.safetensors")
+    shifted = load_sr_weights(tiny_run / "model.safetensors")
+    with torch.no_grad():
+        for p in shifted.parameters():
+            p.add_(1.0)
+    save_sr_weights(shifted, tmp_path / "shifted.safetensors")
+    mean = script.mean_model([tiny_run / "model.safetensors", tmp_path / "shifted.safetensors"])
+    for (name, a), b in zip(model.named_parameters(), mean.parameters(), strict=True):
+        assert torch.allclose(b, a + 0.5, atol=1e-6), name
+    ref = one_image_sr_ref(tmp_path / "ref", scales=(2,))
+    monkeypatch.setattr("sys.argv", ["sr_weight_mean.py", str(tiny_run / "best.pt"),
+                                     str(tiny_run / "model.safetensors"), "--sets", "Set5",
+                                     "--scales", "2", "--data", str(ref)])
+    script.main()
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["files"] == ["best.pt", "model.safetensors"] and record["mean_of"] == 2
+    assert 20 < record["Set5_x2"] < 45 and set(record) >= {"eval_s", "threads"}
