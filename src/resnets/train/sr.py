@@ -500,8 +500,8 @@ class SRTrainer:
         with progress_bar(self.quiet) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=spe,
                                 completed=first_step)
+            cycle = cfg.scale_cycle or cfg.scales
             for b in range(first_step, spe):
-                cycle = cfg.scale_cycle or cfg.scales
                 scale = cycle[(epoch * spe + b) % len(cycle)]
                 lr_u8, hr_u8 = self.sampler.sample(cfg.batch_size, scale, generator, self.device)
                 lr_img = to_float(lr_u8)
@@ -665,15 +665,26 @@ def pretrained_weights(path: str | Path) -> tuple[dict, tuple[str, ...] | None]:
         config = state.get("config", {})
         return state["model"], tuple(config.get("val_images") or ()) or None
     state = load_sr_weights(path).state_dict()
+    for config in _weights_configs(path):
+        if config.get("val_images"):
+            return state, tuple(config["val_images"])
+    return state, None
+
+
+def _weights_configs(path: Path) -> list[dict]:
+    """The configs that may describe a weights file's training: its run folder's
+    ``config.json`` (a run's model.safetensors), then its bundled record's."""
     try:
-        run_config = saved_config(path.parent)  # a run folder's model.safetensors
+        run_config = saved_config(path.parent)
     except (OSError, ValueError):  # unreadable: as if there were none
         run_config = None
-    for config in (run_config, bundled_sr_record(path).get("config")):
-        names = config.get("val_images") if isinstance(config, dict) else None
-        if names:
-            return state, tuple(names)
-    return state, None
+    return [c for c in (run_config, bundled_sr_record(path).get("config"))
+            if isinstance(c, dict) and c]
+
+
+def _checkpoint_step(state: dict) -> int:
+    """The optimizer step a train-sr checkpoint was saved at."""
+    return state["epoch"] * state["config"]["steps_per_epoch"] + state["step_in_epoch"]
 
 
 def pretrained_origin(path: str | Path) -> dict:
@@ -687,14 +698,9 @@ def pretrained_origin(path: str | Path) -> dict:
         state = load_training_state(path)
         config = state.get("config") or {}
         if config:
-            origin["step"] = (state["epoch"] * config["steps_per_epoch"]
-                              + state["step_in_epoch"])
+            origin["step"] = _checkpoint_step(state)
     else:
-        try:
-            config = saved_config(path.parent)
-        except (OSError, ValueError):
-            config = None
-        config = config or bundled_sr_record(path).get("config") or {}
+        config = next(iter(_weights_configs(path)), {})
     if config:
         origin["config"] = config
         source = config.get("pretrained")
@@ -713,8 +719,7 @@ def checkpoint_model(path: str | Path) -> tuple[nn.Module, dict, int]:
                             **cfg.get("model_kwargs", {}))
     load_state_dict_into(model, state["model"], label=str(path), model_name=cfg["model"],
                          keep_head=True)
-    step = state["epoch"] * cfg["steps_per_epoch"] + state["step_in_epoch"]
-    return model.eval(), cfg, step
+    return model.eval(), cfg, _checkpoint_step(state)
 
 
 def train_sr(cfg: SRTrainConfig, resume: bool = False, quiet: bool = False,
